@@ -1,0 +1,40 @@
+# Two commands on a fresh machine: `make run` (the whole task) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+DATA ?= data
+RUN ?= runs/mepp19
+RUN_CODE ?= protector_unet
+
+.PHONY: install test run standin clean-venv
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+# The whole task: fetch what is missing, train on MEPP18val, protect MEPP19test into the
+# submission zip, evaluate the written files. Offline, the fetch step says which file goes where.
+run: $(STAMP)
+	$(PY) -m protector data fetch --root $(DATA)
+	$(PY) train.py fit --config configs/mepp19.yaml --trainer.default_root_dir $(RUN)
+	$(PY) infer.py --checkpoint $(RUN)/protector.pt --list $(DATA)/MEPP19test.csv --images $(DATA)/val_256.tar \
+		--output $(RUN)/submission --format jpeg --quality 90 --run-code $(RUN_CODE) --zip \
+		--classifier resnet50 --checkpoint-classifier weights/resnet50_places365.pth.tar
+	$(PY) -m protector evaluate --protected $(RUN)/submission --run-code $(RUN_CODE) --list $(DATA)/MEPP19test.csv \
+		--original $(DATA)/val_256.tar --labels $(DATA)/places365_val.txt --classifier resnet50 \
+		--checkpoint weights/resnet50_places365.pth.tar --out $(RUN)/report
+
+# The same pipeline on the stand-in classifier and the photos in ../shared (CPU, minutes).
+standin: $(STAMP)
+	$(PY) train.py fit --config configs/standin.yaml --trainer.default_root_dir runs/standin
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,2 @@
+"""protector: protect photos against automatic scene recognition."""
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from protector.cli import main
+
+sys.exit(main())

@@ -1,0 +1,207 @@
+"""Photo files in and out: decode anything a user may hand us to RGB, encode without leaks.
+
+Reading applies EXIF orientation and turns every mode (alpha, palette, grayscale, 16-bit,
+CMYK) into 8-bit RGB. Writing starts from bare pixels, so no EXIF (GPS included), XMP,
+IPTC or comment block can survive; only the ICC colour profile is carried over.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
+
+# Pillow's own decompression-bomb threshold (about 89 megapixels): far above a
+# 12-megapixel phone photo, far below what would exhaust memory.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+
+_FORMATS = {"jpeg": "JPEG", "jpg": "JPEG", "png": "PNG", "webp": "WEBP", "bmp": "BMP", "tiff": "TIFF", "tif": "TIFF"}
+EXTENSION_FOR_FORMAT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
+
+
+class ImageReadError(ValueError):
+    """A file could not be turned into an RGB photo; the message names the file and the cause."""
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A decoded photo.
+
+    Attributes:
+        pixels: (H, W, 3) uint8 RGB, EXIF orientation already applied.
+        icc_profile: the embedded ICC profile of an RGB image, to carry into the output.
+        format: Pillow's name of the source format ("JPEG", "PNG", ...), None if unknown.
+    """
+
+    pixels: np.ndarray
+    icc_profile: bytes | None
+    format: str | None
+
+
+def read_photo(source: str | Path | bytes, name: str | None = None, max_pixels: int = MAX_PIXELS) -> Photo:
+    """Decode a photo file (path or bytes) to 8-bit RGB.
+
+    Raises:
+        ImageReadError: empty, truncated or unreadable file, not an image, animated
+            image, or more than `max_pixels` pixels. The message starts with `name`.
+    """
+    label = name if name is not None else ("<bytes>" if isinstance(source, bytes) else str(source))
+    data = _read_bytes(source, label)
+    if not data:
+        raise ImageReadError(f"{label}: empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageReadError(
+                    f"{label}: {width}x{height} = {width * height:,} pixels exceeds the limit of "
+                    f"{max_pixels:,} (decompression-bomb guard)"
+                )
+            if getattr(image, "n_frames", 1) > 1:
+                raise ImageReadError(
+                    f"{label}: animated image with {image.n_frames} frames is not supported; "
+                    "save the frame to protect as a still image"
+                )
+            image.load()
+            source_format = image.format
+            image = ImageOps.exif_transpose(image)
+    except ImageReadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{label}: not an image, or a format Pillow cannot read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageReadError(f"{label}: too many pixels ({err})") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        # Pillow reports truncated and corrupt streams as OSError/SyntaxError.
+        raise ImageReadError(f"{label}: corrupt or truncated image ({err})") from None
+    pixels, icc_profile = _to_rgb(image)
+    return Photo(pixels=pixels, icc_profile=icc_profile, format=source_format)
+
+
+def _read_bytes(source: str | Path | bytes, label: str) -> bytes:
+    if isinstance(source, bytes):
+        return source
+    try:
+        return Path(source).read_bytes()
+    except FileNotFoundError:
+        raise
+    except IsADirectoryError:
+        raise ImageReadError(f"{label}: is a directory, not an image file") from None
+    except OSError as err:
+        raise ImageReadError(f"{label}: cannot be read ({err.strerror or err})") from None
+
+
+def _to_rgb(image: Image.Image) -> tuple[np.ndarray, bytes | None]:
+    icc_profile = image.info.get("icc_profile") or None
+    mode = image.mode
+    if mode == "CMYK":
+        image = _cmyk_to_srgb(image, icc_profile)
+        return np.asarray(image, dtype=np.uint8).copy(), None  # the CMYK profile no longer applies
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit grayscale: scale to 8 bits instead of letting convert() clip at 255.
+        values = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if values.max(initial=0) > 255 else 255.0
+        gray = np.clip(np.rint(values * (255.0 / peak)), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2), None
+    if mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        # Transparent areas become white, as most viewers show them on a page.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    keep_icc = image.mode in ("RGB", "RGBA") and mode not in ("L", "1")
+    rgb = image.convert("RGB")
+    return np.asarray(rgb, dtype=np.uint8).copy(), icc_profile if keep_icc else None
+
+
+def _cmyk_to_srgb(image: Image.Image, icc_profile: bytes | None) -> Image.Image:
+    if icc_profile:
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
+            return ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+        except (ImageCms.PyCMSError, OSError):
+            pass  # a broken profile: fall back to Pillow's plain conversion
+    return image.convert("RGB")
+
+
+def normalize_format(fmt: str) -> str:
+    """Map a user's format name ('jpg', 'jpeg', 'PNG', ...) to Pillow's name."""
+    key = fmt.lower().lstrip(".")
+    if key not in _FORMATS:
+        raise ValueError(f"unsupported output format {fmt!r}; choose one of {sorted(set(_FORMATS))}")
+    return _FORMATS[key]
+
+
+def encode_photo(pixels: np.ndarray, fmt: str = "jpeg", quality: int = 90, icc_profile: bytes | None = None) -> bytes:
+    """Encode (H, W, 3) uint8 RGB pixels. Nothing but the ICC profile is written.
+
+    Args:
+        pixels: (H, W, 3) uint8 RGB.
+        fmt: jpeg, png, webp, bmp or tiff.
+        quality: JPEG/WebP quality 1..100 (ignored by lossless formats).
+        icc_profile: embedded as is when the format supports it.
+    """
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ValueError(f"expected (H, W, 3) uint8 pixels, got {pixels.shape} {pixels.dtype}")
+    if not 1 <= quality <= 100:
+        raise ValueError(f"quality must be in 1..100, got {quality}")
+    pil_format = normalize_format(fmt)
+    image = Image.fromarray(pixels, mode="RGB")
+    options: dict = {}
+    if icc_profile and pil_format in ("JPEG", "PNG", "WEBP", "TIFF"):
+        options["icc_profile"] = icc_profile
+    if pil_format in ("JPEG", "WEBP"):
+        options["quality"] = quality
+    buffer = io.BytesIO()
+    image.save(buffer, format=pil_format, **options)
+    return buffer.getvalue()
+
+
+def write_atomic(path: str | Path, data: bytes, overwrite: bool = False) -> None:
+    """Write `data` to `path` so that a crash leaves either the old state or the whole file.
+
+    The bytes go to a hidden temporary file in the same folder, are flushed to disk,
+    then renamed over `path`.
+
+    Raises:
+        FileExistsError: `path` exists and `overwrite` is False.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: already exists (pass overwrite=True to replace it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float32 in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float().div_(255.0)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(3, H, W) or (B, 3, H, W) float in [0, 1] -> (H, W, 3) or (B, H, W, 3) uint8, rounded."""
+    if x.dim() not in (3, 4):
+        raise ValueError(f"expected (3, H, W) or (B, 3, H, W), got shape {tuple(x.shape)}")
+    scaled = x.detach().float().clamp(0, 1).mul(255.0).round().to(torch.uint8)
+    return scaled.movedim(-3, -1).cpu().numpy()

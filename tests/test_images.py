@@ -1,0 +1,178 @@
+"""protector.images: every kind of photo a user hands in decodes to RGB or fails clearly."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image, ImageCms
+
+from protector.images import (
+    ImageReadError,
+    encode_photo,
+    read_photo,
+    to_tensor,
+    to_uint8,
+    write_atomic,
+)
+
+
+def _encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def _gradient(width: int = 40, height: int = 30) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 255 // width, y * 255 // height, (x + y) % 256], axis=2).astype(np.uint8)
+
+
+def test_rgb_jpeg_roundtrip_keeps_size():
+    pixels = _gradient()
+    photo = read_photo(encode_photo(pixels, "jpeg", quality=95))
+    assert photo.pixels.shape == (30, 40, 3) and photo.pixels.dtype == np.uint8
+    assert photo.format == "JPEG"
+    assert np.abs(photo.pixels.astype(int) - pixels).mean() < 3
+
+
+def test_png_is_lossless():
+    pixels = _gradient()
+    assert np.array_equal(read_photo(encode_photo(pixels, "png")).pixels, pixels)
+
+
+def test_alpha_is_composited_on_white():
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 0] = 255  # red, fully transparent on the left half
+    rgba[:, 2:, 3] = 255
+    pixels = read_photo(_encode(Image.fromarray(rgba, "RGBA"), "PNG")).pixels
+    assert pixels[0, 0].tolist() == [255, 255, 255]
+    assert pixels[0, 3].tolist() == [255, 0, 0]
+
+
+def test_grayscale_palette_and_16bit():
+    gray = Image.fromarray(np.full((5, 6), 100, np.uint8), "L")
+    assert read_photo(_encode(gray, "PNG")).pixels[0, 0].tolist() == [100, 100, 100]
+    palette = Image.fromarray(_gradient()).convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
+    assert read_photo(_encode(palette, "PNG")).pixels.shape == (30, 40, 3)
+    deep = Image.fromarray(np.full((5, 6), 65535, np.uint16))  # 16-bit white
+    assert read_photo(_encode(deep, "PNG")).pixels[0, 0].tolist() == [255, 255, 255]
+    mid = Image.fromarray(np.full((5, 6), 32896, np.uint16))  # 128 * 257
+    assert read_photo(_encode(mid, "PNG")).pixels[0, 0].tolist() == [128, 128, 128]
+
+
+def test_cmyk_jpeg_becomes_rgb():
+    cmyk = Image.new("CMYK", (8, 8), (0, 255, 255, 0))  # red in CMYK
+    pixels = read_photo(_encode(cmyk, "JPEG", quality=95)).pixels
+    assert pixels.shape == (8, 8, 3)
+    assert pixels[4, 4, 0] > 200 and pixels[4, 4, 1] < 60
+
+
+def test_exif_orientation_is_applied():
+    pixels = np.zeros((10, 20, 3), np.uint8)
+    pixels[:, :10] = 255  # white left half of a landscape image
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 clockwise to display
+    photo = read_photo(_encode(image, "JPEG", quality=95, exif=exif.tobytes()))
+    assert photo.pixels.shape == (20, 10, 3)  # portrait after orientation
+    assert photo.pixels[2, 5].mean() > 200  # the white half is now on top
+
+
+def test_icc_profile_is_read_and_written_back():
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    data = _encode(Image.fromarray(_gradient()), "JPEG", icc_profile=icc)
+    photo = read_photo(data)
+    assert photo.icc_profile == icc
+    written = Image.open(io.BytesIO(encode_photo(photo.pixels, "jpeg", icc_profile=photo.icc_profile)))
+    assert written.info.get("icc_profile") == icc
+
+
+def test_encode_writes_no_metadata():
+    image = Image.open(io.BytesIO(encode_photo(_gradient(), "jpeg")))
+    assert len(image.getexif()) == 0
+    assert not {"exif", "xmp", "comment", "icc_profile"} & set(image.info)
+
+
+@pytest.mark.parametrize(
+    ("data", "cause"),
+    [
+        (b"", "empty file"),
+        (b"this is not an image at all", "not an image"),
+        (encode_photo(_gradient(200, 200), "jpeg")[:400], "truncated"),
+    ],
+)
+def test_bad_bytes_name_the_file_and_cause(data, cause):
+    with pytest.raises(ImageReadError, match=rf"^holiday\.jpg: .*{cause}"):
+        read_photo(data, name="holiday.jpg")
+
+
+def test_animated_gif_is_rejected():
+    frames = [Image.new("RGB", (8, 8), c) for c in ("red", "blue")]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    with pytest.raises(ImageReadError, match="animated image with 2 frames"):
+        read_photo(buffer.getvalue(), name="a.gif")
+
+
+def test_decompression_bomb_limit():
+    data = encode_photo(np.zeros((100, 100, 3), np.uint8), "png")
+    with pytest.raises(ImageReadError, match="exceeds the limit"):
+        read_photo(data, name="big.png", max_pixels=5_000)
+
+
+def test_missing_and_directory(tmp_path: Path):
+    with pytest.raises(FileNotFoundError):
+        read_photo(tmp_path / "nope.jpg")
+    with pytest.raises(ImageReadError, match="is a directory"):
+        read_photo(tmp_path)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2048))
+def test_random_bytes_only_raise_the_documented_error(data):
+    try:
+        photo = read_photo(data)
+    except ImageReadError:
+        return
+    assert photo.pixels.dtype == np.uint8 and photo.pixels.shape[2] == 3
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.integers(1, 24),
+    st.integers(1, 24),
+    st.sampled_from(["RGB", "L", "RGBA", "P", "LA"]),
+    st.sampled_from(["PNG", "JPEG", "BMP", "WEBP", "TIFF"]),
+)
+def test_random_valid_images_decode_to_their_size(width, height, mode, fmt):
+    if fmt == "JPEG" and mode in ("RGBA", "P", "LA"):
+        mode = "RGB"
+    base = Image.fromarray(np.random.default_rng(width * height).integers(0, 256, (height, width, 3), np.uint8))
+    image = base.convert(mode)
+    photo = read_photo(_encode(image, fmt))
+    assert photo.pixels.shape == (height, width, 3)
+
+
+def test_write_atomic_never_overwrites_by_default(tmp_path: Path):
+    target = tmp_path / "out" / "a.jpg"
+    write_atomic(target, b"first")
+    with pytest.raises(FileExistsError):
+        write_atomic(target, b"second")
+    assert target.read_bytes() == b"first"
+    write_atomic(target, b"second", overwrite=True)
+    assert target.read_bytes() == b"second"
+    assert [p.name for p in target.parent.iterdir()] == ["a.jpg"]  # no temporary left
+
+
+def test_tensor_conversions_roundtrip():
+    pixels = _gradient()
+    x = to_tensor(pixels)
+    assert x.shape == (3, 30, 40) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    assert np.array_equal(to_uint8(x), pixels)
+    assert to_uint8(x[None]).shape == (1, 30, 40, 3)
