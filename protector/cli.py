@@ -10,19 +10,29 @@ import argparse
 import importlib
 import sys
 
-# Imported lazily so `protector --help` stays fast and one broken optional
-# dependency does not take every subcommand down.
-SUBCOMMANDS = ("data", "accuracy", "train", "protect", "evaluate")
+# Only the chosen subcommand's module is imported: `protector data check` should not
+# pay for importing Lightning, and one broken optional dependency does not take every
+# subcommand down.
+SUBCOMMANDS = {
+    "data": "download and check the task's data and weights",
+    "accuracy": "clean top-1/top-5 of a Places365 classifier on a labelled list",
+    "train": "train the generator (LightningCLI: fit, validate, ...)",
+    "protect": "protect photos in one forward pass and write the files",
+    "evaluate": "measure protected files as the organizers do; JSON, Markdown and HTML report",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="protector",
         description="Protect photos against automatic scene recognition (MediaEval Pixel Privacy).",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in SUBCOMMANDS:
-        importlib.import_module(f"protector.commands.{name}").register(subparsers)
+    for name, help_text in SUBCOMMANDS.items():
+        if name == command:
+            importlib.import_module(f"protector.commands.{name}").register(subparsers)
+        else:
+            subparsers.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
@@ -33,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         from protector.commands.train import run_lightning_cli
 
         return run_lightning_cli(argv[1:])
-    args = build_parser().parse_args(argv)
+    command = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+    args = build_parser(command).parse_args(argv)
     return int(args.func(args) or 0)
 
 
