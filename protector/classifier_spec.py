@@ -1,0 +1,73 @@
+"""Build a classifier from a command-line spec: ``resnet50``, ``standin`` or ``module.Class``.
+
+Shared by `protector protect` (manifest predictions) and `protector evaluate` (the attack
+model and transfer models), so both accept the same words.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from protector.classifiers import ARCHITECTURES, ExternalClassifier, FrozenClassifier, Places365Classifier
+
+STANDIN_CLASS_PATH = "squeezenet_places.StandinPlaces365"
+# The stand-in lives in ../shared/standin beside the repository (see its README).
+STANDIN_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "standin"
+
+
+def build_classifier(
+    spec: str,
+    checkpoint: str | Path | None = None,
+    sha256: str | None = None,
+    allow_unpinned: bool = False,
+    search_path: str | Path | None = None,
+) -> FrozenClassifier:
+    """A frozen classifier (RGB [0, 1] in, logits out) named by `spec`.
+
+    Args:
+        spec: an architecture of :data:`protector.classifiers.ARCHITECTURES` (``resnet50``
+            is the task's attack model; needs `checkpoint`), ``standin`` (the SqueezeNet
+            stand-in in ``../shared/standin``), or a class path ``module.Class``.
+        checkpoint: the official ``<arch>_places365.pth.tar`` for an architecture. Random
+            weights are refused: numbers from them mean nothing.
+        sha256: expected sha256 of `checkpoint`.
+        allow_unpinned: accept a checkpoint with no sha256 to verify.
+        search_path: folder put on ``sys.path`` for a class path (default for ``standin``:
+            ``../shared/standin`` beside the repository).
+
+    Raises:
+        ValueError: an architecture without a checkpoint, or a checkpoint given for a
+            class path (which loads its own weights).
+    """
+    if spec in ARCHITECTURES:
+        if checkpoint is None:
+            raise ValueError(
+                f"classifier {spec!r} needs its checkpoint ({spec}_places365.pth.tar, see weights/README.md): "
+                "pass --checkpoint FILE; a network with random weights gives meaningless predictions"
+            )
+        model: nn.Module = Places365Classifier(spec, str(checkpoint), sha256=sha256, allow_unpinned=allow_unpinned)
+    else:
+        if checkpoint is not None:
+            raise ValueError(
+                f"--checkpoint applies to the architectures {', '.join(ARCHITECTURES)}; "
+                f"classifier {spec!r} loads its own weights"
+            )
+        class_path = STANDIN_CLASS_PATH if spec == "standin" else spec
+        if spec == "standin" and search_path is None:
+            search_path = STANDIN_DIR
+            if not STANDIN_DIR.is_dir():
+                raise FileNotFoundError(
+                    f"{STANDIN_DIR}: the stand-in classifier folder is missing (expected ../shared/standin beside "
+                    "the repository); point --classifier-path at the folder holding squeezenet_places.py"
+                )
+        model = ExternalClassifier(class_path, str(search_path) if search_path is not None else None)
+    return FrozenClassifier(model)
+
+
+def classifier_label(spec: str, checkpoint: str | Path | None = None) -> str:
+    """Short human name for reports: ``resnet50 (resnet50_places365.pth.tar)``."""
+    if spec == "standin":
+        return "standin (SqueezeNet-Places365, ../shared/standin)"
+    return f"{spec} ({Path(checkpoint).name})" if checkpoint else spec
