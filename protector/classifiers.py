@@ -19,12 +19,18 @@ import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 from torchvision.models import densenet161, resnet18, resnet50
 from torchvision.models.resnet import BasicBlock, ResNet
 
 from protector.paths import sha256_file
+
+try:  # numpy >= 2
+    from numpy._core import multiarray as np_multiarray
+except ImportError:  # numpy 1.x
+    from numpy.core import multiarray as np_multiarray
 
 __all__ = [
     "ARCHITECTURES",
@@ -180,6 +186,17 @@ def resolve_sha256(path: str | Path, sha256: str | None = None, allow_unpinned: 
 # ----------------------------------------------------------------------------- loading
 
 
+# Checkpoints written by older training scripts may store numbers such as `best_prec1` as
+# numpy scalars. Rebuilding one runs no user code, so they are allowed under either module
+# spelling (numpy 1 pickles say numpy.core, numpy 2 numpy._core).
+_NUMPY_SCALAR_GLOBALS = [
+    (np_multiarray.scalar, "numpy.core.multiarray.scalar"),
+    (np_multiarray.scalar, "numpy._core.multiarray.scalar"),
+    np.dtype,
+    *(type(np.dtype(t)) for t in (np.float64, np.float32, np.int64, np.int32)),
+]
+
+
 def _read_checkpoint(path: Path) -> Any:
     """torch.load(weights_only=True) with every failure turned into a CheckpointError."""
     if not path.exists():
@@ -203,7 +220,8 @@ def _read_checkpoint(path: Path) -> Any:
     if is_zip and not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({size:,} bytes; the zip directory is missing)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_NUMPY_SCALAR_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise _unpickling_error(path, err) from None
     except (RuntimeError, EOFError, KeyError, ValueError, OSError, IndexError) as err:

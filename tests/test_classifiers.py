@@ -7,11 +7,13 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision
 from jsonargparse import ArgumentParser
 from torch import nn
+from torchvision.models import resnet18
 
 from protector.classifiers import (
     CheckpointError,
@@ -463,3 +465,20 @@ def test_bad_class_paths_give_clear_errors(tmp_path, clean_sys_path):
         ExternalClassifier("Model")
     with pytest.raises(FileNotFoundError, match="search path is not a folder"):
         ExternalClassifier("m.Model", search_path=str(tmp_path / "missing"))
+
+
+def test_legacy_checkpoint_with_numpy_scalars_loads(tmp_path):
+    # Old training scripts stored best_prec1 as a numpy scalar in the pre-zip pickle format;
+    # numpy 1 spells the module numpy.core, which safe loading must still accept.
+    model = resnet18(num_classes=365)
+    checkpoint = {
+        "epoch": 90,
+        "arch": "resnet18",
+        "state_dict": {"module." + k: v for k, v in model.state_dict().items()},
+        "best_prec1": np.float64(54.65),
+    }
+    path = tmp_path / "resnet18_places365.pth.tar"
+    torch.save(checkpoint, path, _use_new_zipfile_serialization=False)
+    path.write_bytes(path.read_bytes().replace(b"numpy._core", b"numpy.core"))
+    state = load_places365_state_dict(path, "resnet18")
+    assert torch.equal(state["fc.weight"], model.state_dict()["fc.weight"])
