@@ -184,6 +184,8 @@ def write_atomic(path: str | Path, data: bytes, overwrite: bool = False) -> None
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates 0600; give the photo the permissions a plain open() would.
+        os.fchmod(fd, 0o666 & ~_current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -192,6 +194,12 @@ def write_atomic(path: str | Path, data: bytes, overwrite: bool = False) -> None
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +169,15 @@ def test_write_atomic_never_overwrites_by_default(tmp_path: Path):
     write_atomic(target, b"second", overwrite=True)
     assert target.read_bytes() == b"second"
     assert [p.name for p in target.parent.iterdir()] == ["a.jpg"]  # no temporary left
+
+
+def test_write_atomic_uses_normal_file_permissions(tmp_path: Path):
+    old_mask = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "a.jpg", b"x")
+    finally:
+        os.umask(old_mask)
+    assert (tmp_path / "a.jpg").stat().st_mode & 0o777 == 0o644
 
 
 def test_tensor_conversions_roundtrip():
