@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageCms
 
@@ -152,11 +152,12 @@ def test_random_bytes_only_raise_the_documented_error(data):
     st.sampled_from(["PNG", "JPEG", "BMP", "WEBP", "TIFF"]),
 )
 def test_random_valid_images_decode_to_their_size(width, height, mode, fmt):
-    if fmt == "JPEG" and mode in ("RGBA", "P", "LA"):
-        mode = "RGB"
     base = Image.fromarray(np.random.default_rng(width * height).integers(0, 256, (height, width, 3), np.uint8))
-    image = base.convert(mode)
-    photo = read_photo(_encode(image, fmt))
+    try:
+        data = _encode(base.convert(mode), fmt)
+    except OSError:  # Pillow cannot write this mode in this format (e.g. LA as BMP)
+        assume(False)
+    photo = read_photo(data)
     assert photo.pixels.shape == (height, width, 3)
 
 
