@@ -1,0 +1,138 @@
+"""`protector train` / `train.py`: LightningCLI over ProtectorModule and ProtectorDataModule.
+
+Examples::
+
+    python train.py fit --config configs/standin.yaml --trainer.default_root_dir runs/standin
+    python train.py fit --config configs/standin.yaml --trainer.default_root_dir runs/standin --ckpt_path last
+    python train.py fit --config configs/debug.yaml --trainer.logger=false
+    python train.py validate --config configs/standin.yaml --ckpt_path runs/standin/checkpoints/last.ckpt
+
+The run folder (``trainer.default_root_dir``) receives ``checkpoints/`` (best and
+``last.ckpt``), ``config.yaml``, ``protector.pt`` (the best generator, after fit) and, with the
+default Weights & Biases logger, ``wandb/`` (offline unless ``WANDB_API_KEY`` is set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from pytorch_lightning import Trainer
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+from protector.callbacks import ExportProtector
+from protector.data.datamodule import ProtectorDataModule
+from protector.module import NonFiniteLossError, ProtectorModule
+
+SUBCOMMANDS = ("fit", "validate", "test")
+
+
+class ProtectorCLI(LightningCLI):
+    """LightningCLI with the run folder conventions of protector.
+
+    - ``checkpoint.*``: a ModelCheckpoint that is always present (monitor ``val/top1_fooled``,
+      mode max, ``save_last``), writing to ``<default_root_dir>/checkpoints`` unless
+      ``checkpoint.dirpath`` says otherwise, so ``--ckpt_path last`` finds it on resume.
+    - ``export.*``: the :class:`~protector.callbacks.ExportProtector` callback.
+    - ``torch_threads``: CPU threads for torch.
+    - ``trainer.logger`` left unset means Weights & Biases, project ``protector``, files in
+      the run folder, offline unless ``WANDB_API_KEY`` is set; ``--trainer.logger=false``
+      turns logging off.
+    """
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {name: spec for name, spec in LightningCLI.subcommands().items() if name in SUBCOMMANDS}
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/top1_fooled",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+                "checkpoint.save_top_k": 1,
+            }
+        )
+        parser.add_lightning_class_args(ExportProtector, "export")
+        parser.add_argument(
+            "--torch_threads",
+            type=Optional[int],
+            default=None,
+            help="CPU threads for torch (torch.set_num_threads). On a CPU shared with other jobs, 1 "
+            "avoids the busy-waiting of oversubscribed threads, which can slow training tenfold.",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        threads = self._get(self.config, "torch_threads")
+        if threads is not None:
+            if threads < 1:
+                raise ValueError(f"torch_threads must be >= 1, got {threads}")
+            torch.set_num_threads(threads)
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        root = Path(config.get("default_root_dir") or os.getcwd())
+        if config.get("logger") is None:
+            config["logger"] = default_logger(root)
+        trainer = super()._instantiate_trainer(config, callbacks)
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+                # Without this the folder would depend on the logger's run id, and
+                # `--ckpt_path last` could not find the previous run's last.ckpt.
+                callback.dirpath = os.path.realpath(root / "checkpoints")
+        return trainer
+
+
+def default_logger(root: Path) -> Any:
+    """Weights & Biases for project ``protector`` in ``root``; offline without an API key."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    # An explicit WANDB_MODE (e.g. disabled) is the user's choice; otherwise no key = offline.
+    offline = "WANDB_API_KEY" not in os.environ and "WANDB_MODE" not in os.environ
+    root.mkdir(parents=True, exist_ok=True)
+    return WandbLogger(project="protector", save_dir=str(root), offline=offline)
+
+
+def cli_main(args: list[str] | None = None, run: bool = True) -> ProtectorCLI:
+    """Build (and by default run) the CLI; ``args=None`` reads ``sys.argv``."""
+    return ProtectorCLI(
+        ProtectorModule,
+        ProtectorDataModule,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+    )
+
+
+def run_lightning_cli(argv: list[str]) -> int:
+    """Entry of ``protector train ARGS``; returns the exit code."""
+    try:
+        cli_main(list(argv))
+    except SystemExit as exit_:  # argument errors and --help end here
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except (ValueError, FileNotFoundError, NonFiniteLossError) as err:
+        # Errors a user can act on (bad file, bad setting, non-finite loss): one clear line.
+        print(f"protector train: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a protector (LightningCLI: fit, validate, test; see `protector train --help`)",
+        description="Train the generator against a frozen classifier with PyTorch Lightning. "
+        "Everything after `train` goes to LightningCLI, e.g. "
+        "`protector train fit --config configs/standin.yaml --trainer.default_root_dir runs/x`.",
+        add_help=False,
+    )
+    parser.add_argument("lightning_args", nargs=argparse.REMAINDER, help="LightningCLI arguments")
+    parser.set_defaults(func=lambda args: run_lightning_cli(args.lightning_args))

@@ -1,0 +1,137 @@
+"""`protector.pt`: the trained generator and its budget in one small file.
+
+The file is a plain dict of tensors, numbers and strings, so it loads with
+`torch.load(weights_only=True)`; no pickled class is ever executed. The generator class is
+looked up by name in an allow-list, never imported from a path stored in the file.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from protector.generator import BoundedProtector, UNetGenerator, check_eps
+from protector.images import write_atomic
+
+FORMAT_TAG = "protector"
+FORMAT_VERSION = 1
+
+# Generator classes a protector file may name (the only code the file can select).
+GENERATOR_CLASSES: dict[str, type[nn.Module]] = {"UNetGenerator": UNetGenerator}
+
+
+# What torch.load raises for random bytes, truncated zips, text files and pickles holding
+# classes that weights_only refuses (measured with torch 2.x).
+_CORRUPT_FILE_ERRORS = (RuntimeError, EOFError, LookupError, ValueError, TypeError, OSError, pickle.UnpicklingError)
+
+
+class ProtectorFileError(ValueError):
+    """A protector file is missing, corrupt, or not a protector file; the message names the file."""
+
+
+def save_protector(
+    path: str | Path,
+    generator: nn.Module,
+    eps: float,
+    generator_init: dict[str, Any] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write the generator's weights and the settings to rebuild it, atomically.
+
+    Args:
+        path: output file, usually ``<run>/protector.pt``; replaced if it exists.
+        generator: a generator whose class is in ``GENERATOR_CLASSES``.
+        eps: L-inf budget as a fraction of the [0, 1] range.
+        generator_init: constructor arguments; default ``generator.config``.
+        meta: provenance (plain numbers/strings/lists/dicts), stored as is.
+
+    Returns:
+        The path written.
+    """
+    eps = check_eps(eps)
+    class_name = type(generator).__name__
+    if GENERATOR_CLASSES.get(class_name) is not type(generator):
+        raise TypeError(
+            f"cannot export a {type(generator).__qualname__}: protector files hold one of "
+            f"{sorted(GENERATOR_CLASSES)} (add the class to protector.export.GENERATOR_CLASSES)"
+        )
+    if generator_init is None:
+        generator_init = dict(getattr(generator, "config", {}))
+    state = {key: value.detach().cpu().clone() for key, value in generator.state_dict().items()}
+    payload = {
+        "format": FORMAT_TAG,
+        "version": FORMAT_VERSION,
+        "generator_class": class_name,
+        "generator_init": dict(generator_init),
+        "eps": eps,
+        "state_dict": state,
+        "meta": dict(meta or {}),
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    path = Path(path)
+    write_atomic(path, buffer.getvalue(), overwrite=True)
+    return path
+
+
+def load_protector(path: str | Path, map_location: str | torch.device = "cpu") -> BoundedProtector:
+    """Rebuild the :class:`BoundedProtector` saved by :func:`save_protector`, in eval mode.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ProtectorFileError: not a protector file, an unknown version or generator class,
+            or weights that do not fit the stored settings.
+    """
+    payload = read_protector_file(path, map_location)
+    generator_cls = GENERATOR_CLASSES[payload["generator_class"]]
+    try:
+        generator = generator_cls(**payload["generator_init"])
+    except (TypeError, ValueError) as err:
+        raise ProtectorFileError(f"{path}: stored generator settings are invalid ({err})") from None
+    try:
+        generator.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        raise ProtectorFileError(f"{path}: weights do not match the stored generator settings ({err})") from None
+    protector = BoundedProtector(generator, payload["eps"]).eval()
+    protector.meta = payload["meta"]
+    return protector
+
+
+def read_protector_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and validate the raw dict of a protector file (weights_only=True)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no protector file here (train one with `protector train fit ...`)")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except _CORRUPT_FILE_ERRORS as err:
+        raise ProtectorFileError(f"{path}: not a readable protector file ({type(err).__name__}: {err})") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_TAG:
+        hint = " (looks like a Lightning checkpoint; use its run's protector.pt)" if _is_lightning(payload) else ""
+        raise ProtectorFileError(f"{path}: not a protector file: missing format tag {FORMAT_TAG!r}{hint}")
+    if payload.get("version") != FORMAT_VERSION:
+        raise ProtectorFileError(
+            f"{path}: protector file version {payload.get('version')!r}; this code reads version {FORMAT_VERSION}"
+        )
+    missing = [k for k in ("generator_class", "generator_init", "eps", "state_dict") if k not in payload]
+    if missing:
+        raise ProtectorFileError(f"{path}: protector file lacks {missing}")
+    if payload["generator_class"] not in GENERATOR_CLASSES:
+        raise ProtectorFileError(
+            f"{path}: unknown generator class {payload['generator_class']!r}; known: {sorted(GENERATOR_CLASSES)}"
+        )
+    eps = payload["eps"]
+    if not isinstance(eps, float) or not math.isfinite(eps) or not 0 < eps <= 1:
+        raise ProtectorFileError(f"{path}: invalid eps {eps!r} (expected a float in (0, 1])")
+    payload.setdefault("meta", {})
+    return payload
+
+
+def _is_lightning(payload: Any) -> bool:
+    return isinstance(payload, dict) and "state_dict" in payload and "pytorch-lightning_version" in payload

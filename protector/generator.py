@@ -1,0 +1,187 @@
+"""The perturbation generator (a small U-Net) and the L-inf budget it is held to."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Norm = Literal["batch", "instance", "none"]
+
+
+def _norm_layer(kind: Norm, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    return nn.Identity()
+
+
+def _conv_block(cin: int, cout: int, norm: Norm, stride: int = 1) -> nn.Sequential:
+    # The conv bias is redundant before a normalization layer that re-centres.
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=norm == "none"),
+        _norm_layer(norm, cout),
+        nn.LeakyReLU(0.2, inplace=True),
+    )
+
+
+class _Down(nn.Module):
+    def __init__(self, cin: int, cout: int, norm: Norm) -> None:
+        super().__init__()
+        self.reduce = _conv_block(cin, cout, norm, stride=2)
+        self.refine = _conv_block(cout, cout, norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.refine(self.reduce(x))
+
+
+class _Up(nn.Module):
+    # Project with a cheap 1x1 at the coarse level, upsample, then *add* the skip (LinkNet
+    # style): concatenating at fine levels would triple the cost of the full-size convs.
+    def __init__(self, cin: int, cout: int, norm: Norm) -> None:
+        super().__init__()
+        self.project = nn.Conv2d(cin, cout, 1)
+        self.fuse = _conv_block(cout, cout, norm)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(self.project(x), size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.fuse(x + skip)
+
+
+class UNetGenerator(nn.Module):
+    r"""Small U-Net mapping a photo to a raw perturbation map.
+
+    Built for fast CPU inference: the full-resolution level has only ``base_channels // 4``
+    channels, most of the work happens after an early stride-2 downsampling, and the
+    decoder adds skips instead of concatenating them.
+    Any input size works: the input is padded (reflect) to a multiple of ``2**depth`` and
+    the output cropped back. The output is unbounded; :func:`apply_budget` turns it into a
+    bounded perturbation.
+
+    Args:
+        in_channels: channels of the input and of the output map. Default: 3.
+        base_channels: channels after the first downsampling; doubles at each level.
+            Default: 32.
+        depth: number of stride-2 levels (1..6). Default: 3.
+        norm: ``"batch"``, ``"instance"`` or ``"none"``. Default: ``"batch"``.
+
+    Shape:
+        - Input: :math:`(B, C, H, W)`, RGB in [0, 1].
+        - Output: :math:`(B, C, H, W)`, raw (pre-tanh) map.
+
+    Example::
+        >>> g = UNetGenerator(base_channels=16, depth=2)
+        >>> g(torch.rand(1, 3, 37, 50)).shape
+        torch.Size([1, 3, 37, 50])
+    """
+
+    def __init__(self, in_channels: int = 3, base_channels: int = 32, depth: int = 3, norm: Norm = "batch") -> None:
+        super().__init__()
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+        if base_channels < 2:
+            raise ValueError(f"base_channels must be >= 2, got {base_channels}")
+        if not 1 <= depth <= 6:
+            raise ValueError(f"depth must be in 1..6, got {depth}")
+        if norm not in ("batch", "instance", "none"):
+            raise ValueError(f"norm must be 'batch', 'instance' or 'none', got {norm!r}")
+        # Everything needed to rebuild this network (see protector.export).
+        self.config = {"in_channels": in_channels, "base_channels": base_channels, "depth": depth, "norm": norm}
+        self.depth = depth
+
+        widths = [max(base_channels // 4, 4)] + [base_channels * 2**i for i in range(depth)]
+        self.stem = _conv_block(in_channels, widths[0], norm)
+        self.downs = nn.ModuleList(_Down(widths[i], widths[i + 1], norm) for i in range(depth))
+        self.ups = nn.ModuleList(_Up(widths[i + 1], widths[i], norm) for i in reversed(range(depth)))
+        self.head = nn.Conv2d(widths[0], in_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4:
+            raise ValueError(f"expected a (B, C, H, W) batch, got shape {tuple(x.shape)}")
+        height, width = x.shape[-2:]
+        x = _pad_to_multiple(x, 2**self.depth)
+        h = self.stem(x * 2 - 1)  # centred input
+        skips = [h]
+        for down in self.downs:
+            h = down(h)
+            skips.append(h)
+        skips.pop()
+        for up in self.ups:
+            h = up(h, skips.pop())
+        return self.head(h)[..., :height, :width]
+
+
+def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    height, width = x.shape[-2:]
+    # Instance norm needs more than one value per channel at the coarsest level.
+    pad_h = max(math.ceil(height / multiple), 2) * multiple - height
+    pad_w = max(math.ceil(width / multiple), 2) * multiple - width
+    if pad_h == 0 and pad_w == 0:
+        return x
+    # Reflect keeps image statistics at the border; it needs the pad to be smaller than the
+    # image, so tiny inputs fall back to replicate.
+    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def apply_budget(x: torch.Tensor, raw: torch.Tensor, eps: float) -> torch.Tensor:
+    r"""Bound a raw generator map to an L-inf ball: ``clamp(x + eps * tanh(raw), 0, 1)``.
+
+    Computed in float32 even under bf16/fp16 autocast (8/255 in bf16 rounds above
+    8/255), so ``|x_adv - x| <= eps`` holds up to float32 rounding.
+
+    Args:
+        x: clean images in [0, 1].
+        raw: raw generator output, same shape as ``x``.
+        eps: budget as a fraction of the [0, 1] range (2/255 is two 8-bit levels).
+
+    Shape:
+        - x, raw: :math:`(B, C, H, W)`; output: the same, float32.
+    """
+    if x.shape != raw.shape:
+        raise ValueError(f"x and raw must have the same shape, got {tuple(x.shape)} and {tuple(raw.shape)}")
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return (x.float() + eps * torch.tanh(raw.float())).clamp(0.0, 1.0)
+
+
+def check_eps(eps: float) -> float:
+    """Return ``eps`` as a float, or raise ValueError unless 0 < eps <= 1."""
+    eps = float(eps)
+    if not 0.0 < eps <= 1.0:
+        raise ValueError(f"eps must be in (0, 1] (a fraction of the [0, 1] pixel range, e.g. 2/255), got {eps}")
+    return eps
+
+
+class BoundedProtector(nn.Module):
+    r"""Generator plus budget: the one forward pass that protects a photo.
+
+    Contract: ``|forward(x) - x| <= eps`` elementwise, output in [0, 1], float32.
+
+    Args:
+        generator: network returning a raw map the shape of its input.
+        eps: L-inf budget as a fraction of the [0, 1] range, 0 < eps <= 1.
+
+    Shape:
+        - Input: :math:`(B, 3, H, W)` in [0, 1]; Output: the same.
+
+    Example::
+        >>> protector = BoundedProtector(UNetGenerator(base_channels=8, depth=2), eps=2 / 255).eval()
+        >>> x = torch.rand(1, 3, 64, 64)
+        >>> bool(((protector(x) - x).abs() <= 2 / 255 + 1e-6).all())
+        True
+    """
+
+    def __init__(self, generator: nn.Module, eps: float) -> None:
+        super().__init__()
+        self.generator = generator
+        self.eps = check_eps(eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return apply_budget(x, self.generator(x), self.eps)
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps:.6g} ({self.eps * 255:.3g}/255)"

@@ -1,0 +1,385 @@
+"""`ProtectorModule`: trains the generator against a frozen classifier, measures what a file holds."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pytorch_lightning import LightningModule
+from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.functional.image import structural_similarity_index_measure
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+from protector.generator import apply_budget, check_eps
+from protector.images import encode_photo, read_photo, to_tensor, to_uint8
+from protector.losses import topk_margin, topk_margin_loss
+from protector.robust import Robustifier
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; training stops before anything is saved."""
+
+
+class ProtectorModule(LightningModule):
+    r"""Train a perturbation generator so a frozen classifier misclassifies the saved photo.
+
+    Threat model: white-box, untargeted, L-inf. ``x_adv = clamp(x + eps * tanh(G(x)), 0, 1)``;
+    training minimizes a margin loss on ``classifier(robustifier(x_adv))`` (random
+    differentiable JPEG, 8-bit rounding); validation measures the photo as a file would hold
+    it: 8-bit rounded, and encoded/decoded as a real JPEG (PIL) at ``eval_jpeg_quality``.
+    Only the generator is trained; the classifier is wrapped in ``FrozenClassifier``.
+
+    Args:
+        generator: network returning a raw map the shape of its input (``UNetGenerator``).
+        classifier: RGB [0, 1] in, logits out; frozen here.
+        eps: L-inf budget, fraction of the [0, 1] range (2/255 = two 8-bit levels).
+        loss: ``"margin"`` (push the label out of the top-1) or ``"topk"`` (out of the top-k).
+        top_k: k for ``loss="topk"``.
+        kappa: margin in logit units beyond which a sample stops contributing (>= 0).
+        label_source: label to push away: ``"truth"`` (the dataset label; all must be known),
+            ``"predicted"`` (the classifier's prediction on the clean photo) or ``"auto"``
+            (the dataset label where known, the clean prediction where it is -1).
+        sensitive_categories: path to ``MEPP18senscats.txt``; its classes get ``sensitive_weight``.
+        sensitive_weight: loss weight of samples whose label is sensitive (others weigh 1).
+        robust: train through :class:`~protector.robust.Robustifier`.
+        jpeg_quality: JPEG quality range of the training-time differentiable JPEG.
+        jpeg_prob: probability of the training-time JPEG per image.
+        resize_prob: probability of the training-time down-up resize per image.
+        eval_jpeg_quality: quality of the real JPEG written in validation (1..100).
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        scheduler: ``"cosine"`` (per step, over the whole fit), ``"onecycle"`` or ``"none"``.
+        fidelity_weight: weight of the image-fidelity penalty (0 turns it off).
+        fidelity: ``"l2"`` (mean squared delta in units of eps^2) or ``"ssim"`` (1 - SSIM).
+        grid_images: images in the example grid logged to Weights & Biases each validation.
+        train_crop: train on a random ``train_crop`` x ``train_crop`` window of each batch
+            (None: whole images). Several times cheaper per step on a CPU; the generator is
+            fully convolutional, so it still protects whole photos. Validation is never cropped.
+
+    Example::
+        >>> module = ProtectorModule(UNetGenerator(), Places365Classifier("resnet50", ckpt), eps=2 / 255)  # doctest: +SKIP
+        >>> Trainer(max_epochs=10).fit(module, datamodule=dm)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        classifier: nn.Module,
+        eps: float = 2 / 255,
+        loss: Literal["margin", "topk"] = "topk",
+        top_k: int = 5,
+        kappa: float = 1.0,
+        label_source: Literal["truth", "predicted", "auto"] = "auto",
+        sensitive_categories: str | None = None,
+        sensitive_weight: float = 1.0,
+        robust: bool = True,
+        jpeg_quality: tuple[int, int] = (70, 95),
+        jpeg_prob: float = 0.8,
+        resize_prob: float = 0.0,
+        eval_jpeg_quality: int = 90,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        scheduler: Literal["cosine", "onecycle", "none"] = "cosine",
+        fidelity_weight: float = 0.0,
+        fidelity: Literal["l2", "ssim"] = "l2",
+        grid_images: int = 8,
+        train_crop: int | None = None,
+    ) -> None:
+        super().__init__()
+        # Networks are not hyperparameters (LightningCLI stores their config on its own).
+        self.save_hyperparameters(ignore=["generator", "classifier"])
+        from protector.classifiers import FrozenClassifier  # the classifiers module is heavy
+
+        self.eps = check_eps(eps)
+        _check_choice("loss", loss, ("margin", "topk"))
+        _check_choice("label_source", label_source, ("truth", "predicted", "auto"))
+        _check_choice("scheduler", scheduler, ("cosine", "onecycle", "none"))
+        _check_choice("fidelity", fidelity, ("l2", "ssim"))
+        if loss == "topk" and top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if kappa < 0:
+            raise ValueError(f"kappa must be >= 0 (a margin in logit units), got {kappa}")
+        if sensitive_weight <= 0:
+            raise ValueError(f"sensitive_weight must be > 0, got {sensitive_weight}")
+        if not 1 <= eval_jpeg_quality <= 100:
+            raise ValueError(f"eval_jpeg_quality must be in 1..100, got {eval_jpeg_quality}")
+        if lr <= 0 or weight_decay < 0:
+            raise ValueError(f"need lr > 0 and weight_decay >= 0, got lr={lr}, weight_decay={weight_decay}")
+        if fidelity_weight < 0:
+            raise ValueError(f"fidelity_weight must be >= 0, got {fidelity_weight}")
+        if grid_images < 0:
+            raise ValueError(f"grid_images must be >= 0, got {grid_images}")
+        if train_crop is not None and train_crop < 16:
+            raise ValueError(f"train_crop must be >= 16 pixels or None, got {train_crop}")
+
+        self.generator = generator
+        self.classifier = FrozenClassifier(classifier)
+        self.robustifier = (
+            Robustifier(jpeg_quality=jpeg_quality, jpeg_prob=jpeg_prob, resize_prob=resize_prob) if robust else None
+        )
+        self.top_k = top_k if loss == "topk" else 1
+        self.kappa = float(kappa)
+        self.label_source = label_source
+        self.sensitive_ids = _read_sensitive_ids(sensitive_categories)
+        self.sensitive_weight = float(sensitive_weight)
+        self.eval_jpeg_quality = int(eval_jpeg_quality)
+
+        self.val_metrics = nn.ModuleDict(
+            {
+                "top1_fooled": MeanMetric(),
+                "top5_fooled": MeanMetric(),
+                "top1_fooled_8bit": MeanMetric(),
+                "jpeg_only_fooled": MeanMetric(),  # the clean photo re-encoded, no perturbation
+                "clean_top1_acc": MeanMetric(),
+                "psnr": PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3)),  # mean of per-image PSNR
+                "ssim": StructuralSimilarityIndexMeasure(data_range=1.0),
+                "linf_max": MaxMetric(),  # in 8-bit levels
+            }
+        )
+        self.train_fooled = MeanMetric()
+        self._class_weights: torch.Tensor | None = None
+        self._gradient_checked = False
+        # Checkpoints hold the generator only; on_load_checkpoint puts the classifier back.
+        self._classifier_prefix = "classifier."
+
+    # ------------------------------------------------------------------ labels and loss
+
+    @torch.no_grad()
+    def _labels(self, x: torch.Tensor, label: torch.Tensor, clean_logits: torch.Tensor | None = None) -> torch.Tensor:
+        """The class each image must be pushed away from, per ``label_source``."""
+        if self.label_source == "truth":
+            if bool((label < 0).any()):
+                raise ValueError(
+                    f"label_source='truth' but {int((label < 0).sum())} images in this batch have no label (-1); "
+                    "use label_source='auto' or 'predicted', or give a labels file that covers every image"
+                )
+            return label
+        if clean_logits is None:
+            clean_logits = self.classifier(x)
+        predicted = clean_logits.argmax(dim=1)
+        if self.label_source == "predicted":
+            return predicted
+        return torch.where(label >= 0, label, predicted)
+
+    def _class_weights_for(self, num_classes: int, device: torch.device) -> torch.Tensor | None:
+        if not self.sensitive_ids or self.sensitive_weight == 1.0:
+            return None
+        if self._class_weights is None or self._class_weights.shape[0] != num_classes:
+            out_of_range = [i for i in self.sensitive_ids if i >= num_classes]
+            if out_of_range:
+                raise ValueError(
+                    f"{self.hparams.sensitive_categories}: class indices {out_of_range[:5]} do not exist in a "
+                    f"classifier with {num_classes} outputs"
+                )
+            weights = torch.ones(num_classes)
+            weights[list(self.sensitive_ids)] = self.sensitive_weight
+            self._class_weights = weights
+        return self._class_weights.to(device)
+
+    def attack_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Margin loss (top-1 or top-k, clamped at -kappa) with the sensitive-class weights."""
+        weights = self._class_weights_for(logits.shape[1], logits.device)
+        return topk_margin_loss(logits, y, k=self.top_k, kappa=self.kappa, class_weights=weights)
+
+    def _fidelity_penalty(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.hparams.fidelity == "l2":
+            return ((x_adv - x) / self.eps).pow(2).mean()  # 1.0 when every pixel uses the whole budget
+        return 1.0 - structural_similarity_index_measure(x_adv, x, data_range=1.0)
+
+    # ------------------------------------------------------------------ training
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Protect a batch: ``x_adv`` in [0, 1], float32, within ``eps`` of ``x``."""
+        return apply_budget(x, self.generator(x), self.eps)
+
+    def _random_window(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.hparams.train_crop
+        height, width = x.shape[-2:]
+        if size is None or (height <= size and width <= size):
+            return x
+        top = int(torch.randint(0, max(height - size, 0) + 1, ()))
+        left = int(torch.randint(0, max(width - size, 0) + 1, ()))
+        return x[..., top : top + size, left : left + size]
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        x = self._random_window(batch["image"])
+        y = self._labels(x, batch["label"])
+        if not self._gradient_checked:
+            self._gradient_checked = True
+            self._warn_if_no_input_gradient(x, y)
+        x_adv = self(x)
+        x_seen = self.robustifier(x_adv) if self.robustifier is not None else x_adv
+        logits = self.classifier(x_seen)  # (B, C)
+        loss = self.attack_loss(logits, y)
+        if self.hparams.fidelity_weight > 0:
+            loss = loss + self.hparams.fidelity_weight * self._fidelity_penalty(x_adv, x)
+        self._stop_if_not_finite(loss)
+        with torch.no_grad():
+            self.train_fooled.update((logits.argmax(dim=1) != y).float())
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=x.shape[0], sync_dist=True)
+        self.log("train/top1_fooled", self.train_fooled, on_step=False, on_epoch=True)
+        return loss
+
+    def _stop_if_not_finite(self, loss: torch.Tensor) -> None:
+        bad = not bool(torch.isfinite(loss.detach()))
+        # Every rank must stop together, or the others would wait forever in the next all-reduce.
+        if self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} at epoch {self.current_epoch}, global step {self.global_step}; "
+                "stopped before the optimizer step, so no checkpoint holds broken weights. "
+                "Try a lower model.lr, precision=32-true, or check the inputs for NaN."
+            )
+
+    def _warn_if_no_input_gradient(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        # As auto-attack does: a classifier that hides its input gradient (no_grad inside,
+        # non-differentiable preprocessing) cannot be attacked by gradient and would only
+        # look robust. Checked once, on a few clean images.
+        with torch.enable_grad():
+            probe = x[:4].detach().float().clone().requires_grad_(True)
+            margins = topk_margin(self.classifier(probe), y[:4], k=1)
+            if not margins.requires_grad:
+                raise ValueError(
+                    "the classifier's output has no gradient with respect to its input (a torch.no_grad or "
+                    "detach inside it?): the generator cannot be trained against it"
+                )
+            (grad,) = torch.autograd.grad(margins.sum(), probe)
+        if not bool(grad.abs().gt(0).any()):
+            rank_zero_warn(
+                "the classifier's input gradient is all zero: the generator gets no signal and cannot learn "
+                "(a torch.no_grad, detach or non-differentiable preprocessing inside the classifier?)"
+            )
+
+    # ------------------------------------------------------------------ validation
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        x = batch["image"].float()
+        clean_logits = self.classifier(x)
+        y = self._labels(x, batch["label"], clean_logits)
+        x_adv = self(x)
+        x_8bit = torch.round(x_adv * 255) / 255
+        x_file = jpeg_round_trip(x_adv, self.eval_jpeg_quality)
+        clean_file = jpeg_round_trip(x, self.eval_jpeg_quality)
+
+        logits_8bit = self.classifier(x_8bit)
+        logits_file = self.classifier(x_file)
+        logits_clean_file = self.classifier(clean_file)
+        top5 = logits_file.topk(min(5, logits_file.shape[1]), dim=1).indices
+
+        m = self.val_metrics
+        m["top1_fooled"].update((logits_file.argmax(1) != y).float())
+        m["top5_fooled"].update((top5 != y[:, None]).all(dim=1).float())
+        m["top1_fooled_8bit"].update((logits_8bit.argmax(1) != y).float())
+        m["jpeg_only_fooled"].update((logits_clean_file.argmax(1) != y).float())
+        m["clean_top1_acc"].update((clean_logits.argmax(1) == y).float())
+        m["psnr"].update(x_file, x)
+        m["ssim"].update(x_file, x)
+        m["linf_max"].update((x_8bit - x).abs().amax() * 255)
+        for name, metric in m.items():
+            self.log(f"val/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "top1_fooled")
+
+        if batch_idx == 0:
+            self._log_grid(x, x_file, x_8bit)
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_started = time.monotonic()
+
+    def on_train_epoch_end(self) -> None:
+        if self.train_fooled.update_called:
+            seconds = time.monotonic() - getattr(self, "_epoch_started", time.monotonic())
+            fooled = float(self.train_fooled.compute())  # every rank computes: it syncs
+            rank_zero_info(
+                f"epoch {self.current_epoch} step {self.global_step} train: top1_fooled {fooled:.4f} "
+                f"(robustified, {self.hparams.train_crop or 'whole'} px)  {seconds:.0f} s"
+            )
+
+    def on_validation_epoch_end(self) -> None:
+        # One plain line per validation, readable in a log file without a logger. compute()
+        # syncs across ranks (every rank must call it) and caches for Lightning's own logging.
+        if self.trainer.sanity_checking:
+            return
+        values = {name: float(metric.compute()) for name, metric in self.val_metrics.items() if metric.update_called}
+        if values:
+            summary = "  ".join(f"{name} {value:.4f}" for name, value in values.items())
+            rank_zero_info(f"epoch {self.current_epoch} step {self.global_step} val: {summary}")
+
+    def _log_grid(self, x: torch.Tensor, x_file: torch.Tensor, x_8bit: torch.Tensor) -> None:
+        n = min(self.hparams.grid_images, x.shape[0])
+        if n == 0 or self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        loggers = [lg for lg in self.loggers if isinstance(lg, WandbLogger)]
+        if not loggers:
+            return
+        from torchvision.utils import make_grid
+
+        delta = ((x_8bit[:n] - x[:n]).abs() / self.eps).clamp(0, 1)  # white = the whole budget used
+        grid = make_grid(torch.cat([x[:n], x_file[:n], delta]).float().cpu(), nrow=n, padding=2)
+        grid = to_uint8(grid)  # (H, W, 3) uint8: some wandb versions cast floats in [0, 1] to black
+        caption = f"clean | protected (JPEG q{self.eval_jpeg_quality}) | |delta| / eps"
+        for logger in loggers:
+            logger.log_image(key="val/examples", images=[grid], caption=[caption], step=self.global_step)
+
+    # ------------------------------------------------------------------ optimizer, checkpoints
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.generator.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the generator has no trainable parameters")
+        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if self.hparams.scheduler == "none":
+            return optimizer
+        total_steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total_steps) or total_steps < 1:
+            rank_zero_warn("no finite number of training steps (max_epochs/max_steps); training without LR schedule")
+            return optimizer
+        total_steps = int(total_steps)
+        if self.hparams.scheduler == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+        else:
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.hparams.lr, total_steps=total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The classifier is frozen and rebuilt from its own config; keeping a copy of a
+        # ResNet50 in every checkpoint would only cost disk.
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith(self._classifier_prefix)]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        for key, value in self.classifier.state_dict(prefix=self._classifier_prefix).items():
+            state.setdefault(key, value)
+
+
+def jpeg_round_trip(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """Encode each image as a real JPEG (PIL, 4:2:0 as PIL defaults) and decode it again.
+
+    Shape: (B, 3, H, W) float in [0, 1] -> the same, float32, on the same device.
+    """
+    pixels = to_uint8(x)  # (B, H, W, 3), rounded
+    decoded = [to_tensor(read_photo(encode_photo(p, "jpeg", quality=quality)).pixels) for p in pixels]
+    return torch.stack(decoded).to(x.device)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _read_sensitive_ids(path: str | None) -> tuple[int, ...]:
+    if path is None:
+        return ()
+    from protector.data.lists import read_senscats
+
+    return tuple(sorted(read_senscats(Path(path))))
+
+
+__all__ = ["NonFiniteLossError", "ProtectorModule", "jpeg_round_trip"]

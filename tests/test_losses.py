@@ -1,0 +1,90 @@
+"""margin_loss and topk_margin_loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protector.losses import margin_loss, topk_margin, topk_margin_loss
+
+
+def test_margin_is_true_minus_best_other() -> None:
+    logits = torch.tensor([[3.0, 1.0, 2.0], [0.0, 5.0, 1.0]])
+    y = torch.tensor([0, 0])
+    # sample 0: 3 - 2 = 1 (still top-1); sample 1: 0 - 5 = -5 (fooled), clamped at -kappa
+    assert margin_loss(logits, y, kappa=0.0) == pytest.approx((1.0 + 0.0) / 2)
+    assert margin_loss(logits, y, kappa=10.0) == pytest.approx((1.0 - 5.0) / 2)
+
+
+def test_topk_margin_uses_kth_largest_other() -> None:
+    logits = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0]])
+    y = torch.tensor([2])  # others sorted: 5, 4, 2, 1
+    assert topk_margin(logits, y, k=1).item() == pytest.approx(3 - 5)
+    assert topk_margin(logits, y, k=2).item() == pytest.approx(3 - 4)
+    assert topk_margin(logits, y, k=3).item() == pytest.approx(3 - 2)
+    assert topk_margin_loss(logits, y, k=3, kappa=0.0).item() == pytest.approx(1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    batch=st.integers(1, 6),
+    classes=st.integers(3, 12),
+    k=st.integers(1, 5),
+    seed=st.integers(0, 10_000),
+)
+def test_negative_topk_margin_means_out_of_topk(batch: int, classes: int, k: int, seed: int) -> None:
+    k = min(k, classes - 1)
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(batch, classes, generator=gen)
+    y = torch.randint(0, classes, (batch,), generator=gen)
+    out_of_topk = (logits.topk(k, dim=1).indices != y[:, None]).all(dim=1)
+    assert torch.equal(topk_margin(logits, y, k) < 0, out_of_topk)
+
+
+def test_k1_topk_equals_margin() -> None:
+    torch.manual_seed(0)
+    logits, y = torch.randn(8, 10), torch.randint(0, 10, (8,))
+    assert torch.equal(topk_margin_loss(logits, y, k=1, kappa=0.5), margin_loss(logits, y, kappa=0.5))
+
+
+def test_gradient_pushes_true_logit_down_and_stops_beyond_kappa() -> None:
+    logits = torch.tensor([[4.0, 1.0, 0.0], [0.0, 9.0, 1.0]], requires_grad=True)
+    y = torch.tensor([0, 0])
+    margin_loss(logits, y, kappa=2.0).backward()
+    grad = logits.grad
+    assert grad[0, 0] > 0 and grad[0, 1] < 0  # descent lowers the true logit, raises the rival
+    assert torch.all(grad[1] == 0)  # already beaten by 9 > kappa: no pull
+
+
+def test_class_weights_weight_each_sample_by_its_class() -> None:
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 4.0, 0.0]])
+    y = torch.tensor([0, 1])  # margins 2 and 4
+    weights = torch.tensor([1.0, 3.0, 1.0])
+    expected = (1 * 2 + 3 * 4) / (1 + 3)
+    assert margin_loss(logits, y, class_weights=weights).item() == pytest.approx(expected)
+    assert margin_loss(logits, y, class_weights=torch.ones(3)).item() == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize(
+    ("logits", "y", "k", "kappa", "weights", "match"),
+    [
+        (torch.zeros(2, 3), torch.tensor([0, 3]), 1, 0.0, None, "labels must be in"),
+        (torch.zeros(2, 3), torch.tensor([0, -1]), 1, 0.0, None, "labels must be in"),
+        (torch.zeros(2, 3), torch.tensor([0, 1]), 3, 0.0, None, "k must be in"),
+        (torch.zeros(2, 3), torch.tensor([0, 1]), 1, -1.0, None, "kappa"),
+        (torch.zeros(2, 3), torch.tensor([0]), 1, 0.0, None, "y must have shape"),
+        (torch.zeros(6), torch.tensor([0]), 1, 0.0, None, r"\(B, C\)"),
+        (torch.zeros(2, 3), torch.tensor([0, 1]), 1, 0.0, torch.ones(4), "class_weights"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(logits, y, k, kappa, weights, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        topk_margin_loss(logits, y, k=k, kappa=kappa, class_weights=weights)
+
+
+def test_bf16_logits_are_handled_in_float32() -> None:
+    logits = torch.tensor([[1000.0, 999.0, 0.0]]).to(torch.bfloat16)
+    out = margin_loss(logits, torch.tensor([0]))
+    assert out.dtype == torch.float32

@@ -1,0 +1,188 @@
+"""`train.py` / `protector train`: configs, defaults, a real debug fit, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import WandbLogger
+
+from protector.callbacks import ExportProtector
+from protector.commands.train import cli_main, run_lightning_cli
+from protector.export import load_protector
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+@pytest.fixture(autouse=True)
+def _in_repo(monkeypatch):
+    # Configs name ../shared and runs/ relative to the repository root, as a user runs them.
+    monkeypatch.chdir(REPO)
+
+
+@pytest.fixture
+def one_thread():
+    # Two cores shared by several jobs: oversubscribed torch threads busy-wait.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled", PYTHONUNBUFFERED="1")
+    env.pop("CI_SKIP", None)
+    return env
+
+
+def test_there_are_the_three_configs() -> None:
+    assert {p.name for p in CONFIGS} >= {"debug.yaml", "standin.yaml", "mepp19.yaml"}
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_every_config_parses(config: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["fit", "--config", str(config), "--print_config"])
+    assert exit_.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "class_path: protector.generator.UNetGenerator" in printed
+    assert "monitor: val/top1_fooled" in printed
+
+
+@pytest.mark.parametrize("name", ["debug.yaml", "standin.yaml"])
+def test_standin_configs_instantiate(name: str, shared) -> None:
+    shared.path("standin/squeezenet_places365_bn.pt")
+    cli = cli_main(["--config", f"configs/{name}", "--trainer.logger=false"], run=False)
+    assert cli.model.eps == pytest.approx(2 / 255, abs=1e-6)
+    assert isinstance(cli.trainer.checkpoint_callback, ModelCheckpoint)
+    assert cli.trainer.checkpoint_callback.save_last
+    assert any(isinstance(c, ExportProtector) for c in cli.trainer.callbacks)
+    root = Path(cli.trainer.default_root_dir).resolve()
+    assert Path(cli.trainer.checkpoint_callback.dirpath) == root / "checkpoints"
+
+
+def test_default_logger_is_offline_wandb_in_the_run_folder(shared, tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    args = ["--config", "configs/debug.yaml", "--trainer.logger", "null", "--trainer.default_root_dir", str(tmp_path)]
+    cli = cli_main(args, run=False)  # no fit: the wandb run is never started
+    logger = cli.trainer.logger
+    assert isinstance(logger, WandbLogger)
+    assert logger.save_dir == str(tmp_path)
+    assert logger._offline
+    assert logger._wandb_init["project"] == "protector"
+
+
+def test_checkpoint_and_model_settings_can_be_overridden(shared) -> None:
+    args = [
+        "--config", "configs/debug.yaml",
+        "--checkpoint.monitor", "val/top5_fooled",
+        "--model.eps", "0.0039216",
+        "--model.loss", "margin",
+    ]
+    cli = cli_main(args, run=False)
+    assert cli.trainer.checkpoint_callback.monitor == "val/top5_fooled"
+    assert cli.model.eps == pytest.approx(1 / 255, abs=1e-6)
+    assert cli.model.top_k == 1
+
+
+def test_bad_arguments_give_exit_codes(shared, capsys) -> None:
+    assert run_lightning_cli(["fit", "--config", "configs/debug.yaml", "--model.eps", "2"]) == 1
+    assert "eps must be in (0, 1]" in capsys.readouterr().err
+    assert run_lightning_cli(["fit", "--no_such_option", "1"]) == 2
+    assert run_lightning_cli(["--help"]) == 0
+
+
+def test_protector_command_routes_train_to_lightning(capsys) -> None:
+    from protector.cli import main
+
+    assert main(["train", "fit", "--help"]) == 0
+    assert "--model.eps" in capsys.readouterr().out
+
+
+def test_debug_fit_writes_protector_and_resumes(shared, tmp_path, one_thread) -> None:
+    run = tmp_path / "run"
+    common = ["--config", "configs/debug.yaml", "--trainer.default_root_dir", str(run), "--trainer.logger=false"]
+    cli_main(["fit", *common])
+    protector = load_protector(run / "protector.pt")
+    assert protector.eps == pytest.approx(2 / 255, abs=1e-6)
+    assert (run / "config.yaml").is_file()
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    steps_one_epoch = last["global_step"]
+    assert steps_one_epoch > 0
+    # Resume from last.ckpt for one more epoch: the step count continues, it does not restart.
+    cli_main(["fit", *common, "--trainer.max_epochs", "2", "--ckpt_path", "last"])
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["global_step"] == 2 * steps_one_epoch
+    assert resumed["epoch"] > last["epoch"]
+    assert resumed["optimizer_states"][0]["state"]  # Adam moments were carried over
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_continues(shared, tmp_path) -> None:
+    run = tmp_path / "run"
+    checkpoints = run / "checkpoints"
+    common = [
+        sys.executable, "train.py", "fit", "--config", "configs/debug.yaml",
+        "--trainer.default_root_dir", str(run), "--trainer.max_epochs", "6",
+        "--checkpoint.every_n_train_steps", "1", "--checkpoint.monitor", "null",
+        "--checkpoint.save_top_k", "-1", "--checkpoint.filename", "{step}",
+        "--trainer.check_val_every_n_epoch", "100", "--torch_threads", "1",
+    ]
+    with open(tmp_path / "first.log", "wb") as log:
+        first = subprocess.Popen(common, cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 240
+        # Kill it hard in the middle of training, once a few steps are on disk.
+        while time.monotonic() < deadline and len(list(checkpoints.glob("step=*.ckpt"))) < 3:
+            assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            time.sleep(0.2)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    assert first.returncode == -signal.SIGKILL
+    before = {p.name: p.stat().st_mtime_ns for p in checkpoints.glob("step=*.ckpt")}
+    killed_at = torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"]
+    assert 0 < killed_at < 12  # 6 epochs x 2 steps: it really was stopped midway
+    assert not (run / "protector.pt").exists()
+
+    second = subprocess.run([*common, "--ckpt_path", "last"], cwd=REPO, env=_env(), capture_output=True, timeout=300)
+    output = (second.stdout + second.stderr).decode(errors="replace")
+    assert second.returncode == 0, output[-3000:]
+    assert "Restored all states from the checkpoint" in output
+    final = torch.load(checkpoints / "last.ckpt", weights_only=True)
+    assert final["global_step"] == 12
+    after = {p.name: p.stat().st_mtime_ns for p in checkpoints.glob("step=*.ckpt")}
+    # Steps done before the kill were not redone: their files are untouched, only later ones are new.
+    for name, mtime in before.items():
+        assert after[name] == mtime, name
+    new_steps = sorted(int(name[len("step=") : -len(".ckpt")]) for name in after.keys() - before.keys())
+    assert new_steps and min(new_steps) > killed_at - 1
+    assert (run / "protector.pt").is_file()
+
+
+@pytest.mark.slow
+def test_shortened_standin_run_protects(shared, tmp_path) -> None:
+    """A few minutes of the real stand-in recipe must beat what JPEG alone does."""
+    run = tmp_path / "run"
+    command = [
+        sys.executable, "train.py", "fit", "--config", "configs/standin.yaml",
+        "--trainer.default_root_dir", str(run), "--trainer.logger=false",
+        "--trainer.max_epochs", "2", "--trainer.check_val_every_n_epoch", "2",
+        "--data.limit", "400", "--model.eps", "0.0156863",  # 4/255: a lower bar in little time
+    ]
+    result = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, timeout=1500)
+    output = (result.stdout + result.stderr).decode(errors="replace")
+    assert result.returncode == 0, output[-3000:]
+    line = [ln for ln in output.splitlines() if " val: " in ln][-1]
+    values = dict(zip(line.split(" val: ")[1].split()[::2], map(float, line.split(" val: ")[1].split()[1::2])))
+    assert values["linf_max"] <= 4.0 + 1e-3
+    assert values["top1_fooled"] >= values["jpeg_only_fooled"] + 0.15, line
+    assert values["psnr"] > 30
+    assert load_protector(run / "protector.pt").eps == pytest.approx(4 / 255, abs=1e-6)
