@@ -34,8 +34,9 @@ def build_classifier(
             weights are refused: numbers from them mean nothing.
         sha256: expected sha256 of `checkpoint`.
         allow_unpinned: accept a checkpoint with no sha256 to verify.
-        search_path: folder put on ``sys.path`` for a class path (default for ``standin``:
-            ``../shared/standin`` beside the repository).
+        search_path: folder put on ``sys.path`` for a class path. ``standin`` uses
+            ``../shared/standin`` beside the repository unless `search_path` holds
+            ``squeezenet_places.py``.
 
     Raises:
         ValueError: an architecture without a checkpoint, or a checkpoint given for a
@@ -55,7 +56,9 @@ def build_classifier(
                 f"classifier {spec!r} loads its own weights"
             )
         class_path = STANDIN_CLASS_PATH if spec == "standin" else spec
-        if spec == "standin" and search_path is None:
+        # One --classifier-path may serve several models (attack and transfer): it points the
+        # stand-in elsewhere only when it holds the stand-in's code.
+        if spec == "standin" and (search_path is None or not (Path(search_path) / "squeezenet_places.py").is_file()):
             search_path = STANDIN_DIR
             if not STANDIN_DIR.is_dir():
                 raise FileNotFoundError(

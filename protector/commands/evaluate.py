@@ -1,0 +1,91 @@
+"""`protector evaluate`: score protected files from disk, write results.json, summary.md, report.html."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DESCRIPTION = """\
+Evaluate protected files as the task organizers did: decode each file from disk, classify it
+at full size (normalization only), compare with its original. Writes results.json, summary.md,
+report.html (with plots and a gallery) into --out.
+"""
+
+
+def _baselines(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    files = parser.add_argument_group("files")
+    files.add_argument("--protected", type=Path, required=True, metavar="DIR", help="the run's output folder")
+    files.add_argument("--run-code", metavar="CODE", help="the CODE_ prefix of the protected file names, if any")
+    files.add_argument("--original", type=Path, required=True, metavar="DIR_OR_TAR_OR_LIST",
+                       help="the originals: a folder, val_256.tar, or a list file (names relative to its folder)")
+    files.add_argument("--list", dest="list_path", type=Path, metavar="FILE",
+                       help="evaluate exactly these originals (e.g. MEPP19test.csv); missing files are errors")
+    files.add_argument("--labels", type=Path, metavar="FILE",
+                       help="ground truth (places365_val.txt or a list with labels); "
+                            "without it accuracy is measured against the clean prediction")
+    files.add_argument("--allow-missing", action="store_true",
+                       help="evaluate the files that are there when some are missing or unreadable")
+    files.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR", help="folder for the report")
+
+    models = parser.add_argument_group("models")
+    models.add_argument("--classifier", required=True, metavar="SPEC",
+                        help="attack model: resnet50 (with --checkpoint), standin, or module.Class")
+    models.add_argument("--checkpoint", "--classifier-checkpoint", dest="checkpoint", type=Path, metavar="FILE",
+                        help="checkpoint of the attack model, e.g. weights/resnet50_places365.pth.tar")
+    models.add_argument("--sha256", help="expected sha256 of --checkpoint")
+    models.add_argument("--allow-unpinned", action="store_true", help="accept checkpoints with no sha256 to check")
+    models.add_argument("--classifier-path", type=Path, metavar="DIR", help="folder put on sys.path for module.Class specs")
+    models.add_argument("--transfer", nargs="+", action="extend", default=[], metavar="SPEC[=CHECKPOINT]",
+                        help="more models to test transfer on, e.g. resnet18=weights/resnet18_places365.pth.tar standin")
+    models.add_argument("--nima", type=Path, metavar="WEIGHTS",
+                        help="NIMA weights (weights_mobilenet_aesthetic_0.07.hdf5); without it appeal is not measured")
+    models.add_argument("--nima-preprocess", choices=("idealo", "native"), default="idealo",
+                        help="idealo: resize to 224 (nearest); native: full size (as the organizers). Default: idealo")
+    models.add_argument("--categories", type=Path, metavar="FILE", help="categories_places365.txt, for class names")
+    models.add_argument("--senscats", type=Path, metavar="FILE",
+                        help="MEPP18senscats.txt: the per-category table covers these classes")
+
+    base = parser.add_argument_group("baselines")
+    base.add_argument("--baselines", type=_baselines, default=[], metavar="fgsm,pgd",
+                      help="also run FGSM and/or PGD-10 (torchattacks) at --eps on the same photos, saved like the "
+                           "protected files, and evaluate them side by side")
+    base.add_argument("--eps", metavar="E", help="baseline budget, a fraction of the pixel range: 2/255 or 0.00784")
+    base.add_argument("--quality", type=int, default=90, help="JPEG quality the baselines are saved with. Default: 90")
+    base.add_argument("--seed", type=int, default=0, help="seed of PGD's random start. Default: 0")
+
+    run = parser.add_argument_group("running")
+    run.add_argument("--gallery", type=int, default=8, help="examples in the report's gallery. Default: 8")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1. Default: auto")
+    run.add_argument("--batch-size", type=int, default=16, help="photos per model call. Default: 16")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="evaluate protected files like the task organizers", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from protector.evaluate import EvaluateOptions, evaluate, parse_eps
+    from protector.report import write_report
+
+    values = {key: value for key, value in vars(args).items() if key in EvaluateOptions.__dataclass_fields__}
+    try:
+        values["eps"] = parse_eps(args.eps) if args.eps is not None else None
+        options = EvaluateOptions(**values)
+        evaluation = evaluate(options)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"protector evaluate: error: {err}", file=sys.stderr)
+        return 2
+    paths = write_report(evaluation, options.out)
+    print(paths["summary"].read_text(encoding="utf-8"))
+    print(f"report: {paths['html']}")
+    return 0

@@ -1,0 +1,108 @@
+"""`protector protect`: protect photos with a trained protector.pt and write the files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from protector.images import MAX_PIXELS
+
+DESCRIPTION = """\
+Protect photos in one forward pass each and write them with no metadata but the ICC profile.
+Inputs: folders and files (--input), or a list file read from a folder or val_256.tar
+(--list with --images). Each photo keeps its size; outputs keep the input's relative name
+with the new extension, or get the run-code prefix of the task's submission format.
+Inputs whose output names would collide (a.jpg and a.png -> a.jpg) fail before the run:
+rename one, or use --format same. Existing outputs are kept (a rerun resumes) unless
+--overwrite. manifest.csv in the output folder records every input; the exit code is 1 if
+any input failed (see --allow-failures), 2 for unusable settings.
+"""
+
+
+def _devices(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `protector protect` (also used by infer.py)."""
+    io = parser.add_argument_group("inputs and outputs")
+    io.add_argument("--checkpoint", type=Path, required=True, help="the trained protector file, RUN/protector.pt")
+    io.add_argument("--input", dest="inputs", type=Path, nargs="+", action="extend", default=[],
+                    metavar="PATH", help="image folders and/or image files to protect")
+    io.add_argument("--recursive", action="store_true", help="also protect images in subfolders of --input folders")
+    io.add_argument("--list", dest="list_path", type=Path, metavar="FILE",
+                    help="list of image names to protect (e.g. MEPP19test.csv); needs --images")
+    io.add_argument("--images", type=Path, metavar="DIR_OR_TAR", help="folder or val_256.tar holding the listed images")
+    io.add_argument("--output", type=Path, required=True, metavar="DIR", help="folder for the protected files")
+    io.add_argument("--format", dest="fmt", choices=("jpeg", "png", "same"), default="jpeg",
+                    help="output format; 'same' keeps each input's format (GIF becomes PNG). Default: jpeg")
+    io.add_argument("--quality", type=int, default=90, help="JPEG/WebP quality 1..100. Default: 90")
+    io.add_argument("--run-code", metavar="CODE",
+                    help="prefix every output name with CODE_ (task submission naming, e.g. rteam_base)")
+    io.add_argument("--zip", action="store_true", help="also write OUTPUT/CODE.zip of the outputs (needs --run-code)")
+    io.add_argument("--overwrite", action="store_true", help="replace existing outputs instead of skipping them")
+    io.add_argument("--allow-failures", action="store_true",
+                    help="exit 0 and still write the zip when some inputs failed")
+
+    cls = parser.add_argument_group("classifier for the manifest (optional)")
+    cls.add_argument("--classifier", metavar="SPEC",
+                     help="resnet50 (needs --classifier-checkpoint), standin, or module.Class; "
+                          "adds clean and protected top-1 (re-read from the written file) to the manifest")
+    cls.add_argument("--classifier-checkpoint", type=Path, metavar="FILE", help="e.g. weights/resnet50_places365.pth.tar")
+    cls.add_argument("--sha256", dest="classifier_sha256", help="expected sha256 of --classifier-checkpoint")
+    cls.add_argument("--allow-unpinned", action="store_true", help="accept a classifier checkpoint with no sha256 to check")
+    cls.add_argument("--classifier-path", type=Path, metavar="DIR", help="folder put on sys.path for a module.Class spec")
+    cls.add_argument("--categories", type=Path, metavar="FILE", help="categories_places365.txt, for class names")
+    cls.add_argument("--refine-steps", type=int, default=0, metavar="N",
+                     help="after the generator, N white-box gradient steps against --classifier through a "
+                          "differentiable JPEG at --quality, within the same budget: stronger protection, "
+                          "N extra classifier passes. Photos above --tile-max-pixels are not refined. Default: 0")
+
+    run = parser.add_argument_group("devices and batching")
+    run.add_argument("--batch-size", type=int, default=16, help="most photos per batch (same-size photos). Default: 16")
+    run.add_argument("--max-batch-pixels", type=int, default=16 * 1024 * 1024,
+                     help="most pixels per batch; larger photos go one at a time. Default: 16777216")
+    run.add_argument("--num-workers", type=int, default=None,
+                     help="DataLoader workers decoding photos. Default: a quarter of the CPU cores, at most 4")
+    run.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu. Default: auto")
+    run.add_argument("--devices", type=_devices, default="auto", help="Lightning devices: auto, 1, 8, '0,1'. Default: auto")
+    run.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp. Default: auto")
+    run.add_argument("--num-nodes", type=int, default=1, help="nodes for multi-node runs. Default: 1")
+    run.add_argument("--precision", help="Lightning precision. Default: bf16-mixed on GPU, 32-true on CPU")
+    run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+    big = parser.add_argument_group("very large photos")
+    big.add_argument("--tile-max-pixels", type=int, default=4 * 1024 * 1024,
+                     help="photos above this many pixels are protected in blended tiles. Default: 4194304")
+    big.add_argument("--tile", type=int, default=1024, help="tile side in pixels. Default: 1024")
+    big.add_argument("--tile-overlap", type=int, default=128, help="tile overlap in pixels. Default: 128")
+    big.add_argument("--tile-align", type=int, default=64, help="tile origins are multiples of this. Default: 64")
+    big.add_argument("--min-side", type=int, default=32, help="smaller photos fail (too small to classify). Default: 32")
+    big.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                     help=f"decompression-bomb limit in pixels. Default: {MAX_PIXELS}")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "protect", help="protect photos with a trained protector.pt", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from protector.protect import ProtectOptions, protect
+
+    fields = ProtectOptions.__dataclass_fields__
+    options = ProtectOptions(**{key: value for key, value in vars(args).items() if key in fields})
+    try:
+        summary = protect(options)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"protector protect: error: {err}", file=sys.stderr)
+        return 2
+    if summary is None:  # a non-zero rank of a distributed run; rank zero reports
+        return 0
+    print(summary.format())
+    return 0 if summary.failed == 0 or options.allow_failures else 1

@@ -1,0 +1,323 @@
+"""`evaluate`: score protected files the way the task organizers did, from the files on disk.
+
+Each protected file is decoded from disk and classified at full size (normalization only,
+no resize or crop), next to its original: top-1/top-5 accuracy before and after (against
+ground truth where known, else the clean prediction), fooling rate, per-category accuracy
+for the sensitive classes, transfer to other models, fidelity (PSNR, SSIM, CIEDE2000) and
+appeal (NIMA). Optional FGSM/PGD baselines at the same budget are evaluated side by side.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from protector.data.lists import read_categories, read_senscats
+from protector.evaluation import aggregate
+from protector.evaluation.baselines import BASELINES, baseline_spec, run_baseline
+from protector.evaluation.fidelity import IMPLEMENTATION as FIDELITY_IMPLEMENTATION
+from protector.evaluation.fidelity import fidelity
+from protector.evaluation.pairs import Pair, Pairing, open_originals, pair_files, read_labels
+from protector.evaluation.records import ImageEval, RunEval
+from protector.evaluation.scoring import Top, nima_mean_std, top_k
+from protector.images import ImageReadError, read_photo
+
+
+class EvaluationError(ValueError):
+    """The evaluation cannot give trustworthy numbers (missing or unreadable files, bad settings)."""
+
+
+@dataclass
+class EvaluateOptions:
+    """Settings of `protector evaluate` (see its --help for each)."""
+
+    protected: Path
+    original: Path
+    out: Path
+    classifier: str
+    checkpoint: Path | None = None
+    sha256: str | None = None
+    allow_unpinned: bool = False
+    classifier_path: Path | None = None
+    run_code: str | None = None
+    list_path: Path | None = None
+    labels: Path | None = None
+    transfer: list[str] = field(default_factory=list)
+    nima: Path | None = None
+    nima_preprocess: str = "idealo"
+    categories: Path | None = None
+    senscats: Path | None = None
+    baselines: list[str] = field(default_factory=list)
+    eps: float | None = None
+    quality: int = 90
+    gallery: int = 8
+    device: str = "auto"
+    batch_size: int = 16
+    seed: int = 0
+    allow_missing: bool = False
+
+    def check(self) -> None:
+        unknown = [b for b in self.baselines if b not in BASELINES]
+        if unknown:
+            raise EvaluationError(f"unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}")
+        if self.baselines and self.eps is None:
+            raise EvaluationError("--baselines needs --eps, the budget to attack with (e.g. --eps 2/255)")
+        if self.eps is not None and not 0 < self.eps <= 1:
+            raise EvaluationError(f"--eps must be in (0, 1] (a fraction of the pixel range, e.g. 2/255), got {self.eps}")
+        if self.nima_preprocess not in ("idealo", "native"):
+            raise EvaluationError(f"--nima-preprocess must be idealo or native, got {self.nima_preprocess!r}")
+        if not self.protected.is_dir():
+            raise FileNotFoundError(f"{self.protected}: protected folder not found")
+
+
+@dataclass
+class Evaluation:
+    """Everything a report needs."""
+
+    options: EvaluateOptions
+    pairing: Pairing
+    attack_model: str
+    models: dict[str, str]  # name -> role ("attack" or "transfer")
+    runs: dict[str, RunEval]
+    categories: list[str] | None
+    senscats: dict[int, str] | None
+    settings: dict
+
+    def class_name(self, index: int) -> str:
+        if self.categories and 0 <= index < len(self.categories):
+            return self.categories[index].split("/", 2)[-1].replace("/", " / ").replace("_", " ")
+        return f"class {index}"
+
+    def summary(self) -> dict:
+        """The numbers of every run, as written to results.json."""
+        out = {"settings": self.settings, "missing": self.pairing.missing, "unmatched": self.pairing.unmatched,
+               "ambiguous": self.pairing.ambiguous, "runs": {}}
+        classes = self.senscats or {c: self.class_name(c) for c in sorted({
+            im.reference for run in self.runs.values() for im in run.images})}
+        for name, run in self.runs.items():
+            out["runs"][name] = {
+                "folder": run.folder,
+                "description": run.description,
+                "n_images": len(run.images),
+                "unreadable": run.unreadable,
+                "seconds_per_image": run.seconds_per_image,
+                "models": {m: {"role": role, **aggregate.accuracy(run.images, m)} for m, role in self.models.items()},
+                "fidelity": aggregate.fidelity_summary(run.images),
+                "appeal": aggregate.appeal_summary(run.images),
+                "per_category": aggregate.per_category(run.images, self.attack_model, classes),
+                "images": [_image_json(im) for im in run.images],
+            }
+        return out
+
+
+def _image_json(im: ImageEval) -> dict:
+    f = im.fidelity
+    return {
+        "name": im.name, "file": im.file, "label": im.label, "reference": im.reference,
+        "width": im.width, "height": im.height,
+        "clean_top5": {m: [[c, round(p, 6)] for c, p in top] for m, top in im.clean.items()},
+        "protected_top5": {m: [[c, round(p, 6)] for c, p in top] for m, top in im.protected.items()},
+        "psnr": f.psnr if np.isfinite(f.psnr) else None, "ssim": f.ssim, "ciede2000": f.ciede2000,
+        "max_delta_8bit": f.max_delta_8bit,
+        "nima_clean": list(im.nima_clean) if im.nima_clean else None,
+        "nima_protected": list(im.nima_protected) if im.nima_protected else None,
+    }
+
+
+def parse_eps(text: str) -> float:
+    """'2/255' or '0.0078' -> float."""
+    try:
+        if "/" in text:
+            numerator, denominator = text.split("/", 1)
+            return float(numerator) / float(denominator)
+        return float(text)
+    except (ValueError, ZeroDivisionError):
+        raise EvaluationError(f"--eps {text!r}: expected a number like 0.0078 or a fraction like 2/255") from None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _parse_transfer(spec: str) -> tuple[str, Path | None]:
+    name, _, checkpoint = spec.partition("=")
+    return name, (Path(checkpoint) if checkpoint else None)
+
+
+def _load_models(options: EvaluateOptions, device: torch.device) -> tuple[str, dict[str, nn.Module]]:
+    from protector.classifier_spec import build_classifier, classifier_label
+
+    attack_name = classifier_label(options.classifier, options.checkpoint)
+    models = {attack_name: build_classifier(options.classifier, options.checkpoint, options.sha256,
+                                            options.allow_unpinned, options.classifier_path)}
+    for spec in options.transfer:
+        name, checkpoint = _parse_transfer(spec)
+        label = classifier_label(name, checkpoint)
+        if label in models:
+            raise EvaluationError(f"--transfer {spec}: this model is already evaluated")
+        models[label] = build_classifier(name, checkpoint, allow_unpinned=options.allow_unpinned,
+                                         search_path=options.classifier_path)
+    return attack_name, {name: model.to(device).eval() for name, model in models.items()}
+
+
+def _load_nima(options: EvaluateOptions, device: torch.device) -> nn.Module | None:
+    if options.nima is None:
+        return None
+    from protector.nima import load_nima
+
+    try:
+        return load_nima(options.nima, preprocess=options.nima_preprocess).to(device)
+    except (FileNotFoundError, ValueError) as err:
+        raise EvaluationError(f"{err}\n(NIMA was asked for with --nima; leave --nima out to evaluate without NIMA)") from None
+
+
+def _decode(data_or_path: bytes | Path, name: str) -> np.ndarray:
+    return read_photo(data_or_path, name=name).pixels
+
+
+def _chunks(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass
+class _Clean:
+    top: dict[str, Top]
+    nima: tuple[float, float] | None
+
+
+def evaluate(options: EvaluateOptions) -> Evaluation:
+    """Evaluate the protected files (and the baselines asked for) against their originals.
+
+    Raises:
+        EvaluationError: missing, ambiguous or unreadable protected files (unless
+            ``allow_missing``), NIMA asked for without usable weights, bad settings.
+        FileNotFoundError: a folder, list or checkpoint that does not exist.
+    """
+    options.check()
+    source, entries = open_originals(options.original, options.list_path)
+    pairing = pair_files(options.protected, source, entries, options.run_code, read_labels(options.labels))
+    problems = pairing.missing + [f"ambiguous: {a}" for a in pairing.ambiguous]
+    if problems and not options.allow_missing:
+        shown = "\n  ".join(problems[:20]) + ("\n  ..." if len(problems) > 20 else "")
+        raise EvaluationError(
+            f"{len(problems)} original(s) have no single protected file in {options.protected}:\n  {shown}\n"
+            "(check --run-code; --allow-missing evaluates the files that are there)"
+        )
+    if not pairing.pairs:
+        raise EvaluationError(f"no protected file in {options.protected} matches an original in {source.describe()}")
+
+    device = resolve_device(options.device)
+    attack_name, models = _load_models(options, device)
+    nima = _load_nima(options, device)
+    categories = read_categories(options.categories) if options.categories else None
+    senscats = read_senscats(options.senscats) if options.senscats else None
+
+    clean = _clean_pass(pairing, models, nima, device, options.batch_size)
+    references = {p.name: (p.label if p.label is not None else clean[p.name].top[attack_name][0][0])
+                  for p in pairing.pairs}
+    runs = {"protector": _score_run("protector", str(options.protected), "the protected files as given",
+                                    Path(options.protected), pairing, clean, references, models, nima, device,
+                                    options.batch_size)}
+    baseline_settings = {}
+    for name in options.baselines:
+        spec = baseline_spec(name, options.eps)
+        folder = Path(options.out) / "baselines" / name
+        seconds = _make_baseline(spec, models[attack_name], pairing, references, folder, options, device)
+        runs[name] = _score_run(name, str(folder), spec.describe(), folder, pairing, clean, references,
+                                models, nima, device, options.batch_size)
+        runs[name].seconds_per_image = seconds
+        baseline_settings[name] = spec.describe()
+
+    for run in runs.values():
+        if run.unreadable and not options.allow_missing:
+            raise EvaluationError(f"{run.name}: unreadable files:\n  " + "\n  ".join(run.unreadable))
+
+    any_gt = any(p.label is not None for p in pairing.pairs)
+    all_gt = all(p.label is not None for p in pairing.pairs)
+    settings = {
+        "attack_model": attack_name,
+        "transfer_models": [m for m in models if m != attack_name],
+        "labels": ("ground truth" if all_gt else
+                   "ground truth where known, else the clean prediction" if any_gt else
+                   "clean prediction of each model (no ground truth given)"),
+        "classification": "decoded file at full size, normalization only (no resize, no crop), float32",
+        "fidelity_implementation": FIDELITY_IMPLEMENTATION,
+        "nima": (nima.name if nima is not None else None),
+        "nima_weights": str(options.nima) if options.nima else None,
+        "original": str(options.original),
+        "list": str(options.list_path) if options.list_path else None,
+        "run_code": options.run_code,
+        "baselines": baseline_settings,
+        "eps": options.eps,
+        "eps_8bit": options.eps * 255 if options.eps else None,
+        "baseline_quality": options.quality if options.baselines else None,
+        "device": str(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    return Evaluation(options, pairing, attack_name, {m: ("attack" if m == attack_name else "transfer") for m in models},
+                      runs, categories, senscats, settings)
+
+
+def _clean_pass(pairing: Pairing, models: dict[str, nn.Module], nima: nn.Module | None,
+                device: torch.device, batch_size: int) -> dict[str, _Clean]:
+    out: dict[str, _Clean] = {}
+    for chunk in _chunks(pairing.pairs, batch_size * 4):
+        originals = [_decode(pairing.source.read_bytes(p.name), p.name) for p in chunk]
+        tops = {m: top_k(model, originals, device, batch_size=batch_size) for m, model in models.items()}
+        scores = nima_mean_std(nima, originals, device, batch_size) if nima is not None else [None] * len(chunk)
+        for i, pair in enumerate(chunk):
+            out[pair.name] = _Clean({m: tops[m][i] for m in models}, scores[i])
+    return out
+
+
+def _score_run(name: str, folder_text: str, description: str, folder: Path, pairing: Pairing,
+               clean: dict[str, _Clean], references: dict[str, int], models: dict[str, nn.Module],
+               nima: nn.Module | None, device: torch.device, batch_size: int) -> RunEval:
+    run = RunEval(name, folder_text, description)
+    for chunk in _chunks(pairing.pairs, batch_size * 4):
+        kept: list[tuple[Pair, np.ndarray, np.ndarray]] = []
+        for pair in chunk:
+            original = _decode(pairing.source.read_bytes(pair.name), pair.name)
+            try:
+                protected = _decode(folder / pair.protected, str(folder / pair.protected))
+            except (ImageReadError, FileNotFoundError) as err:
+                run.unreadable.append(str(err))
+                continue
+            if protected.shape != original.shape:
+                run.unreadable.append(f"{folder / pair.protected}: {protected.shape[1]}x{protected.shape[0]} but the "
+                                      f"original is {original.shape[1]}x{original.shape[0]}")
+                continue
+            kept.append((pair, original, protected))
+        protected_images = [p for _, _, p in kept]
+        tops = {m: top_k(model, protected_images, device, batch_size=batch_size) for m, model in models.items()}
+        scores = nima_mean_std(nima, protected_images, device, batch_size) if nima is not None else [None] * len(kept)
+        for i, (pair, original, protected) in enumerate(kept):
+            run.images.append(ImageEval(
+                name=pair.name, file=pair.protected, label=pair.label, reference=references[pair.name],
+                width=original.shape[1], height=original.shape[0],
+                clean=clean[pair.name].top, protected={m: tops[m][i] for m in models},
+                fidelity=fidelity(original, protected),
+                nima_clean=clean[pair.name].nima, nima_protected=scores[i],
+            ))
+    return run
+
+
+def _make_baseline(spec, model: nn.Module, pairing: Pairing, references: dict[str, int], folder: Path,
+                   options: EvaluateOptions, device: torch.device) -> float:
+    total_seconds, count = 0.0, 0
+    for chunk in _chunks(pairing.pairs, options.batch_size * 4):
+        originals = [_decode(pairing.source.read_bytes(p.name), p.name) for p in chunk]
+        seconds = run_baseline(spec, model, originals, [references[p.name] for p in chunk],
+                               [p.protected for p in chunk], folder, options.quality, device, options.seed)
+        total_seconds += seconds * len(chunk)
+        count += len(chunk)
+    return total_seconds / max(count, 1)

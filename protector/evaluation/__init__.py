@@ -1,0 +1,1 @@
+"""Parts of `protector evaluate`: pairing files, scoring, fidelity, baselines, aggregation, plots."""

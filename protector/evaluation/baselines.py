@@ -1,0 +1,100 @@
+"""Classic per-image attacks at the same budget, saved like a protector run for comparison.
+
+FGSM (one gradient step) and PGD (10 steps, step eps/4, random start) from torchattacks
+attack the decoded original in memory against the attack model, then each result is
+encoded in the protected run's format and quality and written, so the evaluation re-reads
+them from disk exactly like the generator's files.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+import torchattacks
+from torch import nn
+
+from protector.images import encode_photo, to_tensor, to_uint8, write_atomic
+
+BASELINES = ("fgsm", "pgd")
+PGD_STEPS = 10
+_FORMAT_BY_SUFFIX = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp", ".tif": "tiff", ".tiff": "tiff",
+                     ".bmp": "bmp"}
+
+
+@dataclass(frozen=True)
+class BaselineSpec:
+    """How a baseline attack was run (recorded in the report)."""
+
+    name: str
+    eps: float
+    alpha: float | None
+    steps: int
+    random_start: bool
+
+    def describe(self) -> str:
+        if self.name == "fgsm":
+            return f"torchattacks.FGSM(eps={self.eps:.6g})"
+        return (f"torchattacks.PGD(eps={self.eps:.6g}, alpha={self.alpha:.6g}, steps={self.steps}, "
+                f"random_start={self.random_start})")
+
+
+def baseline_spec(name: str, eps: float) -> BaselineSpec:
+    """The settings of baseline `name` ('fgsm' or 'pgd') at budget `eps` (fraction of [0, 1])."""
+    if name == "fgsm":
+        return BaselineSpec("fgsm", eps, None, 1, False)
+    if name == "pgd":
+        # Madry et al.'s step of 2.5 * eps / steps, so the walk can reach the boundary.
+        return BaselineSpec("pgd", eps, eps / 4, PGD_STEPS, True)
+    raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
+
+
+def _attack(spec: BaselineSpec, model: nn.Module) -> torchattacks.attack.Attack:
+    if spec.name == "fgsm":
+        return torchattacks.FGSM(model, eps=spec.eps)
+    return torchattacks.PGD(model, eps=spec.eps, alpha=spec.alpha, steps=spec.steps, random_start=spec.random_start)
+
+
+def output_format(protected_name: str) -> str:
+    """The encoder format matching a protected file's extension (JPEG when unknown)."""
+    return _FORMAT_BY_SUFFIX.get(PurePosixPath(protected_name).suffix.lower(), "jpeg")
+
+
+def run_baseline(
+    spec: BaselineSpec,
+    model: nn.Module,
+    originals: list[np.ndarray],
+    labels: list[int],
+    out_names: list[str],
+    out_dir: Path,
+    quality: int,
+    device: torch.device,
+    seed: int = 0,
+) -> float:
+    """Attack each original and write it as ``out_dir/out_name``; returns seconds per image.
+
+    Args:
+        spec: which attack and its budget.
+        model: the attack model (RGB [0, 1] in, logits out).
+        originals: (H, W, 3) uint8 photos.
+        labels: the class each attack pushes away from (ground truth, else clean top-1).
+        out_names: relative output names (same names as the protected run's files).
+        out_dir: folder for this baseline's files (replaced file by file).
+        quality: JPEG/WebP quality, as the protected run used.
+        device: where to attack.
+        seed: PGD's random start is seeded per photo, so results do not depend on batching.
+    """
+    attack = _attack(spec, model)
+    attack.set_device(device)
+    started = time.perf_counter()
+    for pixels, label, name in zip(originals, labels, out_names):
+        torch.manual_seed(seed)
+        x = to_tensor(pixels)[None].to(device)  # (1, 3, H, W)
+        y = torch.tensor([label], device=device)
+        x_adv = attack(x, y)
+        data = encode_photo(to_uint8(x_adv[0]), output_format(name), quality)
+        write_atomic(out_dir / name, data, overwrite=True)
+    return (time.perf_counter() - started) / max(len(originals), 1)

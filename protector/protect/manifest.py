@@ -1,0 +1,99 @@
+"""The run's manifest: one CSV row per input saying what happened to it.
+
+Each process (rank) writes its own shard while predicting; rank zero merges the shards
+into ``manifest.csv`` in plan order when every rank is done.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from protector.images import write_atomic
+
+MANIFEST_NAME = "manifest.csv"
+_SHARD_GLOB = ".manifest-rank*.csv"
+
+
+@dataclass
+class ManifestRow:
+    """What happened to one input.
+
+    ``status`` is ``ok`` (protected and written now), ``skipped`` (its output was already
+    there and was kept; it is still re-read and measured) or ``failed`` (``error`` says
+    why). ``protected_top1`` is the classifier's prediction on the file as written,
+    decoded from disk. ``max_delta_8bit`` is max |written - input| in 8-bit levels.
+    """
+
+    index: int
+    input: str
+    output: str = ""
+    status: str = "failed"
+    error: str = ""
+    sha256: str = ""
+    width: int | None = None
+    height: int | None = None
+    label: int | None = None
+    clean_top1: int | None = None
+    clean_top1_name: str = ""
+    protected_top1: int | None = None
+    protected_top1_name: str = ""
+    max_delta_8bit: int | None = None
+    nan_count: int | None = None
+
+
+COLUMNS = [f.name for f in fields(ManifestRow)]
+_INT_COLUMNS = {f.name for f in fields(ManifestRow) if "int" in str(f.type)}
+
+
+def _to_csv(rows: list[ManifestRow]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in sorted(rows, key=lambda r: r.index):
+        writer.writerow({k: ("" if v is None else v) for k, v in asdict(row).items()})
+    # Inputs are made printable while planning; a non-UTF-8 folder name inside a message must
+    # still not cost the whole manifest.
+    return buffer.getvalue().encode("utf-8", "backslashreplace")
+
+
+def write_manifest(path: str | Path, rows: list[ManifestRow]) -> None:
+    """Write rows (sorted by index) as CSV, atomically, replacing an older manifest."""
+    write_atomic(path, _to_csv(rows), overwrite=True)
+
+
+def read_manifest(path: str | Path) -> list[ManifestRow]:
+    """Rows of a manifest written by :func:`write_manifest`."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = []
+        for record in csv.DictReader(f):
+            values = {
+                key: (int(value) if value != "" else None) if key in _INT_COLUMNS else value
+                for key, value in record.items()
+                if key in COLUMNS
+            }
+            rows.append(ManifestRow(**values))
+    return rows
+
+
+def shard_path(output_dir: Path, rank: int) -> Path:
+    return output_dir / f".manifest-rank{rank}.csv"
+
+
+def remove_shards(output_dir: Path) -> None:
+    for shard in output_dir.glob(_SHARD_GLOB):
+        shard.unlink(missing_ok=True)
+
+
+def merge_shards(output_dir: Path, world_size: int, extra_rows: list[ManifestRow]) -> list[ManifestRow]:
+    """Read every rank's shard, add `extra_rows` (failures found while planning), delete the shards."""
+    rows = list(extra_rows)
+    for rank in range(world_size):
+        shard = shard_path(output_dir, rank)
+        if not shard.exists():
+            raise FileNotFoundError(f"{shard}: rank {rank} wrote no manifest shard; did it crash?")
+        rows.extend(read_manifest(shard))
+    remove_shards(output_dir)
+    return sorted(rows, key=lambda r: r.index)

@@ -1,0 +1,92 @@
+"""The LightningModule that `trainer.predict` runs: protect a batch, classify the clean photos."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from protector.protect.tiling import TiledProtector
+from protector.refine import refine
+
+
+class ProtectPredictor(pl.LightningModule):
+    """Protects each batch in one forward pass; the writer callback saves the results.
+
+    ``predict_step`` returns ``x_adv`` (B, 3, H, W) float32 in [0, 1] (None when every
+    photo of the batch is already written and would be skipped) and, with a classifier,
+    ``clean_logits`` (B, num_classes) of the clean photos at full size. The classifier
+    runs in float32 whatever the Trainer precision, as the organizers evaluate.
+
+    Args:
+        protector: image-to-image module, e.g. from :func:`protector.export.load_protector`.
+        classifier: optional frozen classifier (RGB [0, 1] in, logits out) for the manifest.
+        tile_max_pixels, tile, tile_overlap, tile_align: see :class:`TiledProtector`.
+        refine_steps: gradient steps against `classifier` after the generator
+            (:func:`protector.refine.refine`); photos above `tile_max_pixels` are not refined.
+        refine_quality: JPEG quality inside the refinement loop (None: the file is lossless).
+
+    Example:
+        >>> predictor = ProtectPredictor(nn.Identity())
+        >>> out = predictor.predict_step({"image": torch.rand(2, 3, 8, 8), "write": [True, True]}, 0)
+        >>> out["x_adv"].shape
+        torch.Size([2, 3, 8, 8])
+    """
+
+    def __init__(
+        self,
+        protector: nn.Module,
+        classifier: nn.Module | None = None,
+        tile_max_pixels: int = 4 * 1024 * 1024,
+        tile: int = 1024,
+        tile_overlap: int = 128,
+        tile_align: int = 64,
+        refine_steps: int = 0,
+        refine_quality: int | None = 90,
+    ) -> None:
+        super().__init__()
+        # With more ranks than batches some ranks get none; they still take part in the
+        # manifest merge at the end.
+        self.allow_zero_length_dataloader_with_multiple_devices = True
+        self.protector = TiledProtector(protector.eval(), tile_max_pixels, tile, tile_overlap, tile_align)
+        self.classifier = classifier.eval() if classifier is not None else None
+        if refine_steps and classifier is None:
+            raise ValueError("refine_steps needs a classifier")
+        self.refine_steps = refine_steps
+        self.refine_quality = refine_quality
+        self.tile_max_pixels = tile_max_pixels
+
+    @torch.no_grad()
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> (B, num_classes) float32 logits, autocast off."""
+        if self.classifier is None:
+            raise RuntimeError("no classifier was given")
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self.classifier(x.float()).float()
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        x = batch["image"]  # (B, 3, H, W)
+        out: dict[str, Any] = {"x_adv": None, "clean_logits": None}
+        if x.shape[0] == 0:
+            return out
+        # A batch whose outputs all exist is not recomputed; a partly written one is
+        # recomputed whole, so every photo is protected in the same batch as in an
+        # uninterrupted run and its bytes are identical.
+        if self.classifier is not None:
+            out["clean_logits"] = self.classify(x)
+        if any(batch["write"]):
+            out["x_adv"] = self.protector(x)
+            if self.refine_steps and x.shape[-2] * x.shape[-1] <= self.tile_max_pixels:
+                out["x_adv"] = self._refine(x, out["x_adv"], out["clean_logits"])
+        return out
+
+    def _refine(self, x: torch.Tensor, x_adv: torch.Tensor, clean_logits: torch.Tensor) -> torch.Tensor:
+        # The label pushed out is the clean prediction: what the attack model would say of
+        # the photo (on MEPP19test it is the true label by construction).
+        y = clean_logits.argmax(1)
+        eps = float(self.protector.protector.eps)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return refine(x.float(), x_adv.float(), self.classifier, y, eps, self.refine_steps,
+                          jpeg_quality=self.refine_quality)

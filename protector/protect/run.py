@@ -1,0 +1,235 @@
+"""`protect`: one protection run from inputs to files, manifest, summary and zip."""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from protector.images import MAX_PIXELS
+from protector.protect.datamodule import ProtectDataModule
+from protector.protect.manifest import MANIFEST_NAME, ManifestRow, remove_shards, write_manifest
+from protector.protect.naming import OUTPUT_FORMATS, check_run_code
+from protector.protect.plan import Plan, build_plan
+from protector.protect.predictor import ProtectPredictor
+from protector.protect.submission import write_submission_zip
+from protector.protect.summary import RunSummary
+from protector.protect.writer import ProtectedImageWriter
+
+
+@dataclass
+class ProtectOptions:
+    """Everything a protection run needs; `protector protect` fills it from its flags.
+
+    Inputs are `inputs` (folders and files) and/or `list_path` read from `images`.
+    Outputs go to `output` (see :mod:`protector.protect.naming` for the names).
+    """
+
+    output: Path
+    checkpoint: Path | None = None
+    inputs: list[Path] = field(default_factory=list)
+    list_path: Path | None = None
+    images: Path | None = None
+    recursive: bool = False
+    fmt: str = "jpeg"
+    quality: int = 90
+    run_code: str | None = None
+    zip: bool = False
+    overwrite: bool = False
+    allow_failures: bool = False
+    classifier: str | None = None
+    classifier_checkpoint: Path | None = None
+    classifier_sha256: str | None = None
+    allow_unpinned: bool = False
+    classifier_path: Path | None = None
+    categories: Path | None = None
+    refine_steps: int = 0
+    batch_size: int = 16
+    max_batch_pixels: int = 16 * 1024 * 1024
+    num_workers: int | None = None
+    accelerator: str = "auto"
+    devices: str = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str | None = None
+    tile_max_pixels: int = 4 * 1024 * 1024
+    tile: int = 1024
+    tile_overlap: int = 128
+    tile_align: int = 64
+    min_side: int = 32
+    max_pixels: int = MAX_PIXELS
+    progress: bool = True
+
+    def check(self) -> None:
+        """Raise ValueError for settings that cannot work, before anything is loaded."""
+        if self.fmt not in OUTPUT_FORMATS:
+            raise ValueError(f"--format must be one of {', '.join(OUTPUT_FORMATS)}, got {self.fmt!r}")
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"--quality must be in 1..100, got {self.quality}")
+        if self.run_code is not None:
+            check_run_code(self.run_code)
+        if self.zip and not self.run_code:
+            raise ValueError("--zip names the archive after the run: pass --run-code too (e.g. --run-code rteam_base)")
+        if self.batch_size < 1 or (self.num_workers or 0) < 0 or self.min_side < 1:
+            raise ValueError("--batch-size and --min-side must be >= 1 and --num-workers >= 0")
+        if self.classifier is None and self.classifier_checkpoint is not None:
+            raise ValueError("--classifier-checkpoint needs --classifier (e.g. --classifier resnet50)")
+        if self.refine_steps < 0:
+            raise ValueError(f"--refine-steps must be >= 0, got {self.refine_steps}")
+
+
+def default_workers() -> int:
+    """DataLoader workers: a quarter of the CPU cores, at most 4 (none on a 2-core laptop,
+    where workers would only compete with the protector for the cores)."""
+    return min(4, (os.cpu_count() or 1) // 4)
+
+
+def launch_rank() -> int:
+    """This process's global rank before the Trainer exists (0 when not launched distributed)."""
+    for variable in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(variable, "").isdigit():
+            return int(os.environ[variable])
+    return 0
+
+
+def remove_stale_temporaries(plan: Plan) -> int:
+    """Delete temporary files a killed run left beside its outputs (write_atomic's ``.name.*.tmp``)."""
+    removed = 0
+    for item in plan.runnable():
+        target = plan.output_dir / item.output
+        if target.parent.is_dir():
+            for stale in target.parent.glob(f".{target.name}.*.tmp"):
+                stale.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+def default_precision(accelerator: str) -> str:
+    """bf16-mixed where a CUDA GPU will run the job, else full float32."""
+    uses_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if uses_gpu else "32-true"
+
+
+def _load_networks(options: ProtectOptions) -> tuple[nn.Module, nn.Module | None]:
+    from protector.classifier_spec import build_classifier
+    from protector.export import load_protector
+
+    if options.checkpoint is None:
+        raise ValueError("--checkpoint RUN/protector.pt is required")
+    protector = load_protector(options.checkpoint)
+    classifier = None
+    if options.classifier is not None:
+        classifier = build_classifier(
+            options.classifier,
+            options.classifier_checkpoint,
+            options.classifier_sha256,
+            options.allow_unpinned,
+            options.classifier_path,
+        )
+    return protector, classifier
+
+
+def protect(
+    options: ProtectOptions,
+    protector: nn.Module | None = None,
+    classifier: nn.Module | None = None,
+) -> RunSummary | None:
+    """Protect every planned photo and write files, ``manifest.csv`` and (optionally) the zip.
+
+    Args:
+        options: the run's settings.
+        protector: image-to-image module to use instead of loading ``options.checkpoint``.
+        classifier: classifier for the manifest instead of building ``options.classifier``.
+
+    Returns:
+        The summary on global rank zero; None on the other ranks of a distributed run.
+
+    Raises:
+        ValueError, FileNotFoundError: settings, list or source that cannot be used at all.
+            Problems with single photos never raise: they are failures in the summary.
+    """
+    options.check()
+    from protector.data.lists import read_categories
+
+    categories = read_categories(options.categories) if options.categories else None
+    plan = build_plan(options.output, options.inputs, options.list_path, options.images,
+                      options.recursive, options.fmt, options.run_code)
+    for message in plan.warnings:
+        warnings.warn(message, stacklevel=2)
+    if protector is None:
+        protector, loaded_classifier = _load_networks(options)
+        classifier = classifier if classifier is not None else loaded_classifier
+    if launch_rank() == 0:
+        # Before any other rank can start writing: leftovers of a killed run go.
+        plan.output_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(plan)
+        remove_shards(plan.output_dir)
+
+    writer = ProtectedImageWriter(plan, options.quality, options.overwrite, categories)
+    started = time.perf_counter()
+    if plan.runnable():
+        manifest = _predict(options, plan, protector, classifier, writer)
+        if manifest is None:
+            return None  # not global rank zero
+    else:
+        manifest = [ManifestRow(index=i.index, input=i.input, output=i.output or "", label=i.label, error=i.error or "")
+                    for i in plan.items]
+        write_manifest(plan.output_dir / MANIFEST_NAME, manifest)
+    seconds = time.perf_counter() - started
+
+    eps = getattr(protector, "eps", None)
+    summary = RunSummary.from_rows(manifest, seconds, manifest=plan.output_dir / MANIFEST_NAME,
+                                   eps_8bit=eps * 255 if eps is not None else None)
+    if options.zip and (summary.failed == 0 or options.allow_failures):
+        names = [row.output for row in manifest if row.status in ("ok", "skipped")]
+        summary.zip_path = write_submission_zip(plan.output_dir / f"{options.run_code}.zip", plan.output_dir, names)
+    return summary
+
+
+def _predict(
+    options: ProtectOptions,
+    plan: Plan,
+    protector: nn.Module,
+    classifier: nn.Module | None,
+    writer: ProtectedImageWriter,
+) -> list[ManifestRow] | None:
+    if options.refine_steps and classifier is None:
+        raise ValueError("--refine-steps needs the attack model: pass --classifier (e.g. --classifier resnet50)")
+    refine_quality = options.quality if options.fmt == "jpeg" else None
+    predictor = ProtectPredictor(protector, classifier, options.tile_max_pixels, options.tile,
+                                 options.tile_overlap, options.tile_align, options.refine_steps, refine_quality)
+    workers = default_workers() if options.num_workers is None else options.num_workers
+    datamodule = ProtectDataModule(plan, options.batch_size, options.max_batch_pixels, workers,
+                                   options.min_side, options.max_pixels, options.overwrite)
+    trainer = pl.Trainer(
+        accelerator=options.accelerator,
+        devices=options.devices,
+        strategy=options.strategy,
+        num_nodes=options.num_nodes,
+        precision=options.precision or default_precision(options.accelerator),
+        callbacks=[writer],
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=options.progress,
+        # Protection must be repeatable: a resumed run writes the same bytes. "warn" keeps an
+        # op without a deterministic kernel from stopping a run.
+        deterministic="warn",
+        # Refinement takes input gradients, which inference mode forbids.
+        inference_mode=not options.refine_steps,
+        # The batch sampler shards by rank itself: no Lightning sampler, no padding
+        # (a padded duplicate would write a file twice).
+        use_distributed_sampler=False,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*custom batch sampler.*")
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning vs torch pytree API, harmless
+        trainer.predict(predictor, datamodule=datamodule, return_predictions=False)
+    return writer.finish(trainer)

@@ -1,0 +1,75 @@
+"""The numbers a user reads at the end of a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from protector.protect.manifest import ManifestRow
+
+
+@dataclass
+class RunSummary:
+    """Outcome of a protection run.
+
+    Attributes:
+        written: files protected and written by this run.
+        skipped: outputs already present and kept (re-read and measured all the same).
+        failed: inputs that produced no usable output.
+        max_delta_8bit: max |saved file - input| over all outputs, in 8-bit levels
+            (decoded from disk: includes JPEG error), None when nothing was measured.
+        nan_count: NaN values the protector produced (those photos are not written).
+        seconds: wall time of the protection pass.
+        failures: (input, error) for every failed input.
+        manifest: path of ``manifest.csv``.
+        zip_path: the submission zip, when one was written.
+        eps_8bit: the protector's budget in 8-bit levels, for reference.
+    """
+
+    written: int
+    skipped: int
+    failed: int
+    max_delta_8bit: int | None
+    nan_count: int
+    seconds: float
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    manifest: Path | None = None
+    zip_path: Path | None = None
+    eps_8bit: float | None = None
+
+    @property
+    def images_per_second(self) -> float:
+        return self.written / self.seconds if self.seconds > 0 else 0.0
+
+    @classmethod
+    def from_rows(cls, rows: list[ManifestRow], seconds: float, **extra) -> RunSummary:
+        deltas = [r.max_delta_8bit for r in rows if r.max_delta_8bit is not None]
+        return cls(
+            written=sum(r.status == "ok" for r in rows),
+            skipped=sum(r.status == "skipped" for r in rows),
+            failed=sum(r.status == "failed" for r in rows),
+            max_delta_8bit=max(deltas) if deltas else None,
+            nan_count=sum(r.nan_count or 0 for r in rows),
+            seconds=seconds,
+            failures=[(r.input, r.error) for r in rows if r.status == "failed"],
+            **extra,
+        )
+
+    def format(self) -> str:
+        """Multi-line text for the terminal."""
+        budget = f" (budget {self.eps_8bit:.3g}; JPEG adds its own error)" if self.eps_8bit is not None else ""
+        delta = "n/a" if self.max_delta_8bit is None else f"{self.max_delta_8bit} levels{budget}"
+        lines = [
+            f"written: {self.written}   skipped (already there): {self.skipped}   failed: {self.failed}",
+            f"max |delta| on the saved files: {delta}",
+            f"NaN values: {self.nan_count}",
+            f"speed: {self.images_per_second:.2f} images/s ({self.written} in {self.seconds:.1f} s)",
+        ]
+        if self.manifest is not None:
+            lines.append(f"manifest: {self.manifest}")
+        if self.zip_path is not None:
+            lines.append(f"zip: {self.zip_path}")
+        if self.failures:
+            lines.append(f"failed inputs ({len(self.failures)}):")
+            lines.extend(f"  {error or name}" for name, error in self.failures)
+        return "\n".join(lines)

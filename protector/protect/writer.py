@@ -1,0 +1,153 @@
+"""Save each protected batch as files, then re-read every file to check and classify it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import BasePredictionWriter
+
+from protector.images import ImageReadError, encode_photo, read_photo, to_tensor, to_uint8, write_atomic
+from protector.paths import sha256_file
+from protector.protect.manifest import ManifestRow, merge_shards, shard_path, write_manifest, MANIFEST_NAME
+from protector.protect.plan import Plan, PlannedPhoto
+
+
+class ProtectedImageWriter(BasePredictionWriter):
+    """Writes the protected photos of each batch on the rank that computed them.
+
+    For every photo: encode (no metadata but ICC), write atomically, never replacing an
+    existing file unless `overwrite`; then decode the file from disk and measure what a
+    recipient gets: max |written - input| in 8-bit levels, and, with a classifier, its
+    top-1 prediction. Failures are recorded per photo and the run goes on. After
+    prediction, :meth:`finish` writes each rank's manifest shard and rank zero merges them
+    into ``manifest.csv``.
+
+    Args:
+        plan: the run's plan (output folder, names, formats).
+        quality: JPEG/WebP quality 1..100.
+        overwrite: replace existing outputs.
+        categories: class names for the manifest, index order (optional).
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        quality: int = 90,
+        overwrite: bool = False,
+        categories: list[str] | None = None,
+    ) -> None:
+        super().__init__(write_interval="batch")
+        self.plan = plan
+        self.quality = quality
+        self.overwrite = overwrite
+        self.categories = categories
+        self.rows: list[ManifestRow] = []
+        self.manifest: list[ManifestRow] | None = None  # merged, on rank zero
+
+    def _name(self, index: int | None) -> str:
+        if index is None or self.categories is None or not 0 <= index < len(self.categories):
+            return ""
+        return self.categories[index]
+
+    def write_on_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        prediction: dict[str, Any],
+        batch_indices: Any,
+        batch: dict[str, Any],
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        for index, message in batch["failed"]:
+            item = self.plan.items[index]
+            self.rows.append(ManifestRow(index=index, input=item.input, output=item.output or "",
+                                         label=item.label, error=message))
+        measured: list[tuple[ManifestRow, np.ndarray]] = []
+        x_adv = prediction["x_adv"]
+        clean_logits = prediction["clean_logits"]
+        for k, index in enumerate(batch["index"].tolist()):
+            item = self.plan.items[index]
+            row = ManifestRow(index=index, input=item.input, output=item.output, label=item.label)
+            if clean_logits is not None:
+                row.clean_top1 = int(clean_logits[k].argmax())
+                row.clean_top1_name = self._name(row.clean_top1)
+            clean = to_uint8(batch["image"][k])  # (H, W, 3): exactly the decoded input
+            written = self._write_one(item, row, x_adv[k] if batch["write"][k] else None, batch["icc_profile"][k], clean)
+            if written is not None:
+                measured.append((row, written))
+            self.rows.append(row)
+        if measured and getattr(pl_module, "classifier", None) is not None:
+            reread = torch.stack([to_tensor(pixels) for _, pixels in measured]).to(pl_module.device)
+            logits = pl_module.classify(reread)  # (B, num_classes)
+            for (row, _), top1 in zip(measured, logits.argmax(dim=1).tolist()):
+                row.protected_top1 = top1
+                row.protected_top1_name = self._name(top1)
+
+    def _write_one(
+        self,
+        item: PlannedPhoto,
+        row: ManifestRow,
+        x_adv: torch.Tensor | None,
+        icc_profile: bytes | None,
+        clean: np.ndarray,
+    ) -> np.ndarray | None:
+        """Write (or keep) one output and re-read it; returns its pixels, None on failure."""
+        target = self.plan.output_dir / item.output
+        if x_adv is None:
+            row.status = "skipped"
+        else:
+            row.nan_count = int(torch.isnan(x_adv).sum())
+            if row.nan_count:
+                row.error = f"{item.input}: the protector produced {row.nan_count} NaN values; nothing written"
+                return None
+            try:
+                data = encode_photo(to_uint8(x_adv), item.fmt, self.quality, icc_profile)
+                write_atomic(target, data, overwrite=self.overwrite)
+                row.status = "ok"
+            except FileExistsError:
+                row.status = "skipped"  # appeared since planning (another run); kept as is
+            except (OSError, ValueError) as err:
+                row.error = f"{item.input}: cannot write {target}: {err}"
+                return None
+        try:
+            pixels = read_photo(target, name=str(target)).pixels
+        except (ImageReadError, OSError) as err:
+            hint = "; rerun with --overwrite to replace it" if row.status == "skipped" else ""
+            row.status, row.error = "failed", f"{item.input}: output cannot be read back ({err}){hint}"
+            return None
+        if pixels.shape != clean.shape:
+            row.status = "failed"
+            row.error = (
+                f"{item.input}: output {target} is {pixels.shape[1]}x{pixels.shape[0]} but the input is "
+                f"{clean.shape[1]}x{clean.shape[0]}; rerun with --overwrite to replace it"
+            )
+            return None
+        row.height, row.width = pixels.shape[:2]
+        row.max_delta_8bit = int(np.abs(pixels.astype(np.int16) - clean.astype(np.int16)).max())
+        row.sha256 = sha256_file(target)
+        return pixels
+
+    def finish(self, trainer: pl.Trainer) -> list[ManifestRow] | None:
+        """Write this rank's shard; on rank zero merge every shard into ``manifest.csv``.
+
+        Called after ``trainer.predict`` returns, on every rank: a rank that got no batch
+        runs no prediction hooks at all, but still has to take part here.
+        """
+        output_dir: Path = self.plan.output_dir
+        write_manifest(shard_path(output_dir, trainer.global_rank), self.rows)
+        trainer.strategy.barrier("protect_manifest")
+        if trainer.is_global_zero:
+            planning_failures = [
+                ManifestRow(index=item.index, input=item.input, output=item.output or "", label=item.label,
+                            error=item.error or "")
+                for item in self.plan.failed()
+            ]
+            self.manifest = merge_shards(output_dir, trainer.world_size, planning_failures)
+            write_manifest(output_dir / MANIFEST_NAME, self.manifest)
+        trainer.strategy.barrier("protect_manifest_merged")
+        return self.manifest

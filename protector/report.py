@@ -1,0 +1,392 @@
+"""Write an evaluation as ``results.json``, ``summary.md`` and a one-page ``report.html``.
+
+The HTML page is what a person judges a run by: headline numbers, the comparison with the
+baselines, plots, the per-category table and a gallery of originals beside their protected
+files with the attack model's top-5 before and after (as in Figure 1 of the Pixel Privacy
+2018 overview). Images and plots are files beside the page, linked relatively, so the
+folder can be moved or zipped as a whole.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from protector.evaluate import Evaluation
+from protector.evaluation import plots
+from protector.evaluation.records import ImageEval
+from protector.images import encode_photo, read_photo, write_atomic
+
+GALLERY_MAX_SIDE = 1024  # larger photos are shown downscaled (noted under the image)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _num(value: float | None, digits: int = 2, unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}{unit}"
+
+
+def _signed(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:+.{digits}f}"
+
+
+def write_report(evaluation: Evaluation, out_dir: str | Path) -> dict[str, Path]:
+    """Write every output of an evaluation into `out_dir`; returns their paths by kind."""
+    out_dir = Path(out_dir)
+    (out_dir / "plots").mkdir(parents=True, exist_ok=True)
+    results = evaluation.summary()
+    results["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    paths = {"results": out_dir / "results.json"}
+    write_atomic(paths["results"], json.dumps(results, indent=2, allow_nan=False).encode("utf-8"), overwrite=True)
+
+    runs = list(evaluation.runs.values())
+    figures = {
+        "overview": plots.plot_overview(results, evaluation.attack_model, out_dir / "plots" / "accuracy.png"),
+        "per_category": plots.plot_per_category(results, out_dir / "plots" / "per_category.png"),
+        "nima": plots.plot_nima(runs, out_dir / "plots" / "nima_scatter.png"),
+        "psnr": plots.plot_psnr(runs, out_dir / "plots" / "psnr.png"),
+    }
+    paths.update({k: v for k, v in figures.items() if v is not None})
+    gallery = _write_gallery(evaluation, out_dir / "gallery")
+    paths["summary"] = out_dir / "summary.md"
+    write_atomic(paths["summary"], _markdown(evaluation, results).encode("utf-8"), overwrite=True)
+    paths["html"] = out_dir / "report.html"
+    page = _html(evaluation, results, {k: v.relative_to(out_dir).as_posix() for k, v in figures.items() if v}, gallery)
+    write_atomic(paths["html"], page.encode("utf-8"), overwrite=True)
+    return paths
+
+
+# ---------------------------------------------------------------- gallery
+
+
+def _outcome(im: ImageEval, model: str) -> str:
+    """'fooled' (recognized before, not after), 'recognized' (still top-1) or 'already wrong'."""
+    reference = im.reference_for(model)
+    if im.protected[model][0][0] == reference:
+        return "recognized"
+    return "fooled" if im.clean[model][0][0] == reference else "already wrong"
+
+
+def select_examples(images: list[ImageEval], model: str, count: int) -> list[ImageEval]:
+    """A deterministic spread of examples: mostly fooled photos, about a third still recognized.
+
+    Photos the model got wrong even before protection fill in only when the others run out.
+    Within each group photos are taken evenly spaced in name order, so the gallery does not
+    cherry-pick the best or worst cases.
+    """
+    if count <= 0 or not images:
+        return []
+    ordered = sorted(images, key=lambda im: im.name)
+    groups = {kind: [im for im in ordered if _outcome(im, model) == kind]
+              for kind in ("fooled", "recognized", "already wrong")}
+    wanted = {"recognized": min(len(groups["recognized"]), max(count // 3, 1))}
+    wanted["fooled"] = min(len(groups["fooled"]), count - wanted["recognized"])
+    wanted["recognized"] = min(len(groups["recognized"]), count - wanted["fooled"])
+    wanted["already wrong"] = min(len(groups["already wrong"]), count - wanted["fooled"] - wanted["recognized"])
+
+    def spread(group: list[ImageEval], n: int) -> list[ImageEval]:
+        if n <= 0:
+            return []
+        if n == 1:
+            return [group[len(group) // 2]]
+        return [group[round(i * (len(group) - 1) / (n - 1))] for i in range(n)]
+
+    return [im for kind in ("fooled", "recognized", "already wrong") for im in spread(groups[kind], wanted[kind])]
+
+
+def _display(pixels: np.ndarray) -> tuple[np.ndarray, bool]:
+    height, width = pixels.shape[:2]
+    if max(height, width) <= GALLERY_MAX_SIDE:
+        return pixels, False
+    scale = GALLERY_MAX_SIDE / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS)), True
+
+
+def _write_gallery(evaluation: Evaluation, folder: Path) -> list[dict]:
+    run = evaluation.runs["protector"]
+    chosen = select_examples(run.images, evaluation.attack_model, evaluation.options.gallery)
+    folder.mkdir(parents=True, exist_ok=True)
+    cards = []
+    for i, im in enumerate(chosen):
+        original = read_photo(evaluation.pairing.source.read_bytes(im.name), name=im.name).pixels
+        protected = read_photo(Path(run.folder) / im.file).pixels
+        delta = protected.astype(np.int16) - original.astype(np.int16)
+        gain = max(1, 127 // max(int(np.abs(delta).max()), 1))
+        amplified = np.clip(128 + delta * gain, 0, 255).astype(np.uint8)
+        files = {}
+        scaled = False
+        for kind, pixels in (("original", original), ("protected", protected), ("difference", amplified)):
+            shown, scaled = _display(pixels)
+            files[kind] = f"gallery/{i:03d}_{kind}.png"
+            # PNG keeps the decoded pixels exactly: what is shown is what the classifier saw.
+            write_atomic(folder.parent / files[kind], encode_photo(shown, "png"), overwrite=True)
+        cards.append({"image": im, "files": files, "gain": gain, "scaled": scaled})
+    return cards
+
+
+def _top5_html(evaluation: Evaluation, top: list[tuple[int, float]], reference: int) -> str:
+    items = []
+    for cls, prob in top[:5]:
+        mark = ' class="ref"' if cls == reference else ""
+        items.append(f"<li{mark}><span>{html.escape(evaluation.class_name(cls))}</span>"
+                     f"<span class=\"prob\">{100 * prob:.1f}%</span>"
+                     f"<span class=\"bar\" style=\"width:{max(1, round(100 * prob))}%\"></span></li>")
+    return "<ol>" + "".join(items) + "</ol>"
+
+
+# ---------------------------------------------------------------- markdown
+
+
+def _comparison_rows(evaluation: Evaluation, results: dict) -> list[list[str]]:
+    rows = []
+    model = evaluation.attack_model
+    for name, run in results["runs"].items():
+        acc = run["models"][model]
+        fid = run["fidelity"]
+        app = run["appeal"] or {}
+        speed = run["seconds_per_image"]
+        rows.append([
+            name, str(run["n_images"]),
+            f"{_pct(acc['top1_before'])} → {_pct(acc['top1_after'])}",
+            f"{_pct(acc['top5_before'])} → {_pct(acc['top5_after'])}",
+            _pct(acc["fooling_rate_top1"]), _pct(acc["fooling_rate_top5"]),
+            _num(fid["psnr_mean"], 2, " dB"), _num(fid["ssim_mean"], 4), _num(fid["ciede2000_mean"], 3),
+            str(fid["max_delta_8bit"]),
+            (f"{_num(app.get('nima_before_mean'), 3)} → {_num(app.get('nima_after_mean'), 3)} "
+             f"({_signed(app.get('nima_diff_mean'))})") if app else "not measured",
+            _num(speed, 3, " s") if speed is not None else "",
+        ])
+    return rows
+
+
+COMPARISON_HEADER = ["run", "photos", "top-1 acc.", "top-5 acc.", "fooled (top-1)", "fooled (top-5)", "PSNR",
+                     "SSIM", "CIEDE2000", "max |Δ| (8-bit)", "NIMA before → after (Δ)", "attack s/img"]
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _transfer_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    runs = list(results["runs"])
+    models = [m for m, v in results["runs"][runs[0]]["models"].items() if v["role"] == "transfer"]
+    header = ["transfer model", "top-1 before"] + [f"top-1 after ({r})" for r in runs]
+    rows = []
+    for m in models:
+        first = results["runs"][runs[0]]["models"][m]
+        rows.append([m, _pct(first["top1_before"])] + [_pct(results["runs"][r]["models"][m]["top1_after"]) for r in runs])
+    return header, rows
+
+
+def _markdown(evaluation: Evaluation, results: dict) -> str:
+    s = results["settings"]
+    parts = [
+        "# Protection evaluation",
+        "",
+        f"- protected files: `{evaluation.options.protected}`" + (f" (run code `{s['run_code']}`)" if s["run_code"] else ""),
+        f"- attack model: {s['attack_model']}; {s['classification']}",
+        f"- labels: {s['labels']}",
+        f"- fidelity: {s['fidelity_implementation']}",
+        f"- appeal: {s['nima'] or 'NIMA not measured (pass --nima WEIGHTS)'}",
+    ]
+    if s["baselines"]:
+        parts.append(f"- baselines (saved as the protected files' format, quality {s['baseline_quality']}): "
+                     + "; ".join(f"{k}: {v}" for k, v in s["baselines"].items()))
+    parts += ["", "## Results", "", _md_table(COMPARISON_HEADER, _comparison_rows(evaluation, results)), ""]
+    header, rows = _transfer_rows(results)
+    if rows:
+        parts += ["## Transfer", "", _md_table(header, rows), ""]
+    runs = list(results["runs"])
+    per_category = results["runs"][runs[0]]["per_category"]
+    if per_category:
+        title = "sensitive categories" if evaluation.senscats else "categories"
+        header = ["class", "name", "photos", "top-1 before"] + [f"top-1 after ({r})" for r in runs]
+        by_run = {r: {row["class"]: row for row in results["runs"][r]["per_category"]} for r in runs}
+        rows = [[str(row["class"]), row["name"], str(row["n"]), _pct(row["top1_before"])]
+                + [_pct(by_run[r].get(row["class"], {}).get("top1_after")) for r in runs] for row in per_category]
+        parts += [f"## Per-category top-1 accuracy ({title}, {evaluation.attack_model})", "", _md_table(header, rows), ""]
+    problems = _problems(evaluation, results)
+    if problems:
+        parts += ["## Problems", ""] + [f"- {p}" for p in problems] + [""]
+    return "\n".join(parts)
+
+
+def _problems(evaluation: Evaluation, results: dict) -> list[str]:
+    problems = [f"missing protected file: {m}" for m in results["missing"]]
+    problems += [f"protected file without an original: {u}" for u in results["unmatched"]]
+    problems += [f"ambiguous: {a}" for a in results["ambiguous"]]
+    for name, run in results["runs"].items():
+        problems += [f"{name}: unreadable: {u}" for u in run["unreadable"]]
+    return problems
+
+
+# ---------------------------------------------------------------- html
+
+_CSS = """
+:root { --fg:#202124; --muted:#5f6368; --line:#dadce0; --bg:#f8f9fa; --accent:#1a73e8; --good:#188038; --bad:#d93025; }
+* { box-sizing: border-box; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg); margin: 0; background: #fff; }
+main { max-width: 1200px; margin: 0 auto; padding: 24px 28px 64px; }
+h1 { font-size: 24px; margin: 0 0 4px; } h2 { font-size: 18px; margin: 36px 0 12px; border-bottom: 1px solid var(--line); padding-bottom: 6px; }
+.sub { color: var(--muted); margin: 0 0 20px; }
+.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(200px, 1fr)); gap: 12px; }
+.card { background: var(--bg); border: 1px solid var(--line); border-radius: 10px; padding: 12px 14px; }
+.card .k { color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
+.card .v { font-size: 20px; font-weight: 600; margin-top: 2px; white-space: nowrap; }
+.card .d { color: var(--muted); font-size: 12px; }
+table { border-collapse: collapse; width: 100%; font-size: 13px; }
+th, td { padding: 6px 8px; border-bottom: 1px solid var(--line); text-align: right; white-space: nowrap; }
+th:first-child, td:first-child { text-align: left; }
+th { background: var(--bg); font-weight: 600; white-space: normal; vertical-align: bottom; }
+.scroll { overflow-x: auto; }
+.plots { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 16px; align-items: start; }
+.plots img { width: 100%; border: 1px solid var(--line); border-radius: 8px; }
+img.wide { display: block; width: 100%; max-width: 760px; border: 1px solid var(--line); border-radius: 8px; }
+.gallery { display: grid; gap: 18px; }
+.example { border: 1px solid var(--line); border-radius: 10px; padding: 12px; }
+.example h3 { font-size: 14px; margin: 0 0 8px; font-weight: 600; }
+.example h3 .tag { font-size: 12px; font-weight: 600; padding: 1px 8px; border-radius: 10px; margin-left: 6px; }
+.tag.fooled { background: #e6f4ea; color: var(--good); } .tag.kept { background: #fce8e6; color: var(--bad); }
+.tag.wrong { background: #f1f3f4; color: var(--muted); }
+.triple { display: grid; grid-template-columns: repeat(3, 1fr); gap: 10px; }
+.triple figure { margin: 0; }
+.triple img { width: 100%; image-rendering: auto; border-radius: 4px; display: block; }
+figcaption { font-size: 12px; color: var(--muted); margin: 4px 0; }
+ol { margin: 4px 0 0; padding: 0; list-style: none; }
+ol li { position: relative; display: flex; justify-content: space-between; padding: 1px 6px; font-size: 12px; }
+ol li .bar { position: absolute; left: 0; top: 0; bottom: 0; background: rgba(26,115,232,.13); z-index: -1; border-radius: 3px; }
+ol li { z-index: 0; } ol li.ref { font-weight: 700; }
+.prob { color: var(--muted); margin-left: 8px; }
+details { margin-top: 8px; } summary { cursor: pointer; color: var(--accent); }
+code { background: var(--bg); padding: 1px 4px; border-radius: 4px; font-size: 12px; }
+dl { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; font-size: 13px; }
+dt { color: var(--muted); } dd { margin: 0; word-break: break-word; }
+.problems li { color: var(--bad); }
+"""
+
+
+def _cards(evaluation: Evaluation, results: dict) -> str:
+    run = results["runs"]["protector"]
+    acc = run["models"][evaluation.attack_model]
+    fid = run["fidelity"]
+    app = run["appeal"]
+    cards = [
+        ("top-1 accuracy", f"{_pct(acc['top1_before'])} → {_pct(acc['top1_after'])}", "attack model, saved files"),
+        ("top-5 accuracy", f"{_pct(acc['top5_before'])} → {_pct(acc['top5_after'])}", ""),
+        ("fooling rate", _pct(acc["fooling_rate_top1"]), "top-1 changed by protection"),
+        ("PSNR", _num(fid["psnr_mean"], 2, " dB"), f"min {_num(fid['psnr_min'], 2, ' dB')}"),
+        ("SSIM", _num(fid["ssim_mean"], 4), f"CIEDE2000 {_num(fid['ciede2000_mean'], 3)}"),
+        ("max |Δ|", f"{fid['max_delta_8bit']}", "8-bit levels, file vs original"),
+    ]
+    if app:
+        cards.append(("NIMA", f"{app['nima_before_mean']:.3f} → {app['nima_after_mean']:.3f}",
+                      f"Δ {app['nima_diff_mean']:+.3f}; {app['improved']}/{app['n']} improved"))
+    return "<div class=\"cards\">" + "".join(
+        f"<div class=\"card\"><div class=\"k\">{html.escape(k)}</div><div class=\"v\">{html.escape(v)}</div>"
+        f"<div class=\"d\">{html.escape(d)}</div></div>" for k, v, d in cards) + "</div>"
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<div class=\"scroll\"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+
+
+def _gallery_html(evaluation: Evaluation, cards: list[dict]) -> str:
+    model = evaluation.attack_model
+    out = []
+    for card in cards:
+        im: ImageEval = card["image"]
+        reference = im.reference_for(model)
+        outcome = _outcome(im, model)
+        tag = {"fooled": '<span class="tag fooled">fooled</span>',
+               "recognized": '<span class="tag kept">still recognized</span>',
+               "already wrong": '<span class="tag wrong">wrong already before protection</span>'}[outcome]
+        truth = ("ground truth" if im.label is not None else "clean prediction") + f": {evaluation.class_name(reference)}"
+        nima = ""
+        if im.nima_clean and im.nima_protected:
+            nima = f" · NIMA {im.nima_clean[0]:.2f} → {im.nima_protected[0]:.2f}"
+        scaled = " · shown downscaled" if card["scaled"] else ""
+        f = im.fidelity
+        psnr = "∞" if not math.isfinite(f.psnr) else f"{f.psnr:.1f} dB"
+        files = card["files"]
+        out.append(
+            f"<div class=\"example\"><h3>{html.escape(im.name)} {tag}</h3>"
+            f"<figcaption>{html.escape(truth)} · {im.width}×{im.height} · PSNR {psnr} · max |Δ| "
+            f"{f.max_delta_8bit}{html.escape(nima)}{scaled}</figcaption>"
+            "<div class=\"triple\">"
+            f"<figure><a href=\"{files['original']}\"><img src=\"{files['original']}\" alt=\"original\" loading=\"lazy\"></a>"
+            f"<figcaption>original — top-5</figcaption>{_top5_html(evaluation, im.clean[model], reference)}</figure>"
+            f"<figure><a href=\"{files['protected']}\"><img src=\"{files['protected']}\" alt=\"protected\" loading=\"lazy\"></a>"
+            f"<figcaption>protected (decoded from {html.escape(im.file)}) — top-5</figcaption>"
+            f"{_top5_html(evaluation, im.protected[model], reference)}</figure>"
+            f"<figure><a href=\"{files['difference']}\"><img src=\"{files['difference']}\" alt=\"difference\" loading=\"lazy\"></a>"
+            f"<figcaption>difference ×{card['gain']} around mid-grey</figcaption></figure>"
+            "</div></div>"
+        )
+    return "<div class=\"gallery\">" + "".join(out) + "</div>"
+
+
+def _html(evaluation: Evaluation, results: dict, figures: dict[str, str], gallery: list[dict]) -> str:
+    s = results["settings"]
+    run_name = s["run_code"] or Path(evaluation.options.protected).resolve().name
+    title = f"Protection report — {run_name}"
+    sections = [
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p class=\"sub\">{len(evaluation.runs['protector'].images)} photos · attack model "
+        f"{html.escape(s['attack_model'])} · labels: {html.escape(s['labels'])} · {html.escape(results['created'])}</p>",
+        _cards(evaluation, results),
+        "<h2>Runs side by side</h2>",
+        _html_table(COMPARISON_HEADER, _comparison_rows(evaluation, results)),
+    ]
+    header, rows = _transfer_rows(results)
+    if rows:
+        sections += ["<h2>Transfer to other models</h2>", _html_table(header, rows)]
+    grid = {k: src for k, src in figures.items() if k != "per_category"}
+    if grid:
+        sections.append("<h2>Plots</h2><div class=\"plots\">" + "".join(
+            f"<a href=\"{src}\"><img src=\"{src}\" alt=\"{html.escape(k)}\"></a>" for k, src in grid.items()) + "</div>")
+    runs = list(results["runs"])
+    per_category = results["runs"][runs[0]]["per_category"]
+    if per_category:
+        by_run = {r: {row["class"]: row for row in results["runs"][r]["per_category"]} for r in runs}
+        cat_rows = [[row["name"], str(row["n"]), _pct(row["top1_before"])]
+                    + [_pct(by_run[r].get(row["class"], {}).get("top1_after")) for r in runs] for row in per_category]
+        title = "sensitive categories" if evaluation.senscats else "categories"
+        plot = figures.get("per_category")
+        sections += [f"<h2>Per-category accuracy ({title})</h2>"]
+        if plot:
+            sections.append(f"<a href=\"{plot}\"><img class=\"wide\" src=\"{plot}\" alt=\"per-category accuracy\"></a>")
+        sections += ["<details><summary>show the table</summary>",
+                     _html_table(["category", "photos", "top-1 before"] + [f"after ({r})" for r in runs], cat_rows),
+                     "</details>"]
+    if gallery:
+        sections += ["<h2>Examples</h2>",
+                     "<p class=\"sub\">Original and protected file side by side with the attack model's top-5; the "
+                     "reference class is in bold. Examples are spread evenly over the photos (fooled first, then "
+                     "about a third still recognized), not picked for looks.</p>",
+                     _gallery_html(evaluation, gallery)]
+    problems = _problems(evaluation, results)
+    if problems:
+        sections += ["<h2>Problems</h2><ul class=\"problems\">"
+                     + "".join(f"<li>{html.escape(p)}</li>" for p in problems) + "</ul>"]
+    settings = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(json.dumps(v) if not isinstance(v, str) else v)}</dd>"
+                       for k, v in s.items())
+    sections += ["<h2>Settings</h2>", f"<dl>{settings}</dl>",
+                 "<p class=\"sub\">All numbers: <a href=\"results.json\">results.json</a> · "
+                 "<a href=\"summary.md\">summary.md</a></p>"]
+    return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body><main>"
+            + "\n".join(sections) + "</main></body></html>\n")

@@ -1,0 +1,240 @@
+"""protector evaluate on a case small enough to compute by hand.
+
+Four uniform grey photos (levels 50, 94, 140, 190) and their "protected" versions, every
+pixel +2 levels, saved as PNG. The classifier (`IntensityNet`, below) scores 8 classes by the
+distance of the mean brightness to the centres (k + 0.5) / 8, so its top-5 is the 5 nearest
+centres. By hand:
+
+| photo | level | label | clean top-1 | +2 top-1 | label in top-5 before / after |
+| a | 50  | 1 | 1 | 1 | yes / yes |
+| b | 94  | 2 | 2 | 3 | yes / yes |
+| c | 140 | 4 | 4 | 4 | yes / yes |
+| d | 190 | 0 | 5 | 6 | no / no   |
+
+top-1 75% -> 50%, top-5 75% -> 75%, top-1 fooling rate 50% (b, d), top-5 fooling rate 0%;
+PSNR = 10 log10(255^2 / 2^2) = 42.1102 dB for every photo; max |delta| = 2.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage.color import deltaE_ciede2000, rgb2lab
+
+from protector.evaluate import EvaluateOptions, EvaluationError, evaluate, parse_eps
+from protector.images import read_photo
+
+LEVELS = {"a": 50, "b": 94, "c": 140, "d": 190}
+LABELS = {"a": 1, "b": 2, "c": 4, "d": 0}
+ATTACK = "intensity_net.IntensityNet"
+
+INTENSITY_NET = '''
+import torch
+from torch import nn
+
+
+class IntensityNet(nn.Module):
+    """8 classes; the logit of class k is -50 * |mean brightness - (k + 0.5) / 8|."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("centers", (torch.arange(8, dtype=torch.float32) + 0.5) / 8)
+
+    def forward(self, x):
+        mean = x.mean(dim=(1, 2, 3))
+        return -50 * (mean[:, None] - self.centers).abs()
+
+
+class ShiftedIntensityNet(IntensityNet):
+    """The same with centres k / 8: a second model to measure transfer on."""
+
+    def __init__(self):
+        super().__init__()
+        self.centers -= 0.5 / 8
+'''
+
+
+def build_hand_case(root: Path, shift: int = 2, run_code: str = "hand") -> dict[str, Path]:
+    """Originals, protected files (+`shift` levels, PNG), the labelled list, model and class files."""
+    originals, protected, models = root / "originals", root / "protected", root / "models"
+    for folder in (originals, protected, models):
+        folder.mkdir(parents=True, exist_ok=True)
+    for name, level in LEVELS.items():
+        Image.fromarray(np.full((64, 64, 3), level, np.uint8)).save(originals / f"{name}.png")
+        Image.fromarray(np.full((64, 64, 3), level + shift, np.uint8)).save(protected / f"{run_code}_{name}.png")
+    (models / "intensity_net.py").write_text(INTENSITY_NET)
+    (root / "list.csv").write_text("".join(f"{name}.png,{LABELS[name]}\n" for name in LEVELS))
+    (root / "categories.txt").write_text("".join(f"/c/class_{k} {k}\n" for k in range(8)))
+    (root / "senscats.txt").write_text("\ufeff/c/class_1 1 \n/c/class_2 2\n/c/class_6 6\n")
+    (protected / "manifest.csv").write_text("not an image, ignored\n")
+    return {"originals": originals, "protected": protected, "models": models, "list": root / "list.csv",
+            "categories": root / "categories.txt", "senscats": root / "senscats.txt", "out": root / "report"}
+
+
+def hand_options(case: dict[str, Path], **overrides) -> EvaluateOptions:
+    options = dict(protected=case["protected"], original=case["originals"], out=case["out"], classifier=ATTACK,
+                   classifier_path=case["models"], run_code="hand", list_path=case["list"],
+                   categories=case["categories"], senscats=case["senscats"], device="cpu", gallery=4)
+    options.update(overrides)
+    return EvaluateOptions(**options)
+
+
+@pytest.fixture
+def case(tmp_path: Path) -> dict[str, Path]:
+    return build_hand_case(tmp_path)
+
+
+def test_hand_computed_accuracy_fooling_and_fidelity(case):
+    evaluation = evaluate(hand_options(case))
+    results = evaluation.summary()
+    run = results["runs"]["protector"]
+    assert run["n_images"] == 4
+    acc = run["models"][evaluation.attack_model]
+    assert acc["labels_ground_truth"] == 4 and results["settings"]["labels"] == "ground truth"
+    assert (acc["top1_before"], acc["top1_after"]) == (0.75, 0.5)
+    assert (acc["top5_before"], acc["top5_after"]) == (0.75, 0.75)
+    assert (acc["fooling_rate_top1"], acc["fooling_rate_top5"]) == (0.5, 0.0)
+
+    fid = run["fidelity"]
+    assert fid["psnr_mean"] == pytest.approx(10 * math.log10(255**2 / 4), abs=1e-4)  # 42.1102 dB
+    assert fid["max_delta_8bit"] == 2 and fid["identical_images"] == 0
+    c1 = (0.01 * 255) ** 2  # uniform photos: SSIM is the luminance term alone
+    expected_ssim = np.mean([(2 * v * (v + 2) + c1) / (v**2 + (v + 2) ** 2 + c1) for v in LEVELS.values()])
+    assert fid["ssim_mean"] == pytest.approx(expected_ssim, abs=1e-6)
+    expected_de = np.mean([deltaE_ciede2000(rgb2lab(np.full((1, 1, 3), v, np.uint8)),
+                                            rgb2lab(np.full((1, 1, 3), v + 2, np.uint8)))[0, 0]
+                           for v in LEVELS.values()])
+    assert fid["ciede2000_mean"] == pytest.approx(expected_de, rel=1e-6)
+    assert "scikit-image" in results["settings"]["fidelity_implementation"]
+
+    by_class = {row["class"]: row for row in run["per_category"]}
+    assert set(by_class) == {1, 2}  # class 6 is sensitive but has no photo
+    assert (by_class[1]["n"], by_class[1]["top1_before"], by_class[1]["top1_after"]) == (1, 1.0, 1.0)
+    assert (by_class[2]["n"], by_class[2]["top1_before"], by_class[2]["top1_after"]) == (1, 1.0, 0.0)
+    images = {im["name"]: im for im in run["images"]}
+    assert [c for c, _ in images["b.png"]["clean_top5"][evaluation.attack_model]] == [2, 3, 1, 4, 0]
+    assert images["b.png"]["protected_top5"][evaluation.attack_model][0][0] == 3
+    assert images["d.png"]["file"] == "hand_d.png" and images["d.png"]["label"] == 0
+
+
+def test_without_labels_the_clean_prediction_is_the_reference(case):
+    evaluation = evaluate(hand_options(case, list_path=None))
+    results = evaluation.summary()
+    acc = results["runs"]["protector"]["models"][evaluation.attack_model]
+    assert acc["labels_clean_prediction"] == 4
+    assert "clean prediction" in results["settings"]["labels"]
+    assert (acc["top1_before"], acc["top1_after"], acc["top5_after"]) == (1.0, 0.5, 1.0)
+
+
+def test_labels_file_fills_in_ground_truth(case, tmp_path):
+    (tmp_path / "places365_val.txt").write_text("".join(f"{n}.png {LABELS[n]}\n" for n in LEVELS))
+    evaluation = evaluate(hand_options(case, list_path=None, labels=tmp_path / "places365_val.txt"))
+    acc = evaluation.summary()["runs"]["protector"]["models"][evaluation.attack_model]
+    assert (acc["labels_ground_truth"], acc["top1_before"], acc["top1_after"]) == (4, 0.75, 0.5)
+
+
+def test_missing_protected_file_is_an_error_unless_allowed(case):
+    (case["protected"] / "hand_c.png").unlink()
+    with pytest.raises(EvaluationError, match=r"c\.png"):
+        evaluate(hand_options(case))
+    evaluation = evaluate(hand_options(case, allow_missing=True))
+    assert evaluation.pairing.missing == ["c.png"]
+    assert evaluation.summary()["runs"]["protector"]["n_images"] == 3
+
+
+def test_original_given_as_a_list_next_to_its_images(case):
+    (case["originals"] / "labelled.csv").write_text("".join(f"{n}.png,{LABELS[n]}\n" for n in LEVELS))
+    evaluation = evaluate(hand_options(case, original=case["originals"] / "labelled.csv", list_path=None))
+    acc = evaluation.summary()["runs"]["protector"]["models"][evaluation.attack_model]
+    assert (acc["n"], acc["top1_before"], acc["top1_after"]) == (4, 0.75, 0.5)
+
+
+def test_wrong_run_code_matches_nothing(case):
+    with pytest.raises(EvaluationError, match="--run-code"):
+        evaluate(hand_options(case, run_code="other"))
+
+
+def test_transfer_model_is_scored_beside_the_attack_model(case):
+    # Centres k/8: a -> 2, b -> 3, c -> 4, d -> 6 before and after: only c is right (25%).
+    transfer = "intensity_net.ShiftedIntensityNet"
+    evaluation = evaluate(hand_options(case, transfer=[transfer]))
+    models = evaluation.summary()["runs"]["protector"]["models"]
+    assert models[transfer]["role"] == "transfer" and models[evaluation.attack_model]["role"] == "attack"
+    assert (models[transfer]["top1_before"], models[transfer]["top1_after"]) == (0.25, 0.25)
+    with pytest.raises(EvaluationError, match="already evaluated"):
+        evaluate(hand_options(case, transfer=[ATTACK]))
+
+
+def test_nima_without_weights_fails_loudly(case, tmp_path):
+    with pytest.raises(EvaluationError, match="leave --nima out"):
+        evaluate(hand_options(case, nima=tmp_path / "no_such_weights.hdf5"))
+
+
+@pytest.mark.slow
+def test_nima_scores_match_the_model_on_the_files(case, shared):
+    from protector.nima import load_nima, nima_scores
+
+    weights = shared.path("nima/weights_mobilenet_aesthetic_0.07.hdf5")
+    evaluation = evaluate(hand_options(case, nima=weights, nima_preprocess="idealo"))
+    results = evaluation.summary()
+    assert results["settings"]["nima"] == "NIMA-MobileNet (idealo, AVA), preprocess=idealo"
+    nima = load_nima(weights, preprocess="idealo")
+    images = {im["name"]: im for im in results["runs"]["protector"]["images"]}
+    with torch.no_grad():
+        for name in LEVELS:
+            for key, path in (("nima_clean", case["originals"] / f"{name}.png"),
+                              ("nima_protected", case["protected"] / f"hand_{name}.png")):
+                x = torch.from_numpy(read_photo(path).pixels).permute(2, 0, 1)[None].float() / 255
+                mean, std = nima_scores(nima(x))
+                assert images[f"{name}.png"][key] == pytest.approx([float(mean), float(std)], abs=1e-5)
+    appeal = results["runs"]["protector"]["appeal"]
+    diffs = [images[f"{n}.png"]["nima_protected"][0] - images[f"{n}.png"]["nima_clean"][0] for n in LEVELS]
+    assert appeal["nima_diff_mean"] == pytest.approx(np.mean(diffs), abs=1e-9)
+
+
+def test_baselines_are_saved_reread_and_compared(case):
+    evaluation = evaluate(hand_options(case, baselines=["fgsm", "pgd"], eps=8 / 255))
+    results = evaluation.summary()
+    assert list(results["runs"]) == ["protector", "fgsm", "pgd"]
+    for name in ("fgsm", "pgd"):
+        folder = case["out"] / "baselines" / name
+        assert sorted(p.name for p in folder.iterdir()) == [f"hand_{n}.png" for n in LEVELS]
+        run = results["runs"][name]
+        assert run["n_images"] == 4 and run["fidelity"]["max_delta_8bit"] <= 8
+        assert run["seconds_per_image"] > 0
+    # FGSM moves every pixel of a uniform photo by exactly eps: PSNR = 10 log10(255^2 / 8^2).
+    assert results["runs"]["fgsm"]["fidelity"]["psnr_mean"] == pytest.approx(10 * math.log10(255**2 / 64), abs=1e-3)
+    assert "torchattacks.PGD(eps=0.0313725, alpha=0.00784314, steps=10" in results["settings"]["baselines"]["pgd"]
+
+
+def test_baselines_need_eps(case):
+    with pytest.raises(EvaluationError, match="--eps"):
+        evaluate(hand_options(case, baselines=["fgsm"]))
+    assert parse_eps("2/255") == pytest.approx(2 / 255)
+    with pytest.raises(EvaluationError):
+        parse_eps("two")
+
+
+def test_evaluate_command_writes_the_report(case, capsys):
+    import argparse
+
+    from protector.commands import evaluate as evaluate_command
+
+    parser = argparse.ArgumentParser()
+    evaluate_command.add_arguments(parser)
+    args = parser.parse_args([
+        "--protected", str(case["protected"]), "--run-code", "hand", "--original", str(case["originals"]),
+        "--list", str(case["list"]), "--classifier", ATTACK, "--classifier-path", str(case["models"]),
+        "--categories", str(case["categories"]), "--senscats", str(case["senscats"]), "--device", "cpu",
+        "--out", str(case["out"]),
+    ])
+    assert evaluate_command.run(args) == 0
+    printed = capsys.readouterr().out
+    assert "75.0% → 50.0%" in printed and "42.11 dB" in printed
+    for name in ("results.json", "summary.md", "report.html", "plots/accuracy.png"):
+        assert (case["out"] / name).is_file()

@@ -1,0 +1,40 @@
+"""protector.refine: gradient steps from the generator's photo stay in budget and push the label out."""
+
+import pytest
+import torch
+
+from protector.losses import topk_margin
+from protector.refine import refine
+
+
+@pytest.mark.parametrize("jpeg_quality", [None, 90])
+def test_refine_stays_in_budget_and_lowers_the_margin(tiny_classifier, jpeg_quality):
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 40, 40)  # 40 is not a multiple of 16: exercises the JPEG padding
+    eps = 8 / 255
+    x_init = (x + eps * torch.empty_like(x).uniform_(-1, 1)).clamp(0, 1)
+    with torch.no_grad():
+        y = tiny_classifier(x).argmax(1)
+        before = topk_margin(tiny_classifier(x_init), y, k=5)
+    x_adv = refine(x, x_init, tiny_classifier, y, eps, steps=5, jpeg_quality=jpeg_quality, kappa=100.0)
+    assert x_adv.shape == x.shape and x_adv.dtype == torch.float32
+    assert (x_adv - x).abs().max() <= eps + 1e-6
+    assert 0 <= x_adv.min() and x_adv.max() <= 1
+    with torch.no_grad():
+        after = topk_margin(tiny_classifier(x_adv), y, k=5)
+    assert after.mean() < before.mean()
+
+
+def test_zero_steps_returns_the_generator_output(tiny_classifier):
+    x = torch.rand(2, 3, 16, 16)
+    x_init = (x + 0.01).clamp(0, 1)
+    y = torch.zeros(2, dtype=torch.long)
+    assert torch.equal(refine(x, x_init, tiny_classifier, y, 2 / 255, steps=0), x_init)
+    with pytest.raises(ValueError, match="steps"):
+        refine(x, x_init, tiny_classifier, y, 2 / 255, steps=-1)
+
+
+def test_classifier_gets_no_gradient(tiny_classifier):
+    x = torch.rand(2, 3, 32, 32)
+    refine(x, x.clone(), tiny_classifier.requires_grad_(False), torch.zeros(2, dtype=torch.long), 2 / 255, steps=2)
+    assert all(p.grad is None for p in tiny_classifier.parameters())
