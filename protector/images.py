@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -26,6 +27,18 @@ MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 _FORMATS = {"jpeg": "JPEG", "jpg": "JPEG", "png": "PNG", "webp": "WEBP", "bmp": "BMP", "tiff": "TIFF", "tif": "TIFF"}
 EXTENSION_FOR_FORMAT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
+
+# The only decoders an input may reach, whatever its extension: Pillow would otherwise
+# also try EPS (handed to Ghostscript), PSD, ICO and dozens more on untrusted bytes. The
+# JPEG decoder also opens MPO, a JPEG with extra pictures (a camera's second view, an
+# Ultra HDR gain map), as format "MPO".
+DECODER_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP")
+
+# What Pillow raises while decoding a corrupt or hostile file, beyond OSError/SyntaxError:
+# found by mutating valid files (tests/test_reliability.py). A corrupt multi-page TIFF
+# raises TypeError or KeyError when its next page is parsed, a cut GIF struct.error;
+# EOFError is how Pillow signals a frame that is not there.
+_CORRUPT_FILE_ERRORS = (OSError, SyntaxError, ValueError, TypeError, LookupError, EOFError, struct.error)
 
 
 class ImageReadError(ValueError):
@@ -51,8 +64,9 @@ def read_photo(source: str | Path | bytes, name: str | None = None, max_pixels: 
     """Decode a photo file (path or bytes) to 8-bit RGB.
 
     Raises:
-        ImageReadError: empty, truncated or unreadable file, not an image, animated
-            image, or more than `max_pixels` pixels. The message starts with `name`.
+        ImageReadError: empty, truncated or unreadable file, not an image in one of
+            ``DECODER_FORMATS``, animated image, or more than `max_pixels` pixels.
+            The message starts with `name`.
     """
     label = name if name is not None else ("<bytes>" if isinstance(source, bytes) else str(source))
     data = _read_bytes(source, label)
@@ -61,14 +75,15 @@ def read_photo(source: str | Path | bytes, name: str | None = None, max_pixels: 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=DECODER_FORMATS)
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageReadError(
                     f"{label}: {width}x{height} = {width * height:,} pixels exceeds the limit of "
                     f"{max_pixels:,} (decompression-bomb guard)"
                 )
-            if getattr(image, "n_frames", 1) > 1:
+            # An MPO's first picture is the photo; the others are not frames of an animation.
+            if image.format != "MPO" and getattr(image, "n_frames", 1) > 1:
                 raise ImageReadError(
                     f"{label}: animated image with {image.n_frames} frames is not supported; "
                     "save the frame to protect as a still image"
@@ -79,12 +94,16 @@ def read_photo(source: str | Path | bytes, name: str | None = None, max_pixels: 
     except ImageReadError:
         raise
     except UnidentifiedImageError:
-        raise ImageReadError(f"{label}: not an image, or a format Pillow cannot read") from None
+        raise ImageReadError(
+            f"{label}: not an image, or not one of the formats read here ({', '.join(DECODER_FORMATS)})"
+        ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageReadError(f"{label}: too many pixels ({err})") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        # Pillow reports truncated and corrupt streams as OSError/SyntaxError.
-        raise ImageReadError(f"{label}: corrupt or truncated image ({err})") from None
+    except _CORRUPT_FILE_ERRORS as err:
+        # Pillow reports truncated streams as OSError; corrupt headers surface as many types.
+        kind = type(err).__qualname__
+        kind = kind if type(err).__module__ == "builtins" else f"{type(err).__module__}.{kind}"  # struct.error
+        raise ImageReadError(f"{label}: corrupt or truncated image ({kind}: {err})") from None
     pixels, icc_profile = _to_rgb(image)
     return Photo(pixels=pixels, icc_profile=icc_profile, format=source_format)
 
