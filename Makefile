@@ -7,6 +7,12 @@ STAMP := $(VENV)/.installed
 DATA ?= data
 RUN ?= runs/mepp19
 RUN_CODE ?= protector_unet
+ATTACK_MODEL ?= weights/resnet50_places365.pth.tar
+# No sha256 of the official checkpoint is published: set ATTACK_SHA256 to pin the file you
+# downloaded; without it the unpinned file is accepted explicitly.
+ATTACK_SHA256 ?=
+CHECKSUM = $(if $(ATTACK_SHA256),--sha256 $(ATTACK_SHA256),--allow-unpinned)
+TRAIN_CHECKSUM = --model.classifier.init_args.$(if $(ATTACK_SHA256),sha256 $(ATTACK_SHA256),allow_unpinned true)
 
 .PHONY: install test run standin clean-venv
 
@@ -24,13 +30,14 @@ test: $(STAMP)
 # submission zip, evaluate the written files. Offline, the fetch step says which file goes where.
 run: $(STAMP)
 	$(PY) -m protector data fetch --root $(DATA)
-	$(PY) train.py fit --config configs/mepp19.yaml --trainer.default_root_dir $(RUN)
+	$(PY) train.py fit --config configs/mepp19.yaml --trainer.default_root_dir $(RUN) $(TRAIN_CHECKSUM)
 	$(PY) infer.py --checkpoint $(RUN)/protector.pt --list $(DATA)/MEPP19test.csv --images $(DATA)/val_256.tar \
 		--output $(RUN)/submission --format jpeg --quality 90 --run-code $(RUN_CODE) --zip \
-		--classifier resnet50 --checkpoint-classifier weights/resnet50_places365.pth.tar
+		--classifier resnet50 --classifier-checkpoint $(ATTACK_MODEL) $(CHECKSUM) --categories $(DATA)/categories_places365.txt
 	$(PY) -m protector evaluate --protected $(RUN)/submission --run-code $(RUN_CODE) --list $(DATA)/MEPP19test.csv \
-		--original $(DATA)/val_256.tar --labels $(DATA)/places365_val.txt --classifier resnet50 \
-		--checkpoint weights/resnet50_places365.pth.tar --out $(RUN)/report
+		--original $(DATA)/val_256.tar --labels $(DATA)/places365_val.txt --categories $(DATA)/categories_places365.txt \
+		--senscats $(DATA)/MEPP18senscats.txt --classifier resnet50 --checkpoint $(ATTACK_MODEL) $(CHECKSUM) \
+		--out $(RUN)/report
 
 # The same pipeline on the stand-in classifier and the photos in ../shared (CPU, minutes).
 standin: $(STAMP)
