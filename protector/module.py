@@ -143,6 +143,8 @@ class ProtectorModule(LightningModule):
             }
         )
         self.train_fooled = MeanMetric()
+        self._epoch_fooled = torch.zeros(2)  # (fooled, seen) on this rank, for the epoch summary line
+        self._epoch_started = time.monotonic()
         self._class_weights: torch.Tensor | None = None
         self._gradient_checked = False
         # Checkpoints hold the generator only; on_load_checkpoint puts the classifier back.
@@ -221,7 +223,9 @@ class ProtectorModule(LightningModule):
             loss = loss + self.hparams.fidelity_weight * self._fidelity_penalty(x_adv, x)
         self._stop_if_not_finite(loss)
         with torch.no_grad():
-            self.train_fooled.update((logits.argmax(dim=1) != y).float())
+            fooled = (logits.argmax(dim=1) != y).float()
+            self.train_fooled.update(fooled)
+            self._epoch_fooled += torch.stack([fooled.sum(), fooled.new_tensor(float(len(fooled)))])
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=x.shape[0], sync_dist=True)
         self.log("train/top1_fooled", self.train_fooled, on_step=False, on_epoch=True)
         return loss
@@ -288,24 +292,30 @@ class ProtectorModule(LightningModule):
         if batch_idx == 0:
             self._log_grid(x, x_file, x_8bit)
 
+    # Plain summary lines, readable in a log file without a logger. No collective calls here:
+    # only rank zero runs the progress bar, whose own metric syncs at epoch end must pair with
+    # those of the other ranks in Lightning's order; an extra all-gather here would deadlock DDP.
     def on_train_epoch_start(self) -> None:
         self._epoch_started = time.monotonic()
+        self._epoch_fooled = torch.zeros(2, device=self.device)  # (fooled, seen) on this rank
 
     def on_train_epoch_end(self) -> None:
-        if self.train_fooled.update_called:
-            seconds = time.monotonic() - getattr(self, "_epoch_started", time.monotonic())
-            fooled = float(self.train_fooled.compute())  # every rank computes: it syncs
-            rank_zero_info(
-                f"epoch {self.current_epoch} step {self.global_step} train: top1_fooled {fooled:.4f} "
-                f"(robustified, {self.hparams.train_crop or 'whole'} px)  {seconds:.0f} s"
-            )
+        fooled, seen = (float(v) for v in self._epoch_fooled)
+        if seen == 0:
+            return
+        seconds = time.monotonic() - self._epoch_started
+        shard = ", rank 0's share" if self.trainer.world_size > 1 else ""
+        rank_zero_info(
+            f"epoch {self.current_epoch} step {self.global_step} train: top1_fooled {fooled / seen:.4f} "
+            f"(robustified, {self.hparams.train_crop or 'whole'} px{shard})  {seconds:.0f} s"
+        )
 
-    def on_validation_epoch_end(self) -> None:
-        # One plain line per validation, readable in a log file without a logger. compute()
-        # syncs across ranks (every rank must call it) and caches for Lightning's own logging.
+    def on_validation_end(self) -> None:
+        # After Lightning's epoch-end reduction: callback_metrics hold the values of all ranks.
         if self.trainer.sanity_checking:
             return
-        values = {name: float(metric.compute()) for name, metric in self.val_metrics.items() if metric.update_called}
+        metrics = self.trainer.callback_metrics
+        values = {name: float(metrics[f"val/{name}"]) for name in self.val_metrics if f"val/{name}" in metrics}
         if values:
             summary = "  ".join(f"{name} {value:.4f}" for name, value in values.items())
             rank_zero_info(f"epoch {self.current_epoch} step {self.global_step} val: {summary}")

@@ -25,8 +25,6 @@ def _val_count(limit: int) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="hangs in the 2-process gloo run as of this commit (seen three times here); "
-                  "open item of the protector issue: find the deadlock, then remove this skip")
 def test_ddp_two_cpu_processes(shared, tmp_path, monkeypatch) -> None:
     shared.path("standin/images.tsv")
     monkeypatch.chdir(REPO)
