@@ -7,12 +7,10 @@ import hashlib
 import io
 import os
 import signal
-import struct
 import subprocess
 import sys
 import tarfile
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -29,31 +27,10 @@ from protector.protect.dataset import PhotoDataset
 from protector.protect.manifest import read_manifest
 from protector.protect.plan import PlannedPhoto
 
+from photo_files import encoded, photo, png_claiming
+
 REPO = Path(__file__).resolve().parents[1]
 EPS = 4 / 255
-
-
-def photo(width: int, height: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    base = rng.uniform(40, 200, 3)
-    pixels = np.stack([base[c] + 50 * np.sin((x + (c + 2) * y) / (7 + 3 * c)) for c in range(3)], axis=2)
-    return np.clip(pixels, 0, 255).astype(np.uint8)
-
-
-def encoded(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height: a decompression bomb in a few bytes."""
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
 
 
 def make_protector() -> BoundedProtector:
@@ -82,7 +59,7 @@ def messy_folder(tmp_path: Path) -> Path:
         "zero.jpg": b"",
         "truncated.jpg": jpeg[: len(jpeg) // 2],
         "notimage.jpg": b"this is a text file, not a photo\n",
-        "bomb.png": png_header_only(30000, 30000),
+        "bomb.png": png_claiming(30000, 30000),
         "tiny.png": encoded(Image.fromarray(photo(4, 4, 1)), "PNG"),
         "anim.gif": b"",  # replaced below
         "alpha.png": encoded(Image.fromarray(np.dstack([photo(48, 40, 2), np.full((40, 48), 128, np.uint8)])), "PNG"),

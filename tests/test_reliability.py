@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tarfile
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +40,8 @@ from protector.paths import sha256_file
 from protector.protect.manifest import read_manifest
 from protector.protect.plan import build_plan
 
+from photo_files import encoded, photo, png_claiming
+
 REPO = Path(__file__).resolve().parents[1]
 EPS = 4 / 255
 ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
@@ -48,32 +49,6 @@ PROC_MEM = Path("/proc/self/mem")  # a real file whose read fails with EIO (Linu
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def photo(width: int, height: int, seed: int) -> np.ndarray:
-    """A smooth photo-like RGB image, so JPEG stays close to it."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    base = rng.uniform(40, 200, 3)
-    pixels = np.stack([base[c] + 50 * np.sin((x + (c + 2) * y) / (7 + 3 * c)) for c in range(3)], axis=2)
-    return np.clip(pixels, 0, 255).astype(np.uint8)
-
-
-def encoded(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A PNG of a few bytes whose header claims width x height pixels: a decompression bomb."""
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    pixels = zlib.compress(b"\x00" * 16)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
 
 
 def tiff_with_broken_second_page() -> bytes:
