@@ -140,6 +140,7 @@ def main() -> None:
     for spec in args.protector:
         name, path = spec.split("=", 1)
         protector = load_protector(path).eval()
+        protector.classifier = classifier  # used only by a gradient-guided generator
         eps = float(protector.eps)
 
         def generator_attack(x, y, protector=protector):

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from protector.guidance import attack_gradient
+
 Norm = Literal["batch", "instance", "none"]
 
 
@@ -68,9 +70,14 @@ class UNetGenerator(nn.Module):
             Default: 32.
         depth: number of stride-2 levels (1..6). Default: 3.
         norm: ``"batch"``, ``"instance"`` or ``"none"``. Default: ``"batch"``.
+        guided: also take a guide map (the attack model's normalized gradient,
+            :func:`protector.guidance.attack_gradient`) as input; the output is the guide
+            times a learned gain plus the network's correction, which starts near zero, so an
+            untrained guided generator already behaves like a soft FGSM. Default: False.
 
     Shape:
-        - Input: :math:`(B, C, H, W)`, RGB in [0, 1].
+        - Input: :math:`(B, C, H, W)`, RGB in [0, 1]; guide (when ``guided``): the same
+          shape, in [-1, 1].
         - Output: :math:`(B, C, H, W)`, raw (pre-tanh) map.
 
     Example::
@@ -79,7 +86,9 @@ class UNetGenerator(nn.Module):
         torch.Size([1, 3, 37, 50])
     """
 
-    def __init__(self, in_channels: int = 3, base_channels: int = 32, depth: int = 3, norm: Norm = "batch") -> None:
+    def __init__(
+        self, in_channels: int = 3, base_channels: int = 32, depth: int = 3, norm: Norm = "batch", guided: bool = False
+    ) -> None:
         super().__init__()
         if in_channels < 1:
             raise ValueError(f"in_channels must be >= 1, got {in_channels}")
@@ -90,21 +99,43 @@ class UNetGenerator(nn.Module):
         if norm not in ("batch", "instance", "none"):
             raise ValueError(f"norm must be 'batch', 'instance' or 'none', got {norm!r}")
         # Everything needed to rebuild this network (see protector.export).
-        self.config = {"in_channels": in_channels, "base_channels": base_channels, "depth": depth, "norm": norm}
+        self.config = {
+            "in_channels": in_channels, "base_channels": base_channels, "depth": depth, "norm": norm, "guided": guided
+        }
         self.depth = depth
+        self.guided = bool(guided)
 
         widths = [max(base_channels // 4, 4)] + [base_channels * 2**i for i in range(depth)]
-        self.stem = _conv_block(in_channels, widths[0], norm)
+        self.stem = _conv_block(in_channels * (2 if guided else 1), widths[0], norm)
         self.downs = nn.ModuleList(_Down(widths[i], widths[i + 1], norm) for i in range(depth))
         self.ups = nn.ModuleList(_Up(widths[i + 1], widths[i], norm) for i in reversed(range(depth)))
         self.head = nn.Conv2d(widths[0], in_channels, 3, padding=1)
+        if guided:
+            # tanh(9 * guide) uses the whole budget wherever the gradient exceeds a third of
+            # its standard deviation: FGSM's sign, softened where the gradient is tiny.
+            self.guide_gain = nn.Parameter(torch.tensor(9.0))
+            # The network's correction starts near zero (not at zero: the layers below the
+            # head would get no gradient in the first step).
+            with torch.no_grad():
+                self.head.weight.mul_(0.01)
+                self.head.bias.zero_()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
         if x.ndim != 4:
             raise ValueError(f"expected a (B, C, H, W) batch, got shape {tuple(x.shape)}")
+        if self.guided != (guide is not None):
+            raise ValueError(
+                "this generator is guided: pass guide=attack_gradient(classifier, x)"
+                if self.guided
+                else "this generator takes no guide"
+            )
+        if guide is not None and guide.shape != x.shape:
+            raise ValueError(f"guide must have the shape of x {tuple(x.shape)}, got {tuple(guide.shape)}")
         height, width = x.shape[-2:]
-        x = _pad_to_multiple(x, 2**self.depth)
-        h = self.stem(x * 2 - 1)  # centred input
+        inputs = x * 2 - 1  # centred
+        if guide is not None:
+            inputs = torch.cat([inputs, guide.to(inputs.dtype)], dim=1)
+        h = self.stem(_pad_to_multiple(inputs, 2**self.depth))
         skips = [h]
         for down in self.downs:
             h = down(h)
@@ -112,7 +143,19 @@ class UNetGenerator(nn.Module):
         skips.pop()
         for up in self.ups:
             h = up(h, skips.pop())
-        return self.head(h)[..., :height, :width]
+        raw = self.head(h)[..., :height, :width]
+        return raw if guide is None else raw + self.guide_gain * guide
+
+
+def guided_forward(generator: nn.Module, x: torch.Tensor, classifier: nn.Module | None) -> torch.Tensor:
+    """The generator's raw map for ``x``, feeding a guided generator the classifier's gradient."""
+    if not getattr(generator, "guided", False):
+        return generator(x)
+    if classifier is None:
+        raise ValueError(
+            "this protector is gradient-guided: it needs the attack model (protect with --classifier ...)"
+        )
+    return generator(x, attack_gradient(classifier, x))
 
 
 def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -164,6 +207,8 @@ class BoundedProtector(nn.Module):
     Args:
         generator: network returning a raw map the shape of its input.
         eps: L-inf budget as a fraction of the [0, 1] range, 0 < eps <= 1.
+        classifier: the attack model, needed (only) by a guided generator, which is fed its
+            gradient (:mod:`protector.guidance`). Can be attached later as ``.classifier``.
 
     Shape:
         - Input: :math:`(B, 3, H, W)` in [0, 1]; Output: the same.
@@ -175,13 +220,18 @@ class BoundedProtector(nn.Module):
         True
     """
 
-    def __init__(self, generator: nn.Module, eps: float) -> None:
+    def __init__(self, generator: nn.Module, eps: float, classifier: nn.Module | None = None) -> None:
         super().__init__()
         self.generator = generator
         self.eps = check_eps(eps)
+        self.classifier = classifier
+
+    @property
+    def guided(self) -> bool:
+        return bool(getattr(self.generator, "guided", False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return apply_budget(x, self.generator(x), self.eps)
+        return apply_budget(x, guided_forward(self.generator, x, self.classifier), self.eps)
 
     def extra_repr(self) -> str:
         return f"eps={self.eps:.6g} ({self.eps * 255:.3g}/255)"

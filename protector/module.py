@@ -16,7 +16,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.functional.image import structural_similarity_index_measure
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from protector.generator import apply_budget, check_eps
+from protector.generator import apply_budget, check_eps, guided_forward
 from protector.images import encode_photo, read_photo, to_tensor, to_uint8
 from protector.losses import topk_margin, topk_margin_loss
 from protector.robust import Robustifier
@@ -198,7 +198,7 @@ class ProtectorModule(LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Protect a batch: ``x_adv`` in [0, 1], float32, within ``eps`` of ``x``."""
-        return apply_budget(x, self.generator(x), self.eps)
+        return apply_budget(x, guided_forward(self.generator, x, self.classifier), self.eps)
 
     def _random_window(self, x: torch.Tensor) -> torch.Tensor:
         size = self.hparams.train_crop

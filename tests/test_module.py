@@ -54,11 +54,11 @@ def loader(n: int = 8, batch_size: int = 4, **kwargs) -> DataLoader:
     return DataLoader(PhotoBatchDataset(n, **kwargs), batch_size=batch_size)
 
 
-def make_module(classifier: nn.Module, **kwargs) -> ProtectorModule:
+def make_module(classifier: nn.Module, guided: bool = False, **kwargs) -> ProtectorModule:
     torch.manual_seed(0)
     settings = {"eps": 4 / 255, "lr": 1e-2, "grid_images": 0}
     settings.update(kwargs)
-    return ProtectorModule(UNetGenerator(base_channels=8, depth=2), classifier, **settings)
+    return ProtectorModule(UNetGenerator(base_channels=8, depth=2, guided=guided), classifier, **settings)
 
 
 def make_trainer(tmp_path: Path, **kwargs) -> pl.Trainer:
@@ -90,8 +90,9 @@ class GradientProbe(pl.Callback):
             self.classifier = {n: p.grad for n, p in pl_module.classifier.named_parameters()}
 
 
-def test_only_generator_parameters_get_gradients(tmp_path, tiny_classifier) -> None:
-    module = make_module(tiny_classifier)
+@pytest.mark.parametrize("guided", [False, True])
+def test_only_generator_parameters_get_gradients(tmp_path, tiny_classifier, guided) -> None:
+    module = make_module(tiny_classifier, guided=guided)
     probe = GradientProbe()
     make_trainer(tmp_path, max_steps=1, callbacks=[probe]).fit(module, loader())
     assert probe.generator and all(v > 0 for v in probe.generator.values()), probe.generator
@@ -101,10 +102,11 @@ def test_only_generator_parameters_get_gradients(tmp_path, tiny_classifier) -> N
     assert optimized == {id(p) for p in module.generator.parameters()}
 
 
-def test_classifier_is_bit_identical_after_fit(tmp_path, tiny_classifier) -> None:
+@pytest.mark.parametrize("guided", [False, True])
+def test_classifier_is_bit_identical_after_fit(tmp_path, tiny_classifier, guided) -> None:
     before = copy.deepcopy(tiny_classifier.state_dict())
     assert any("running_mean" in k for k in before)  # BatchNorm statistics are part of the check
-    module = make_module(tiny_classifier)
+    module = make_module(tiny_classifier, guided=guided)
     make_trainer(tmp_path, max_epochs=2).fit(module, loader(), loader(4))
     after = module.classifier.model.state_dict()
     assert before.keys() == after.keys()

@@ -426,3 +426,31 @@ def test_refine_steps_push_the_clean_prediction_down_within_budget(tmp_path, pho
 def test_refine_needs_a_classifier(tmp_path, photo_dir):
     with pytest.raises(ValueError, match="--refine-steps needs the attack model"):
         run_protect(tmp_path / "o", [photo_dir], refine_steps=2)
+
+
+def test_guided_protector_needs_the_classifier_and_uses_its_gradient(tmp_path, photo_dir, tiny_net_dir):
+    torch.manual_seed(0)
+    guided = save_protector(tmp_path / "guided.pt", UNetGenerator(base_channels=8, depth=2, guided=True), EPS)
+    refused = run_infer("--checkpoint", str(guided), "--input", str(photo_dir), "--output", str(tmp_path / "x"))
+    assert refused.returncode != 0 and "gradient-guided" in refused.stderr and "--classifier" in refused.stderr
+
+    model = import_class("tiny_protect_net.TinyNet", tiny_net_dir)().eval()
+    margins = {}
+    for name, checkpoint in (("plain", None), ("guided", guided)):
+        if checkpoint is None:
+            torch.manual_seed(0)
+            checkpoint = save_protector(tmp_path / "plain.pt", UNetGenerator(base_channels=8, depth=2), EPS)
+        result = run_infer("--checkpoint", str(checkpoint), "--input", str(photo_dir), "--output",
+                           str(tmp_path / name), "--format", "png", "--classifier", "tiny_protect_net.TinyNet",
+                           "--classifier-path", str(tiny_net_dir), "--num-workers", "0", "--no-progress")
+        assert result.returncode == 0, result.stderr
+        total = 0.0
+        with torch.no_grad():
+            for row in read_manifest_csv(tmp_path / name / "manifest.csv"):
+                assert row["status"] == "ok" and int(row["max_delta_8bit"]) <= round(EPS * 255)
+                logits = model(to_tensor(read_photo(tmp_path / name / row["output"]).pixels)[None])[0]
+                clean = int(row["clean_top1"])
+                total += float(logits[clean] - logits.scatter(0, torch.tensor([clean]), float("-inf")).max())
+        margins[name] = total
+    # Even untrained, the guided generator follows the classifier's gradient: a soft FGSM.
+    assert margins["guided"] < margins["plain"]

@@ -201,6 +201,13 @@ def _predict(
 ) -> list[ManifestRow] | None:
     if options.refine_steps and classifier is None:
         raise ValueError("--refine-steps needs the attack model: pass --classifier (e.g. --classifier resnet50)")
+    if getattr(protector, "guided", False) and getattr(protector, "classifier", None) is None:
+        if classifier is None:
+            raise ValueError(
+                "this protector is gradient-guided (trained with generator guided: true): it needs the attack "
+                "model it was trained against; pass --classifier (e.g. --classifier resnet50)"
+            )
+        protector.classifier = classifier
     refine_quality = options.quality if options.fmt == "jpeg" else None
     predictor = ProtectPredictor(protector, classifier, options.tile_max_pixels, options.tile,
                                  options.tile_overlap, options.tile_align, options.refine_steps, refine_quality)

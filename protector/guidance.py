@@ -1,0 +1,48 @@
+"""Gradient guidance: the attack model's own gradient, given to the generator as an input.
+
+A generator that sees only the photo must learn, from a few thousand photos, what the
+attack model's backward pass computes; on a CPU budget it learns little more than a
+universal pattern (BENCHMARKS.md: 6.9% top-1 fooled at 2/255). Given the gradient of the
+attack model's loss at the clean photo, it starts where FGSM ends and learns the rest: which
+directions survive JPEG, how to push the label out of the top 5. The price is one forward
+and one backward pass of the attack model per photo, which must therefore be at hand when
+protecting (it is: the threat model is white-box).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Standard deviations kept before the clamp: a few pixels with huge gradients must not
+# flatten the rest of the map to zero.
+_CLAMP_STD = 3.0
+
+
+def attack_gradient(classifier: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    r"""Normalized gradient of the cross-entropy of the clean prediction, the generator's guide.
+
+    The label is the classifier's own prediction on ``x`` (protection needs no label). Each
+    image's gradient is divided by its standard deviation and clamped to 3 of them, then
+    scaled to [-1, 1]: the guide carries a direction, not the classifier's confidence.
+    Works inside ``torch.no_grad`` and ``torch.inference_mode`` (Lightning validates and
+    predicts under the latter): it turns autograd on for itself.
+
+    Args:
+        classifier: frozen model, RGB [0, 1] in, logits out.
+        x: photos in [0, 1].
+
+    Shape:
+        - x: :math:`(B, 3, H, W)`; output: the same, float32 in [-1, 1].
+    """
+    # A clone made outside inference mode is an ordinary tensor that autograd can track.
+    with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device_type=x.device.type, enabled=False):
+        x = x.detach().float().clone().requires_grad_(True)
+        logits = classifier(x)
+        label = logits.argmax(dim=1).detach()
+        # Summed, so one image's gradient does not depend on the batch size.
+        loss = F.cross_entropy(logits.float(), label, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x)
+        scale = grad.flatten(1).std(dim=1).clamp_min(1e-12)[:, None, None, None]
+        return (grad / scale).clamp(-_CLAMP_STD, _CLAMP_STD) / _CLAMP_STD
