@@ -32,6 +32,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from protector.classifier_spec import build_classifier  # noqa: E402
 from protector.export import load_protector  # noqa: E402
 from protector.images import IMAGE_EXTENSIONS, Photo, encode_photo, read_photo, to_tensor  # noqa: E402
 from protector.nima import NIMA, load_nima, nima_scores  # noqa: E402
@@ -67,6 +68,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=None, help="the first N photos sorted by name (default: all)")
     parser.add_argument("--nima", type=Path, default=REPO.parent / "shared/nima/weights_mobilenet_aesthetic_0.07.hdf5")
     parser.add_argument("--preprocess", choices=("idealo", "native"), default="idealo")
+    parser.add_argument("--classifier", help="attack model of a gradient-guided protector, e.g. standin")
     parser.add_argument("--quality", type=int, default=90)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=REPO / "bench/out/nima_change.json")
@@ -75,6 +77,7 @@ def main() -> None:
 
     nima = load_nima(args.nima, preprocess=args.preprocess)
     protector = load_protector(args.protector)
+    classifier = build_classifier(args.classifier) if args.classifier else None
     files = sorted(p for p in args.images.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)[: args.n]
     if not files:
         raise SystemExit(f"{args.images}: no photos found")
@@ -87,7 +90,7 @@ def main() -> None:
         start = time.perf_counter()
         summary = protect(ProtectOptions(output=tmp / "out", checkpoint=args.protector, inputs=[tmp / "in"],
                                          fmt="jpeg", quality=args.quality, batch_size=args.batch_size,
-                                         progress=False), protector=protector)
+                                         progress=False), protector=protector, classifier=classifier)
         protect_s = time.perf_counter() - start
         if summary.failed:
             raise SystemExit(f"protection failed for {summary.failed} photos: {summary.failures[:3]}")

@@ -18,8 +18,12 @@ Measures on this machine:
 Without `--protector` an untrained generator of the default architecture is saved to
 bench/out and used: the weights do not change the time.
 
+A gradient-guided protector (`guided: true`) needs `--classifier` (e.g. `standin`): its
+guide costs one forward and one backward of that model per photo. Step 3 then also times
+the same generator guided by ResNet50 (random weights), the cost it would have on the task.
+
     python bench/protect_throughput.py --protector runs/standin_eps2/protector.pt \
-        --images ../shared/standin/images --n 600
+        --images ../shared/standin/images --n 600 --classifier standin
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from protector.classifier_spec import build_classifier  # noqa: E402
 from protector.classifiers import FrozenClassifier, Places365Classifier  # noqa: E402
 from protector.export import load_protector, save_protector  # noqa: E402
 from protector.generator import UNetGenerator  # noqa: E402
@@ -100,22 +105,43 @@ def stage_times(protector: torch.nn.Module, files: list[Path], out_dir: Path, ba
     return {"decode_s": t1 - t0, "generator_s": t2 - t1, "encode_s": t3 - t2, "write_s": t4 - t3, "check_s": t5 - t4}
 
 
-def pgd_seconds_per_image(files: list[Path], batch: int) -> dict:
-    """PGD-10 against ResNet50 (365 classes, random weights) on these photos; median over batches."""
+def random_resnet50() -> FrozenClassifier:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "random weights": intended, timing only
-        model = FrozenClassifier(Places365Classifier("resnet50"))
+        return FrozenClassifier(Places365Classifier("resnet50"))
+
+
+def pgd_seconds_per_image(files: list[Path], batch: int, guided_protector: torch.nn.Module | None) -> dict:
+    """PGD-10 against ResNet50 (365 classes, random weights) on these photos; median over batches.
+
+    With a guided protector, also its time with ResNet50 as the guide's model, batch by batch.
+    """
+    model = random_resnet50()
     attack = torchattacks.PGD(model, eps=EPS, alpha=EPS / 4, steps=10)
     x = torch.stack([to_tensor(read_photo(f).pixels) for f in files])
     with torch.no_grad():
         # Untargeted: move away from the clean prediction.
         y = torch.cat([model(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])
-    per_image = []
+    per_image, guided_per_image = [], []
     for i in range(0, len(x), batch):
         start = time.perf_counter()
         attack(x[i:i + batch], y[i:i + batch])
         per_image.append((time.perf_counter() - start) / len(x[i:i + batch]))
-    return {"n": len(x), "batch": batch, "s_per_image": statistics.median(per_image), "per_batch": per_image}
+    result = {"n": len(x), "batch": batch, "s_per_image": statistics.median(per_image), "per_batch": per_image}
+    if guided_protector is not None:
+        own_model = guided_protector.classifier
+        guided_protector.classifier = model
+        try:
+            for i in range(0, len(x), batch):
+                start = time.perf_counter()
+                with torch.inference_mode():
+                    guided_protector(x[i:i + batch])
+                guided_per_image.append((time.perf_counter() - start) / len(x[i:i + batch]))
+        finally:
+            guided_protector.classifier = own_model
+        result["guided_by_resnet50_s_per_image"] = statistics.median(guided_per_image)
+        result["ratio_to_guided_by_resnet50"] = result["s_per_image"] / result["guided_by_resnet50_s_per_image"]
+    return result
 
 
 def make_12mp(source: Path, target: Path, size: tuple[int, int]) -> Path:
@@ -137,6 +163,7 @@ def main() -> None:
     parser.add_argument("--quality", type=int, default=90)
     parser.add_argument("--pgd-n", type=int, default=16)
     parser.add_argument("--pgd-batch", type=int, default=8)
+    parser.add_argument("--classifier", help="attack model of a gradient-guided protector, e.g. standin")
     parser.add_argument("--threads", type=int, help="torch threads here and in the child (default: torch's)")
     parser.add_argument("--big-size", default="4000x3000", help="WxH of the large photo; 'none' skips it")
     parser.add_argument("--out", type=Path, default=REPO / "bench/out/protect_throughput.json")
@@ -151,12 +178,19 @@ def main() -> None:
         save_protector(args.protector, UNetGenerator(), EPS, meta={"note": "untrained, for timing only"})
         print(f"no --protector: saved an untrained UNetGenerator() (eps 2/255) to {args.protector}")
     protector = load_protector(args.protector)
+    classifier_args = []
+    if protector.guided:
+        if args.classifier is None:
+            raise SystemExit(f"{args.protector} is gradient-guided: pass --classifier (e.g. standin)")
+        protector.classifier = build_classifier(args.classifier)
+        classifier_args = ["--classifier", args.classifier]
     files = sorted(p for p in args.images.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)[: args.n]
     sizes = sorted({Image.open(f).size for f in files})
     result = {"protector": str(args.protector), "eps_255": protector.eps * 255, "n": len(files),
               "sizes": [f"{w}x{h}" for w, h in sizes[:5]], "quality": args.quality,
               "batch_size": args.batch_size, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-              "load_avg_at_start": os.getloadavg()[0]}
+              "load_avg_at_start": os.getloadavg()[0],
+              "guided_by": args.classifier if protector.guided else None}
 
     with tempfile.TemporaryDirectory(prefix="bench_protect_") as tmp:
         tmp = Path(tmp)
@@ -169,7 +203,7 @@ def main() -> None:
         for r in range(args.repeats):
             runs.append(run_cli(["--checkpoint", str(args.protector), "--input", str(tmp / "in"),
                                  "--output", str(tmp / f"out{r}"), "--format", "jpeg", "--quality", str(args.quality),
-                                 "--batch-size", str(args.batch_size)], args.threads))
+                                 "--batch-size", str(args.batch_size), *classifier_args], args.threads))
             print(f"end to end run {r + 1}: {json.dumps(runs[-1])}")
         e2e = {key: statistics.median(run[key] for run in runs) for key in ("wall_s", "pass_s", "peak_rss_mib")}
         e2e["images_per_s"] = len(files) / e2e["pass_s"]
@@ -181,7 +215,7 @@ def main() -> None:
         result["stages"] = stages
         print(f"stages: {json.dumps(stages)}")
 
-        pgd = pgd_seconds_per_image(files[: args.pgd_n], args.pgd_batch)
+        pgd = pgd_seconds_per_image(files[: args.pgd_n], args.pgd_batch, protector if protector.guided else None)
         pgd["ratio_to_end_to_end"] = pgd["s_per_image"] / e2e["s_per_image"]
         pgd["ratio_to_generator"] = pgd["s_per_image"] / (stages["generator_s"] / len(files))
         result["pgd10_resnet50"] = pgd
@@ -191,7 +225,7 @@ def main() -> None:
             width, height = (int(v) for v in args.big_size.lower().split("x"))
             big = make_12mp(files[0], tmp / "big" / "big.jpg", (width, height))
             run = run_cli(["--checkpoint", str(args.protector), "--input", str(big), "--output", str(tmp / "big_out"),
-                           "--format", "jpeg", "--quality", str(args.quality)], args.threads)
+                           "--format", "jpeg", "--quality", str(args.quality), *classifier_args], args.threads)
             written = read_photo(tmp / "big_out" / "big.jpg").pixels.shape
             result["big_photo"] = {"size": f"{width}x{height}", "megapixels": width * height / 1e6,
                                    "output_hw": list(written[:2]), **run}
@@ -212,13 +246,19 @@ def print_tables(r: dict) -> None:
     print(f"| {r['n']} ({', '.join(r['sizes'])}) | {e['images_per_s']:.1f} | {e['s_per_image']:.4f} "
           f"| {e['wall_s']:.1f} | {e['peak_rss_mib']:.0f} | {p['s_per_image']:.2f} | {p['ratio_to_end_to_end']:.0f}x |")
     print("\n| stage (same photos, in-process) | s | share |\n|---|---|---|")
-    names = {"decode_s": "decode (read_photo)", "generator_s": f"generator (batches of {r['batch_size']})",
+    generator = f"generator (batches of {r['batch_size']})"
+    if r.get("guided_by"):
+        generator += f", guided by {r['guided_by']}"
+    names = {"decode_s": "decode (read_photo)", "generator_s": generator,
              "encode_s": f"encode (to_uint8 + JPEG q{r['quality']})", "write_s": "atomic write (fsync)",
              "check_s": "re-read + sha256 check"}
     for key, name in names.items():
         print(f"| {name} | {s[key]:.2f} | {s[key] / s['total_s']:.0%} |")
     print(f"| sum of stages / end-to-end pass | {s['total_s']:.2f} / {e['pass_s']:.2f} | |")
     print(f"\nPGD-10 ResNet50 / generator forward alone: {p['ratio_to_generator']:.0f}x")
+    if "guided_by_resnet50_s_per_image" in p:
+        print(f"generator guided by ResNet50 (random weights): {p['guided_by_resnet50_s_per_image']:.3f} s/img; "
+              f"PGD-10 ResNet50 / that: {p['ratio_to_guided_by_resnet50']:.1f}x")
     if "big_photo" in r:
         b = r["big_photo"]
         print("\n| large photo | whole command s | protection pass s | peak RSS MiB |\n|---|---|---|---|")

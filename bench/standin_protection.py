@@ -7,8 +7,10 @@ probability >= 0.3 and whose prediction survives re-encoding the *clean* photo a
 (see ../shared/standin/README.md). "Fooled" is against the clean prediction.
 
 Besides the generator alone, measures the generator followed by `--refine-steps`
-gradient steps (`protector protect --refine-steps`). Also times the generator against torchattacks PGD-10, per image on this CPU, with the
-stand-in and with the ResNet50 architecture (random weights: timing only).
+gradient steps (`protector protect --refine-steps`). Also times the generator against
+torchattacks PGD-10, per image on this CPU, with the stand-in and with the ResNet50
+architecture (random weights: timing only). A gradient-guided generator is timed with its
+guide from the stand-in, and from ResNet50 for the ResNet50 ratio.
 
     python bench/standin_protection.py --protector eps2=runs/standin_eps2/protector.pt \
         --protector eps1=runs/standin_eps1/protector.pt --out bench/out/standin_protection.json
@@ -36,6 +38,7 @@ sys.path.insert(0, str(REPO))
 from protector.classifiers import ExternalClassifier, FrozenClassifier  # noqa: E402
 from protector.data import ProtectorDataModule  # noqa: E402
 from protector.export import load_protector  # noqa: E402
+from protector.generator import BoundedProtector  # noqa: E402
 from protector.images import encode_photo, read_photo, to_tensor, to_uint8  # noqa: E402
 from protector.refine import refine  # noqa: E402
 
@@ -160,6 +163,17 @@ def main() -> None:
             (f"FGSM {name}", fgsm),
             (f"PGD-10 {name}", pgd),
         ]
+        if protector.guided:
+            # What training adds: the same generator untrained is a soft FGSM on the guide.
+            torch.manual_seed(0)
+            untrained = BoundedProtector(type(protector.generator)(**protector.generator.config), eps, classifier)
+            untrained.eval()
+
+            def untrained_attack(x, y, untrained=untrained):
+                with torch.no_grad():
+                    return untrained(x)
+
+            methods.insert(1, (f"generator-untrained {name}", untrained_attack))
         for label, attack in methods:
             row = measure(label.replace(" ", "_"), attack, classifier, photos, args.quality, out_dir)
             row.update(method=label, eps=eps, eps_255=round(eps * 255, 3))
@@ -179,6 +193,12 @@ def main() -> None:
         }
         speed["pgd10_standin_over_generator"] = speed["pgd10_standin_s"] / speed["generator_s"]
         speed["pgd10_resnet50_over_generator"] = speed["pgd10_resnet50_s"] / speed["generator_s"]
+        if protector.guided:
+            # On the task the guide comes from ResNet50: time the generator guided by it.
+            protector.classifier = resnet
+            speed["generator_guided_by_resnet50_s"] = time_per_image(generator_attack, x, y, args.timing_repeats)
+            protector.classifier = classifier
+            speed["pgd10_resnet50_over_generator"] = speed["pgd10_resnet50_s"] / speed["generator_guided_by_resnet50_s"]
         rows.append({"method": f"speed {name}", "eps": eps, **speed})
         print(json.dumps(rows[-1]))
 

@@ -168,14 +168,13 @@ def test_resume_after_sigkill_continues(shared, tmp_path) -> None:
 
 @pytest.mark.slow
 def test_shortened_standin_run_protects(shared, tmp_path) -> None:
-    """A few minutes of the real stand-in recipe must beat what JPEG alone does."""
+    """A few minutes of the real stand-in recipe protect the saved JPEG at 2/255 (a lower bar than BENCHMARKS.md)."""
     run = tmp_path / "run"
     command = [
         sys.executable, "train.py", "fit", "--config", "configs/standin.yaml",
         "--trainer.default_root_dir", str(run), "--trainer.logger=false",
-        "--trainer.max_epochs", "3", "--trainer.check_val_every_n_epoch", "3",
-        "--data.limit", "400",
-        "--model.eps", "0.0156863",  # 4/255: a lower bar in little time
+        "--trainer.max_epochs", "2", "--trainer.check_val_every_n_epoch", "2",
+        "--data.limit", "400", "--torch_threads", "1",
     ]
     result = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, timeout=1500)
     output = (result.stdout + result.stderr).decode(errors="replace")
@@ -183,8 +182,9 @@ def test_shortened_standin_run_protects(shared, tmp_path) -> None:
     line = [ln for ln in output.splitlines() if " val: " in ln][-1]
     values = dict(zip(line.split(" val: ")[1].split()[::2], map(float, line.split(" val: ")[1].split()[1::2])))
     print(line)
-    assert values["linf_max"] <= 4.0 + 1e-3
-    # JPEG alone flips some predictions of this fragile model; the protection must add clearly more.
-    assert values["top1_fooled"] >= values["jpeg_only_fooled"] + 0.08, line
-    assert values["psnr"] > 30
-    assert load_protector(run / "protector.pt").eps == pytest.approx(4 / 255, abs=1e-6)
+    assert values["linf_max"] <= 2.0 + 1e-3
+    # Every held-out photo (not only the confident ones of the benchmark), as real JPEG q90.
+    assert values["top1_fooled"] >= 0.95, line
+    assert values["top5_fooled"] >= 0.75, line
+    assert values["psnr"] > 35
+    assert load_protector(run / "protector.pt").eps == pytest.approx(2 / 255, abs=1e-6)
