@@ -13,6 +13,9 @@ ATTACK_MODEL ?= weights/resnet50_places365.pth.tar
 ATTACK_SHA256 ?=
 CHECKSUM = $(if $(ATTACK_SHA256),--sha256 $(ATTACK_SHA256),--allow-unpinned)
 TRAIN_CHECKSUM = --model.classifier.init_args.$(if $(ATTACK_SHA256),sha256 $(ATTACK_SHA256),allow_unpinned true)
+# White-box gradient steps after the generator (through JPEG at the output quality): on the
+# stand-in, 2 steps take the saved files from 98.0%/82.4% to 99.0%/96.1% top-1/top-5 fooled.
+REFINE_STEPS ?= 2
 
 .PHONY: install test run standin clean-venv
 
@@ -32,7 +35,7 @@ run: $(STAMP)
 	$(PY) -m protector data fetch --root $(DATA)
 	$(PY) train.py fit --config configs/mepp19.yaml --trainer.default_root_dir $(RUN) $(TRAIN_CHECKSUM)
 	$(PY) infer.py --checkpoint $(RUN)/protector.pt --list $(DATA)/MEPP19test.csv --images $(DATA)/val_256.tar \
-		--output $(RUN)/submission --format jpeg --quality 90 --run-code $(RUN_CODE) --zip \
+		--output $(RUN)/submission --format jpeg --quality 90 --run-code $(RUN_CODE) --zip --refine-steps $(REFINE_STEPS) \
 		--classifier resnet50 --classifier-checkpoint $(ATTACK_MODEL) $(CHECKSUM) --categories $(DATA)/categories_places365.txt
 	$(PY) -m protector evaluate --protected $(RUN)/submission --run-code $(RUN_CODE) --list $(DATA)/MEPP19test.csv \
 		--original $(DATA)/val_256.tar --labels $(DATA)/places365_val.txt --categories $(DATA)/categories_places365.txt \
