@@ -29,7 +29,9 @@ class NonFiniteLossError(FloatingPointError):
 class ProtectorModule(LightningModule):
     r"""Train a perturbation generator so a frozen classifier misclassifies the saved photo.
 
-    Threat model: white-box, untargeted, L-inf. ``x_adv = clamp(x + eps * tanh(G(x)), 0, 1)``;
+    Threat model: white-box, untargeted, L-inf. ``x_adv = clamp(x + eps * tanh(G(x)), 0, 1)``,
+    or ``G(x, g)`` for a guided generator, ``g`` the classifier's normalized input gradient
+    (:mod:`protector.guidance`);
     training minimizes a margin loss on ``classifier(robustifier(x_adv))`` (random
     differentiable JPEG, 8-bit rounding); validation measures the photo as a file would hold
     it: 8-bit rounded, and encoded/decoded as a real JPEG (PIL) at ``eval_jpeg_quality``.
