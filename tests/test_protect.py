@@ -432,7 +432,8 @@ def test_guided_protector_needs_the_classifier_and_uses_its_gradient(tmp_path, p
     torch.manual_seed(0)
     guided = save_protector(tmp_path / "guided.pt", UNetGenerator(base_channels=8, depth=2, guided=True), EPS)
     refused = run_infer("--checkpoint", str(guided), "--input", str(photo_dir), "--output", str(tmp_path / "x"))
-    assert refused.returncode != 0 and "gradient-guided" in refused.stderr and "--classifier" in refused.stderr
+    assert refused.returncode == 2 and "gradient-guided" in refused.stderr and "--classifier" in refused.stderr
+    assert not (tmp_path / "x").exists()  # refused before anything was written
 
     model = import_class("tiny_protect_net.TinyNet", tiny_net_dir)().eval()
     margins = {}

@@ -165,6 +165,7 @@ def protect(
     if protector is None:
         protector, loaded_classifier = _load_networks(options)
         classifier = classifier if classifier is not None else loaded_classifier
+    _give_guide_model(protector, classifier)
     if launch_rank() == 0:
         # Before any other rank can start writing: leftovers of a killed run go.
         plan.output_dir.mkdir(parents=True, exist_ok=True)
@@ -192,6 +193,18 @@ def protect(
     return summary
 
 
+def _give_guide_model(protector: nn.Module, classifier: nn.Module | None) -> None:
+    """A gradient-guided protector takes its guide from the attack model: attach it, or refuse."""
+    if not getattr(protector, "guided", False) or getattr(protector, "classifier", None) is not None:
+        return
+    if classifier is None:
+        raise ValueError(
+            "this protector is gradient-guided (trained with generator guided: true): it needs the attack "
+            "model it was trained against; pass --classifier (e.g. --classifier resnet50)"
+        )
+    protector.classifier = classifier
+
+
 def _predict(
     options: ProtectOptions,
     plan: Plan,
@@ -201,13 +214,6 @@ def _predict(
 ) -> list[ManifestRow] | None:
     if options.refine_steps and classifier is None:
         raise ValueError("--refine-steps needs the attack model: pass --classifier (e.g. --classifier resnet50)")
-    if getattr(protector, "guided", False) and getattr(protector, "classifier", None) is None:
-        if classifier is None:
-            raise ValueError(
-                "this protector is gradient-guided (trained with generator guided: true): it needs the attack "
-                "model it was trained against; pass --classifier (e.g. --classifier resnet50)"
-            )
-        protector.classifier = classifier
     refine_quality = options.quality if options.fmt == "jpeg" else None
     predictor = ProtectPredictor(protector, classifier, options.tile_max_pixels, options.tile,
                                  options.tile_overlap, options.tile_align, options.refine_steps, refine_quality)
