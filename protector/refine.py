@@ -13,10 +13,10 @@ photo or a random point, and uses cross-entropy without the JPEG in the loop.
 from __future__ import annotations
 
 import torch
-from kornia.enhance import jpeg_codec_differentiable
 from torch import nn
 
 from protector.losses import topk_margin_loss
+from protector.robust import differentiable_jpeg
 
 
 def refine(
@@ -54,11 +54,10 @@ def refine(
     step_size = eps / 2 if step_size is None else step_size
     x_clean = x_clean.detach().float()
     x_adv = x_init.detach().float().clone()
-    quality = None if jpeg_quality is None else torch.full((x_clean.shape[0],), float(jpeg_quality), device=x_clean.device)
     for _ in range(steps):
         x_adv.requires_grad_(True)
         with torch.enable_grad():
-            seen = x_adv if quality is None else _jpeg(x_adv, quality)
+            seen = x_adv if jpeg_quality is None else differentiable_jpeg(x_adv, jpeg_quality)
             loss = topk_margin_loss(classifier(seen), y, k=top_k, kappa=kappa)
             (grad,) = torch.autograd.grad(loss, x_adv)
         with torch.no_grad():
@@ -66,11 +65,3 @@ def refine(
             x_adv = x_adv - step_size * grad.sign()
             x_adv = torch.minimum(torch.maximum(x_adv, x_clean - eps), x_clean + eps).clamp(0, 1)
     return x_adv.detach()
-
-
-def _jpeg(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-    # kornia's codec needs sides divisible by 16: pad by replication, then crop back.
-    height, width = x.shape[-2:]
-    pad_h, pad_w = -height % 16, -width % 16
-    padded = nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
-    return jpeg_codec_differentiable(padded, quality)[..., :height, :width]

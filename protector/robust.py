@@ -20,6 +20,27 @@ def quantize_8bit_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x * 255.0) / 255.0 - x).detach()
 
 
+def differentiable_jpeg(x: torch.Tensor, quality: float | torch.Tensor) -> torch.Tensor:
+    """kornia's differentiable JPEG round trip at any image size.
+
+    JPEG codes 16x16 macroblocks (8x8 DCT on 2x-subsampled chroma) and kornia only accepts
+    multiples of 16, so the image is padded bottom/right by replication, as libjpeg does,
+    and cropped back.
+
+    Args:
+        x: images in [0, 1].
+        quality: one JPEG quality (1..100) for all, or one per image (B,).
+
+    Shape: (B, 3, H, W) -> the same, float32 (may overshoot [0, 1] slightly).
+    """
+    if not torch.is_tensor(quality):
+        quality = torch.full((x.shape[0],), float(quality), device=x.device)
+    height, width = x.shape[-2:]
+    pad_h, pad_w = -height % 16, -width % 16
+    padded = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+    return jpeg_codec_differentiable(padded, quality.float())[..., :height, :width]
+
+
 class Robustifier(nn.Module):
     r"""Random, differentiable "save to disk" transforms applied to protected images.
 
@@ -96,13 +117,7 @@ class Robustifier(nn.Module):
     def _jpeg(self, x: torch.Tensor) -> torch.Tensor:
         low, high = self.jpeg_quality
         quality = torch.randint(low, high + 1, (x.shape[0],), device=x.device).float()
-        # JPEG codes 16x16 macroblocks (8x8 DCT on 2x-subsampled chroma). Older kornia only
-        # accepts multiples of 16, so pad bottom/right by replication as libjpeg does, and crop.
-        height, width = x.shape[-2:]
-        pad_h, pad_w = -height % 16, -width % 16
-        padded = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
-        coded = jpeg_codec_differentiable(padded, quality)[..., :height, :width]
-        return coded.clamp(0.0, 1.0)  # the codec can overshoot [0, 1] slightly
+        return differentiable_jpeg(x, quality).clamp(0.0, 1.0)  # the codec can overshoot [0, 1] slightly
 
     def _resize_down_up(self, x: torch.Tensor) -> torch.Tensor:
         low, high = self.resize_range
