@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from protector.guidance import attack_gradient
+from protector.guidance import gradient_and_label
 
 Norm = Literal["batch", "instance", "none"]
 
@@ -74,6 +74,14 @@ class UNetGenerator(nn.Module):
             :func:`protector.guidance.attack_gradient`) as input; the output is the guide
             times a learned gain plus the network's correction, which starts near zero, so an
             untrained guided generator already behaves like a soft FGSM. Default: False.
+        queries: attack-model gradients a guided generator asks for (1 or 2). With 2 it
+            is a learned two-step optimizer: it runs once on the clean photo's guide, then
+            again seeing also the gradient at its own first output, the second one's output
+            starting at the first one's plus a learned gain times the new gradient (an
+            untrained one behaves like a soft two-step PGD). Default: 1.
+        guide_jpeg_quality: take every guide through a differentiable JPEG at this quality,
+            i.e. the gradient of the classifier as it will see the saved file; None: the
+            plain gradient. Default: None.
 
     Shape:
         - Input: :math:`(B, C, H, W)`, RGB in [0, 1]; guide (when ``guided``): the same
@@ -87,7 +95,14 @@ class UNetGenerator(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int = 3, base_channels: int = 32, depth: int = 3, norm: Norm = "batch", guided: bool = False
+        self,
+        in_channels: int = 3,
+        base_channels: int = 32,
+        depth: int = 3,
+        norm: Norm = "batch",
+        guided: bool = False,
+        queries: int = 1,
+        guide_jpeg_quality: int | None = None,
     ) -> None:
         super().__init__()
         if in_channels < 1:
@@ -98,15 +113,23 @@ class UNetGenerator(nn.Module):
             raise ValueError(f"depth must be in 1..6, got {depth}")
         if norm not in ("batch", "instance", "none"):
             raise ValueError(f"norm must be 'batch', 'instance' or 'none', got {norm!r}")
+        if queries not in (1, 2) or (queries == 2 and not guided):
+            raise ValueError(f"queries must be 1, or 2 for a guided generator; got {queries} (guided={guided})")
+        if guide_jpeg_quality is not None and not 1 <= guide_jpeg_quality <= 100:
+            raise ValueError(f"guide_jpeg_quality must be in 1..100 or None, got {guide_jpeg_quality}")
         # Everything needed to rebuild this network (see protector.export).
         self.config = {
             "in_channels": in_channels, "base_channels": base_channels, "depth": depth, "norm": norm, "guided": guided
         }
+        if queries != 1 or guide_jpeg_quality is not None:  # files of one-query generators stay as they were
+            self.config.update(queries=queries, guide_jpeg_quality=guide_jpeg_quality)
         self.depth = depth
         self.guided = bool(guided)
+        self.queries = queries if guided else 0
+        self.guide_jpeg_quality = guide_jpeg_quality
 
         widths = [max(base_channels // 4, 4)] + [base_channels * 2**i for i in range(depth)]
-        self.stem = _conv_block(in_channels * (2 if guided else 1), widths[0], norm)
+        self.stem = _conv_block(in_channels * (1 + self.queries), widths[0], norm)
         self.downs = nn.ModuleList(_Down(widths[i], widths[i + 1], norm) for i in range(depth))
         self.ups = nn.ModuleList(_Up(widths[i + 1], widths[i], norm) for i in reversed(range(depth)))
         self.head = nn.Conv2d(widths[0], in_channels, 3, padding=1)
@@ -114,13 +137,22 @@ class UNetGenerator(nn.Module):
             # tanh(9 * guide) uses the whole budget wherever the gradient exceeds a third of
             # its standard deviation: FGSM's sign, softened where the gradient is tiny.
             self.guide_gain = nn.Parameter(torch.tensor(9.0))
+            if queries == 2:
+                # The second step starts smaller: the first has already used most of the budget.
+                self.second_gain = nn.Parameter(torch.tensor(4.0))
             # The network's correction starts near zero (not at zero: the layers below the
             # head would get no gradient in the first step).
             with torch.no_grad():
                 self.head.weight.mul_(0.01)
                 self.head.bias.zero_()
 
-    def forward(self, x: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, guide: torch.Tensor | None = None, second_guide: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Raw map for ``x``; a guided generator takes its guide, a two-query one may add the second.
+
+        A two-query generator's first pass gets ``second_guide=None`` (zeros go in).
+        """
         if x.ndim != 4:
             raise ValueError(f"expected a (B, C, H, W) batch, got shape {tuple(x.shape)}")
         if self.guided != (guide is not None):
@@ -129,12 +161,18 @@ class UNetGenerator(nn.Module):
                 if self.guided
                 else "this generator takes no guide"
             )
-        if guide is not None and guide.shape != x.shape:
-            raise ValueError(f"guide must have the shape of x {tuple(x.shape)}, got {tuple(guide.shape)}")
+        if second_guide is not None and self.queries != 2:
+            raise ValueError("only a generator with queries=2 takes a second guide")
+        for name, g in (("guide", guide), ("second_guide", second_guide)):
+            if g is not None and g.shape != x.shape:
+                raise ValueError(f"{name} must have the shape of x {tuple(x.shape)}, got {tuple(g.shape)}")
         height, width = x.shape[-2:]
         inputs = x * 2 - 1  # centred
         if guide is not None:
-            inputs = torch.cat([inputs, guide.to(inputs.dtype)], dim=1)
+            guides = [guide]
+            if self.queries == 2:
+                guides.append(torch.zeros_like(guide) if second_guide is None else second_guide)
+            inputs = torch.cat([inputs, *(g.to(inputs.dtype) for g in guides)], dim=1)
         h = self.stem(_pad_to_multiple(inputs, 2**self.depth))
         skips = [h]
         for down in self.downs:
@@ -144,18 +182,32 @@ class UNetGenerator(nn.Module):
         for up in self.ups:
             h = up(h, skips.pop())
         raw = self.head(h)[..., :height, :width]
-        return raw if guide is None else raw + self.guide_gain * guide
+        if guide is None:
+            return raw
+        raw = raw + self.guide_gain * guide
+        return raw if second_guide is None else raw + self.second_gain * second_guide
 
 
-def guided_forward(generator: nn.Module, x: torch.Tensor, classifier: nn.Module | None) -> torch.Tensor:
-    """The generator's raw map for ``x``, feeding a guided generator the classifier's gradient."""
-    if not getattr(generator, "guided", False):
-        return generator(x)
+def protect_batch(generator: nn.Module, x: torch.Tensor, eps: float, classifier: nn.Module | None) -> torch.Tensor:
+    """The protected photos: the generator's raw map, fed its guides, through the budget.
+
+    A guided generator gets the classifier's gradient at ``x``; a two-query one then runs
+    again, also seeing the gradient at its own first output (for the clean prediction).
+    """
+    queries = getattr(generator, "queries", 0) if getattr(generator, "guided", False) else 0
+    if queries == 0:
+        return apply_budget(x, generator(x), eps)
     if classifier is None:
         raise ValueError(
             "this protector is gradient-guided: it needs the attack model (protect with --classifier ...)"
         )
-    return generator(x, attack_gradient(classifier, x))
+    quality = getattr(generator, "guide_jpeg_quality", None)
+    guide, label = gradient_and_label(classifier, x, jpeg_quality=quality)
+    x_adv = apply_budget(x, generator(x, guide), eps)
+    if queries == 2:
+        second, _ = gradient_and_label(classifier, x_adv, label, jpeg_quality=quality)
+        x_adv = apply_budget(x, generator(x, guide, second), eps)
+    return x_adv
 
 
 def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -231,7 +283,7 @@ class BoundedProtector(nn.Module):
         return bool(getattr(self.generator, "guided", False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return apply_budget(x, guided_forward(self.generator, x, self.classifier), self.eps)
+        return protect_batch(self.generator, x, self.eps, self.classifier)
 
     def extra_repr(self) -> str:
         return f"eps={self.eps:.6g} ({self.eps * 255:.3g}/255)"

@@ -15,15 +15,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from protector.robust import differentiable_jpeg
+
 # Standard deviations kept before the clamp: a few pixels with huge gradients must not
 # flatten the rest of the map to zero.
 _CLAMP_STD = 3.0
 
 
-def attack_gradient(classifier: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def attack_gradient(
+    classifier: nn.Module,
+    x: torch.Tensor,
+    label: torch.Tensor | None = None,
+    jpeg_quality: int | None = None,
+) -> torch.Tensor:
     r"""Normalized gradient of the cross-entropy of the clean prediction, the generator's guide.
 
-    The label is the classifier's own prediction on ``x`` (protection needs no label). Each
+    The label is the classifier's own prediction on ``x`` unless given (protection needs no
+    label; a second query at the generator's own output passes the clean prediction). Each
     image's gradient is divided by its standard deviation and clamped to 3 of them, then
     scaled to [-1, 1]: the guide carries a direction, not the classifier's confidence.
     Works inside ``torch.no_grad`` and ``torch.inference_mode`` (Lightning validates and
@@ -32,17 +40,28 @@ def attack_gradient(classifier: nn.Module, x: torch.Tensor) -> torch.Tensor:
     Args:
         classifier: frozen model, RGB [0, 1] in, logits out.
         x: photos in [0, 1].
+        label: (B,) class to move away from; default: the prediction on ``x``.
+        jpeg_quality: take the gradient through a differentiable JPEG at this quality
+            (1..100), i.e. of the classifier as it will see the saved file; None: no JPEG.
 
     Shape:
         - x: :math:`(B, 3, H, W)`; output: the same, float32 in [-1, 1].
     """
+    return gradient_and_label(classifier, x, label, jpeg_quality)[0]
+
+
+def gradient_and_label(
+    classifier: nn.Module, x: torch.Tensor, label: torch.Tensor | None = None, jpeg_quality: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`attack_gradient` and the label it used, (B,) int64."""
     # A clone made outside inference mode is an ordinary tensor that autograd can track.
     with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device_type=x.device.type, enabled=False):
         x = x.detach().float().clone().requires_grad_(True)
-        logits = classifier(x)
-        label = logits.argmax(dim=1).detach()
+        seen = x if jpeg_quality is None else differentiable_jpeg(x, jpeg_quality)
+        logits = classifier(seen)
+        label = logits.argmax(dim=1).detach() if label is None else label.detach().clone()
         # Summed, so one image's gradient does not depend on the batch size.
         loss = F.cross_entropy(logits.float(), label, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x)
         scale = grad.flatten(1).std(dim=1).clamp_min(1e-12)[:, None, None, None]
-        return (grad / scale).clamp(-_CLAMP_STD, _CLAMP_STD) / _CLAMP_STD
+        return (grad / scale).clamp(-_CLAMP_STD, _CLAMP_STD) / _CLAMP_STD, label
