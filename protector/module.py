@@ -16,7 +16,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.functional.image import structural_similarity_index_measure
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from protector.generator import apply_budget, check_eps, guided_forward
+from protector.generator import check_eps, protect_batch
 from protector.images import encode_photo, read_photo, to_tensor, to_uint8
 from protector.losses import topk_margin, topk_margin_loss
 from protector.robust import Robustifier
@@ -148,6 +148,7 @@ class ProtectorModule(LightningModule):
         self._epoch_fooled = torch.zeros(2)  # (fooled, seen) on this rank, for the epoch summary line
         self._epoch_started = time.monotonic()
         self._class_weights: torch.Tensor | None = None
+        self._clean_predictions: dict[str, int] = {}  # photo name -> clean top-1, see _train_labels
         self._gradient_checked = False
         # Checkpoints hold the generator only; on_load_checkpoint puts the classifier back.
         self._classifier_prefix = "classifier."
@@ -170,6 +171,26 @@ class ProtectorModule(LightningModule):
         if self.label_source == "predicted":
             return predicted
         return torch.where(label >= 0, label, predicted)
+
+    @torch.no_grad()
+    def _train_labels(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Training labels, the clean prediction on the whole photo cached by name.
+
+        The clean prediction does not depend on the generator, so each photo costs one
+        classifier forward in the first epoch and none after (a sixth of a CPU step). It is
+        taken on the whole photo, before the training window, because the whole photo is
+        what the attack model will classify.
+        """
+        label = batch["label"]
+        if self.label_source == "truth":
+            return self._labels(batch["image"], label)
+        names = batch["name"]
+        missing = [i for i, name in enumerate(names) if name not in self._clean_predictions]
+        if missing:
+            predicted = self.classifier(batch["image"][missing]).argmax(dim=1).tolist()
+            self._clean_predictions.update((names[i], p) for i, p in zip(missing, predicted))
+        cached = torch.tensor([self._clean_predictions[name] for name in names], device=label.device)
+        return cached if self.label_source == "predicted" else torch.where(label >= 0, label, cached)
 
     def _class_weights_for(self, num_classes: int, device: torch.device) -> torch.Tensor | None:
         if not self.sensitive_ids or self.sensitive_weight == 1.0:
@@ -200,7 +221,7 @@ class ProtectorModule(LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Protect a batch: ``x_adv`` in [0, 1], float32, within ``eps`` of ``x``."""
-        return apply_budget(x, guided_forward(self.generator, x, self.classifier), self.eps)
+        return protect_batch(self.generator, x, self.eps, self.classifier)
 
     def _random_window(self, x: torch.Tensor) -> torch.Tensor:
         size = self.hparams.train_crop
@@ -212,8 +233,8 @@ class ProtectorModule(LightningModule):
         return x[..., top : top + size, left : left + size]
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        y = self._train_labels(batch)
         x = self._random_window(batch["image"])
-        y = self._labels(x, batch["label"])
         if not self._gradient_checked:
             self._gradient_checked = True
             self._warn_if_no_input_gradient(x, y)
