@@ -12,6 +12,7 @@ from torch import nn
 from protector.guidance import gradient_and_label
 
 Norm = Literal["batch", "instance", "none"]
+Bound = Literal["tanh", "clamp"]
 
 
 def _norm_layer(kind: Norm, channels: int) -> nn.Module:
@@ -81,7 +82,11 @@ class UNetGenerator(nn.Module):
             untrained one behaves like a soft two-step PGD). Default: 1.
         guide_jpeg_quality: take every guide through a differentiable JPEG at this quality,
             i.e. the gradient of the classifier as it will see the saved file; None: the
-            plain gradient. Default: None.
+            plain gradient; ignored by a generator that is not guided. Default: None.
+        bound: how the raw map becomes a perturbation within the budget
+            (:func:`apply_budget`): ``"tanh"`` (``eps * tanh(raw)``, smooth) or ``"clamp"``
+            (``eps * clamp(raw, -1, 1)``, the projection of CDA/BIA: the whole budget is
+            reached at a finite output, and used wherever ``|raw| >= 1``). Default: ``"tanh"``.
 
     Shape:
         - Input: :math:`(B, C, H, W)`, RGB in [0, 1]; guide (when ``guided``): the same
@@ -103,6 +108,7 @@ class UNetGenerator(nn.Module):
         guided: bool = False,
         queries: int = 1,
         guide_jpeg_quality: int | None = None,
+        bound: Bound = "tanh",
     ) -> None:
         super().__init__()
         if in_channels < 1:
@@ -117,12 +123,19 @@ class UNetGenerator(nn.Module):
             raise ValueError(f"queries must be 1, or 2 for a guided generator; got {queries} (guided={guided})")
         if guide_jpeg_quality is not None and not 1 <= guide_jpeg_quality <= 100:
             raise ValueError(f"guide_jpeg_quality must be in 1..100 or None, got {guide_jpeg_quality}")
+        if bound not in ("tanh", "clamp"):
+            raise ValueError(f"bound must be 'tanh' or 'clamp', got {bound!r}")
         # Everything needed to rebuild this network (see protector.export).
         self.config = {
             "in_channels": in_channels, "base_channels": base_channels, "depth": depth, "norm": norm, "guided": guided
         }
+        if not guided:
+            guide_jpeg_quality = None  # a pure generator takes no guide (one config serves both kinds)
         if queries != 1 or guide_jpeg_quality is not None:  # files of one-query generators stay as they were
             self.config.update(queries=queries, guide_jpeg_quality=guide_jpeg_quality)
+        if bound != "tanh":
+            self.config["bound"] = bound
+        self.bound = bound
         self.depth = depth
         self.guided = bool(guided)
         self.queries = queries if guided else 0
@@ -194,19 +207,20 @@ def protect_batch(generator: nn.Module, x: torch.Tensor, eps: float, classifier:
     A guided generator gets the classifier's gradient at ``x``; a two-query one then runs
     again, also seeing the gradient at its own first output (for the clean prediction).
     """
+    bound = getattr(generator, "bound", "tanh")
     queries = getattr(generator, "queries", 0) if getattr(generator, "guided", False) else 0
     if queries == 0:
-        return apply_budget(x, generator(x), eps)
+        return apply_budget(x, generator(x), eps, bound)
     if classifier is None:
         raise ValueError(
             "this protector is gradient-guided: it needs the attack model (protect with --classifier ...)"
         )
     quality = getattr(generator, "guide_jpeg_quality", None)
     guide, label = gradient_and_label(classifier, x, jpeg_quality=quality)
-    x_adv = apply_budget(x, generator(x, guide), eps)
+    x_adv = apply_budget(x, generator(x, guide), eps, bound)
     if queries == 2:
         second, _ = gradient_and_label(classifier, x_adv, label, jpeg_quality=quality)
-        x_adv = apply_budget(x, generator(x, guide, second), eps)
+        x_adv = apply_budget(x, generator(x, guide, second), eps, bound)
     return x_adv
 
 
@@ -223,16 +237,18 @@ def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
 
 
-def apply_budget(x: torch.Tensor, raw: torch.Tensor, eps: float) -> torch.Tensor:
-    r"""Bound a raw generator map to an L-inf ball: ``clamp(x + eps * tanh(raw), 0, 1)``.
+def apply_budget(x: torch.Tensor, raw: torch.Tensor, eps: float, bound: Bound = "tanh") -> torch.Tensor:
+    r"""Bound a raw generator map to an L-inf ball: ``clamp(x + eps * squash(raw), 0, 1)``.
 
-    Computed in float32 even under bf16/fp16 autocast (8/255 in bf16 rounds above
-    8/255), so ``|x_adv - x| <= eps`` holds up to float32 rounding.
+    ``squash`` is ``tanh`` or, for ``bound="clamp"``, ``clamp(., -1, 1)``. Computed in
+    float32 even under bf16/fp16 autocast (8/255 in bf16 rounds above 8/255), so
+    ``|x_adv - x| <= eps`` holds up to float32 rounding.
 
     Args:
         x: clean images in [0, 1].
         raw: raw generator output, same shape as ``x``.
         eps: budget as a fraction of the [0, 1] range (2/255 is two 8-bit levels).
+        bound: ``"tanh"`` or ``"clamp"`` (see :class:`UNetGenerator`). Default: ``"tanh"``.
 
     Shape:
         - x, raw: :math:`(B, C, H, W)`; output: the same, float32.
@@ -240,7 +256,9 @@ def apply_budget(x: torch.Tensor, raw: torch.Tensor, eps: float) -> torch.Tensor
     if x.shape != raw.shape:
         raise ValueError(f"x and raw must have the same shape, got {tuple(x.shape)} and {tuple(raw.shape)}")
     with torch.autocast(device_type=x.device.type, enabled=False):
-        return (x.float() + eps * torch.tanh(raw.float())).clamp(0.0, 1.0)
+        raw = raw.float()
+        squashed = torch.tanh(raw) if bound == "tanh" else raw.clamp(-1.0, 1.0)
+        return (x.float() + eps * squashed).clamp(0.0, 1.0)
 
 
 def check_eps(eps: float) -> float:

@@ -154,3 +154,25 @@ def test_load_refuses_pickled_code(tmp_path) -> None:
 def test_save_refuses_unknown_generator_class(tmp_path) -> None:
     with pytest.raises(TypeError, match="cannot export"):
         save_protector(tmp_path / "p.pt", torch.nn.Conv2d(3, 3, 1), 2 / 255)
+
+
+def test_clamp_bound_uses_the_whole_budget_at_a_finite_output_and_exports(tmp_path) -> None:
+    eps = 4 / 255
+    x = torch.full((1, 3, 8, 8), 0.5)
+    raw = torch.linspace(-3, 3, 192).reshape(1, 3, 8, 8).requires_grad_(True)
+    out = apply_budget(x, raw, eps, bound="clamp")
+    delta = out - x
+    assert delta.abs().max() <= eps + 1e-6
+    saturated = raw.detach().abs() >= 1
+    assert torch.allclose(delta[saturated].abs(), torch.full_like(delta[saturated], eps), atol=1e-6)
+    out.sum().backward()
+    assert bool((raw.grad[saturated] == 0).all()) and bool((raw.grad[~saturated] > 0).all())
+
+    torch.manual_seed(0)
+    generator = UNetGenerator(base_channels=8, depth=2, bound="clamp").eval()
+    loaded = load_protector(save_protector(tmp_path / "protector.pt", generator, eps))
+    photos = torch.rand(2, 3, 24, 24)
+    assert loaded.generator.bound == "clamp"
+    assert torch.equal(loaded(photos), BoundedProtector(generator, eps)(photos))
+    with pytest.raises(ValueError, match="bound"):
+        UNetGenerator(bound="sigmoid")

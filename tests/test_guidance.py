@@ -82,3 +82,42 @@ def test_guided_export_roundtrip(tmp_path, tiny_classifier, photos) -> None:
     loaded.classifier = tiny_classifier
     expected = BoundedProtector(generator, 2 / 255, tiny_classifier)(photos)
     assert torch.equal(loaded(photos), expected)
+
+
+def test_two_query_generator_starts_at_a_soft_two_step_attack_and_exports(tmp_path, tiny_classifier, photos) -> None:
+    torch.manual_seed(0)
+    one = UNetGenerator(base_channels=8, depth=2, guided=True).eval()
+    torch.manual_seed(0)
+    two = UNetGenerator(base_channels=8, depth=2, guided=True, queries=2).eval()
+    label = tiny_classifier(photos).argmax(1)
+    loss = {
+        name: F.cross_entropy(tiny_classifier(BoundedProtector(g, 2 / 255, tiny_classifier)(photos)), label).item()
+        for name, g in (("one", one), ("two", two))
+    }
+    # The second query starts from the first output and climbs the loss further.
+    assert loss["two"] > loss["one"], loss
+    path = save_protector(tmp_path / "protector.pt", two, 2 / 255)
+    loaded = load_protector(path)
+    loaded.classifier = tiny_classifier
+    assert loaded.generator.queries == 2
+    assert torch.equal(loaded(photos), BoundedProtector(two, 2 / 255, tiny_classifier)(photos))
+
+
+def test_two_queries_need_a_guided_generator() -> None:
+    with pytest.raises(ValueError, match="queries"):
+        UNetGenerator(guided=False, queries=2)
+    with pytest.raises(ValueError, match="guide_jpeg_quality"):
+        UNetGenerator(guided=True, guide_jpeg_quality=0)
+
+
+def test_guide_through_jpeg_points_up_the_loss_of_the_saved_file(tiny_classifier, photos) -> None:
+    from protector.robust import differentiable_jpeg
+
+    guide = attack_gradient(tiny_classifier, photos, jpeg_quality=90)
+    assert guide.abs().max() <= 1.0 and not torch.equal(guide, attack_gradient(tiny_classifier, photos))
+    label = tiny_classifier(photos).argmax(1)
+
+    def loss_of_file(x):
+        return F.cross_entropy(tiny_classifier(differentiable_jpeg(x, 90)), label, reduction="none")
+
+    assert bool((loss_of_file(photos + 1e-3 * guide) > loss_of_file(photos)).all())
