@@ -8,6 +8,7 @@ the generator spends its capacity on images that are not yet protected.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def margin_loss(
@@ -92,3 +93,41 @@ def topk_margin(logits: torch.Tensor, y: torch.Tensor, k: int = 1) -> torch.Tens
     others = logits.scatter(1, y[:, None], float("-inf"))
     kth_other = others.topk(k, dim=1).values[:, -1]
     return true_logit - kth_other
+
+
+def untargeted_ce_loss(
+    logits: torch.Tensor,
+    y: torch.Tensor,
+    clean_logits: torch.Tensor | None = None,
+    class_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Negative cross-entropy of the class to move away from (minimizing it raises the CE).
+
+    With ``clean_logits`` it is CDA's relativistic cross-entropy (Naseer et al., NeurIPS
+    2019): the CE of ``logits - clean_logits``, which rewards moving *relative* to the clean
+    photo's own scores, so confident and unsure photos pull alike. Unlike the margin losses it
+    never stops pulling: every sample keeps a gradient, useful while a generator still has to
+    learn which direction fools at all.
+
+    Args:
+        logits: classifier logits on the protected photos.
+        y: class indices to move away from, all in ``[0, C)``.
+        clean_logits: logits on the clean photos (the relativistic form), or None.
+        class_weights: optional per-class weight ``(C,)``, as in :func:`topk_margin_loss`.
+
+    Shape:
+        - logits, clean_logits: :math:`(B, C)`, y: :math:`(B,)`; output: scalar.
+
+    Example::
+        >>> untargeted_ce_loss(torch.tensor([[0.0, 0.0]]), torch.tensor([0]))
+        tensor(-0.6931)
+    """
+    if clean_logits is not None:
+        if clean_logits.shape != logits.shape:
+            raise ValueError(f"clean_logits must have the shape of logits {tuple(logits.shape)}")
+        logits = logits.float() - clean_logits.float().detach()
+    per_sample = -F.cross_entropy(logits.float(), y, reduction="none")
+    if class_weights is None:
+        return per_sample.mean()
+    weights = class_weights.to(per_sample.dtype)[y]
+    return (weights * per_sample).sum() / weights.sum().clamp_min(torch.finfo(per_sample.dtype).tiny)

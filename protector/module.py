@@ -18,7 +18,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 
 from protector.generator import check_eps, protect_batch
 from protector.images import encode_photo, read_photo, to_tensor, to_uint8
-from protector.losses import topk_margin, topk_margin_loss
+from protector.losses import topk_margin, topk_margin_loss, untargeted_ce_loss
 from protector.robust import Robustifier
 
 
@@ -41,7 +41,9 @@ class ProtectorModule(LightningModule):
         generator: network returning a raw map the shape of its input (``UNetGenerator``).
         classifier: RGB [0, 1] in, logits out; frozen here.
         eps: L-inf budget, fraction of the [0, 1] range (2/255 = two 8-bit levels).
-        loss: ``"margin"`` (push the label out of the top-1) or ``"topk"`` (out of the top-k).
+        loss: ``"margin"`` (push the label out of the top-1), ``"topk"`` (out of the top-k),
+            ``"ce"`` (raise its cross-entropy) or ``"relativistic"`` (CDA's relativistic
+            cross-entropy against the clean photo's logits; one more classifier forward a step).
         top_k: k for ``loss="topk"``.
         kappa: margin in logit units beyond which a sample stops contributing (>= 0).
         label_source: label to push away: ``"truth"`` (the dataset label; all must be known),
@@ -74,7 +76,7 @@ class ProtectorModule(LightningModule):
         generator: nn.Module,
         classifier: nn.Module,
         eps: float = 2 / 255,
-        loss: Literal["margin", "topk"] = "topk",
+        loss: Literal["margin", "topk", "ce", "relativistic"] = "topk",
         top_k: int = 5,
         kappa: float = 1.0,
         label_source: Literal["truth", "predicted", "auto"] = "auto",
@@ -99,7 +101,7 @@ class ProtectorModule(LightningModule):
         from protector.classifiers import FrozenClassifier  # the classifiers module is heavy
 
         self.eps = check_eps(eps)
-        _check_choice("loss", loss, ("margin", "topk"))
+        _check_choice("loss", loss, ("margin", "topk", "ce", "relativistic"))
         _check_choice("label_source", label_source, ("truth", "predicted", "auto"))
         _check_choice("scheduler", scheduler, ("cosine", "onecycle", "none"))
         _check_choice("fidelity", fidelity, ("l2", "ssim"))
@@ -125,6 +127,7 @@ class ProtectorModule(LightningModule):
         self.robustifier = (
             Robustifier(jpeg_quality=jpeg_quality, jpeg_prob=jpeg_prob, resize_prob=resize_prob) if robust else None
         )
+        self.loss = loss
         self.top_k = top_k if loss == "topk" else 1
         self.kappa = float(kappa)
         self.label_source = label_source
@@ -207,9 +210,13 @@ class ProtectorModule(LightningModule):
             self._class_weights = weights
         return self._class_weights.to(device)
 
-    def attack_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Margin loss (top-1 or top-k, clamped at -kappa) with the sensitive-class weights."""
+    def attack_loss(
+        self, logits: torch.Tensor, y: torch.Tensor, clean_logits: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The configured loss (margin clamped at -kappa, or CE) with the sensitive-class weights."""
         weights = self._class_weights_for(logits.shape[1], logits.device)
+        if self.loss in ("ce", "relativistic"):
+            return untargeted_ce_loss(logits, y, clean_logits, class_weights=weights)
         return topk_margin_loss(logits, y, k=self.top_k, kappa=self.kappa, class_weights=weights)
 
     def _fidelity_penalty(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -241,7 +248,11 @@ class ProtectorModule(LightningModule):
         x_adv = self(x)
         x_seen = self.robustifier(x_adv) if self.robustifier is not None else x_adv
         logits = self.classifier(x_seen)  # (B, C)
-        loss = self.attack_loss(logits, y)
+        clean_logits = None
+        if self.loss == "relativistic":
+            with torch.no_grad():
+                clean_logits = self.classifier(x)
+        loss = self.attack_loss(logits, y, clean_logits)
         if self.hparams.fidelity_weight > 0:
             loss = loss + self.hparams.fidelity_weight * self._fidelity_penalty(x_adv, x)
         self._stop_if_not_finite(loss)

@@ -1,6 +1,8 @@
-"""margin_loss and topk_margin_loss."""
+"""margin_loss, topk_margin_loss and untargeted_ce_loss."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -88,3 +90,18 @@ def test_bf16_logits_are_handled_in_float32() -> None:
     logits = torch.tensor([[1000.0, 999.0, 0.0]]).to(torch.bfloat16)
     out = margin_loss(logits, torch.tensor([0]))
     assert out.dtype == torch.float32
+
+
+def test_untargeted_ce_loss_is_minus_the_cross_entropy_and_relativistic_ignores_the_clean_offset() -> None:
+    import torch.nn.functional as F
+
+    from protector.losses import untargeted_ce_loss
+
+    torch.manual_seed(0)
+    logits, clean = torch.randn(4, 10), torch.randn(4, 10)
+    y = torch.tensor([0, 3, 5, 9])
+    assert untargeted_ce_loss(logits, y).item() == pytest.approx(-F.cross_entropy(logits, y).item())
+    relativistic = untargeted_ce_loss(logits, y, clean_logits=clean)
+    assert relativistic.item() == pytest.approx(-F.cross_entropy(logits - clean, y).item())
+    # Only the change from the clean logits counts: the clean photo itself scores log(1/C).
+    assert untargeted_ce_loss(clean, y, clean_logits=clean).item() == pytest.approx(-math.log(10), abs=1e-6)

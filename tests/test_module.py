@@ -136,6 +136,18 @@ def test_loss_falls_when_overfitting_one_batch(tmp_path, tiny_classifier) -> Non
     assert end < 0.9 * start, losses
 
 
+@pytest.mark.parametrize("loss", ["ce", "relativistic"])
+def test_cross_entropy_losses_rise_when_overfitting_one_batch(tmp_path, tiny_classifier, loss) -> None:
+    record = RecordLoss()
+    module = make_module(tiny_classifier, eps=8 / 255, lr=2e-2, robust=False, scheduler="none", loss=loss,
+                         label_source="predicted")
+    make_trainer(tmp_path, max_epochs=15, callbacks=[record]).fit(module, loader(n=4, batch_size=4))
+    losses = record.losses
+    # Minus the cross-entropy of the clean label: it falls as that label loses probability.
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.002, losses
+    assert losses[-1] < losses[0]
+
+
 def test_overfitting_real_photos_fools_the_standin(tmp_path, shared) -> None:
     # The real check: a few real photos, the real (stand-in) Places365 classifier, and the
     # full training path (differentiable JPEG included).
@@ -291,6 +303,7 @@ def test_sensitive_categories_from_the_real_list(shared, tiny_classifier) -> Non
         ({"eps": 0.0}, "eps"),
         ({"eps": 1.5}, "eps"),
         ({"loss": "hinge"}, "loss"),
+        ({"loss": "cw"}, "loss"),
         ({"label_source": "oracle"}, "label_source"),
         ({"kappa": -1.0}, "kappa"),
         ({"eval_jpeg_quality": 0}, "eval_jpeg_quality"),
