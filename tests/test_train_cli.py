@@ -29,6 +29,14 @@ def _in_repo(monkeypatch):
 
 
 @pytest.fixture
+def standin(shared):
+    """The stand-in classifier and photos that configs/debug.yaml and standin.yaml name."""
+    for relative in ("standin/squeezenet_places.py", "standin/squeezenet_places365_bn.pt", "standin/images.tsv"):
+        shared.path(relative)
+    return shared
+
+
+@pytest.fixture
 def one_thread():
     # Two cores shared by several jobs: oversubscribed torch threads busy-wait.
     threads = torch.get_num_threads()
@@ -57,8 +65,7 @@ def test_every_config_parses(config: Path, capsys) -> None:
 
 
 @pytest.mark.parametrize("name", ["debug.yaml", "standin.yaml"])
-def test_standin_configs_instantiate(name: str, shared) -> None:
-    shared.path("standin/squeezenet_places365_bn.pt")
+def test_standin_configs_instantiate(name: str, standin) -> None:
     cli = cli_main(["--config", f"configs/{name}", "--trainer.logger=false"], run=False)
     assert cli.model.eps == pytest.approx(2 / 255, abs=1e-6)
     assert isinstance(cli.trainer.checkpoint_callback, ModelCheckpoint)
@@ -68,7 +75,7 @@ def test_standin_configs_instantiate(name: str, shared) -> None:
     assert Path(cli.trainer.checkpoint_callback.dirpath) == root / "checkpoints"
 
 
-def test_default_logger_is_offline_wandb_in_the_run_folder(shared, tmp_path, monkeypatch) -> None:
+def test_default_logger_is_offline_wandb_in_the_run_folder(standin, tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     args = ["--config", "configs/debug.yaml", "--trainer.logger", "null", "--trainer.default_root_dir", str(tmp_path)]
@@ -80,7 +87,7 @@ def test_default_logger_is_offline_wandb_in_the_run_folder(shared, tmp_path, mon
     assert logger._wandb_init["project"] == "protector"
 
 
-def test_checkpoint_and_model_settings_can_be_overridden(shared) -> None:
+def test_checkpoint_and_model_settings_can_be_overridden(standin) -> None:
     args = [
         "--config", "configs/debug.yaml",
         "--checkpoint.monitor", "val/top5_fooled",
@@ -93,7 +100,7 @@ def test_checkpoint_and_model_settings_can_be_overridden(shared) -> None:
     assert cli.model.top_k == 1
 
 
-def test_bad_arguments_give_exit_codes(shared, capsys) -> None:
+def test_bad_arguments_give_exit_codes(standin, capsys) -> None:
     assert run_lightning_cli(["fit", "--config", "configs/debug.yaml", "--model.eps", "2"]) == 1
     assert "eps must be in (0, 1]" in capsys.readouterr().err
     assert run_lightning_cli(["fit", "--no_such_option", "1"]) == 2
@@ -107,7 +114,7 @@ def test_protector_command_routes_train_to_lightning(capsys) -> None:
     assert "--model.eps" in capsys.readouterr().out
 
 
-def test_debug_fit_writes_protector_and_resumes(shared, tmp_path, one_thread) -> None:
+def test_debug_fit_writes_protector_and_resumes(standin, tmp_path, one_thread) -> None:
     run = tmp_path / "run"
     common = ["--config", "configs/debug.yaml", "--trainer.default_root_dir", str(run), "--trainer.logger=false"]
     cli_main(["fit", *common])
@@ -126,7 +133,7 @@ def test_debug_fit_writes_protector_and_resumes(shared, tmp_path, one_thread) ->
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_continues(shared, tmp_path) -> None:
+def test_resume_after_sigkill_continues(standin, tmp_path) -> None:
     run = tmp_path / "run"
     checkpoints = run / "checkpoints"
     common = [
@@ -167,7 +174,7 @@ def test_resume_after_sigkill_continues(shared, tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_shortened_standin_run_protects(shared, tmp_path) -> None:
+def test_shortened_standin_run_protects(standin, tmp_path) -> None:
     """A few minutes of the real stand-in recipe protect the saved JPEG at 2/255 (a lower bar than BENCHMARKS.md)."""
     run = tmp_path / "run"
     command = [
