@@ -1,10 +1,11 @@
 """A universal adversarial perturbation: ONE pattern for every photo, the generator's floor.
 
 A generator that does not beat this has learned nothing image-specific. The pattern is
-trained on the same training photos, with the same loss (top-5 margin) and through the same
-random differentiable JPEG as the generator (`protector.robust.Robustifier`), on the same
-128 px training windows (the window of the pattern at the photo's window position, so the
-pattern is learned at full size). Adam on the pattern, projected onto the L-inf ball.
+trained on the same training photos, with the same loss as the pure generator of
+`configs/standin.yaml` (CDA's relativistic cross-entropy against the clean window's logits)
+and through the same random differentiable JPEG (`protector.robust.Robustifier`), on the
+same 128 px training windows (the window of the pattern at the photo's window position, so
+the pattern is learned at full size). Adam on the pattern, projected onto the L-inf ball.
 Trained and cached by `bench/protection_table.py`.
 """
 
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from protector.losses import topk_margin_loss  # noqa: E402
+from protector.losses import untargeted_ce_loss  # noqa: E402
 from protector.robust import Robustifier  # noqa: E402
 
 
@@ -41,8 +42,6 @@ def train_universal(
     batch_size: int = 16,
     window: int = 128,
     lr_fraction: float = 0.1,
-    top_k: int = 5,
-    kappa: float = 2.0,
     seed: int = 0,
     log_every: int = 100,
 ) -> torch.Tensor:
@@ -65,7 +64,9 @@ def train_universal(
         if flip:
             x = x.flip(-1)
         x_adv = (x + (patch.flip(-1) if flip else patch)).clamp(0, 1)
-        loss = topk_margin_loss(classifier(robustifier(x_adv)), labels[index], k=top_k, kappa=kappa)
+        with torch.no_grad():
+            clean_logits = classifier(x)
+        loss = untargeted_ce_loss(classifier(robustifier(x_adv)), labels[index], clean_logits)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -1,0 +1,341 @@
+"""Every protection method side by side on the stand-in, measured on the saved JPEG files.
+
+One run, one evaluation set, one file pipeline: each method's output is written as JPEG
+(quality 90), read back from disk and classified by the stand-in; "fooled" is against the
+clean prediction. The evaluation set is the held-out split of `configs/standin.yaml`,
+restricted to photos the stand-in classifies with top-1 probability >= 0.3 and whose
+prediction survives re-encoding the *clean* photo as JPEG (../shared/standin/README.md).
+
+Methods, at every budget of `--eps-255` (default 2, 4, 8):
+- each `--protector NAME=PATH` at its own budget (one forward pass; a guided one also
+  queries the stand-in's gradient), the same generator untrained (what training adds) and,
+  for a guided protector, the trained one followed by `--refine-steps` white-box steps;
+- a universal perturbation (`bench/universal.py`): one pattern for every photo, trained on
+  the same training photos through the same differentiable JPEG (cached in `--cache`);
+- EOT-PGD-K, K in 1, 2, 10: sign steps on the top-5 margin through the differentiable JPEG
+  at the output quality, from the clean photo (`protector.refine`);
+- FGSM and PGD-10 from torchattacks, cross-entropy, no JPEG in the loop.
+
+Each row: top-1 / top-5 fooled, PSNR and SSIM of the saved file against the original,
+NIMA-MobileNet (idealo, AVA; idealo preprocessing) change against the original, and the
+median seconds per photo (one photo at a time, this machine) with the stand-in and, with
+`--resnet50-photos N`, with the task's ResNet50 architecture (random weights: timing only)
+as the attack model. Writes JSON, a Markdown table and a PNG of fooling rate against PSNR.
+
+    python bench/protection_table.py --protector pure=runs/pure_eps4/protector.pt \
+        --protector guided=runs/guided_eps2/protector.pt --out bench/out/protection_table.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torchattacks
+import yaml
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+from torchvision.models import resnet50
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from universal import apply_universal, train_universal  # noqa: E402  (bench/universal.py)
+
+from protector.classifier_spec import build_classifier  # noqa: E402
+from protector.classifiers import FrozenClassifier  # noqa: E402
+from protector.data import ProtectorDataModule  # noqa: E402
+from protector.export import load_protector  # noqa: E402
+from protector.generator import BoundedProtector  # noqa: E402
+from protector.images import encode_photo, read_photo, to_tensor, to_uint8  # noqa: E402
+from protector.nima import load_nima, nima_scores  # noqa: E402
+from protector.refine import refine  # noqa: E402
+
+Attack = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Method:
+    name: str  # e.g. "EOT-PGD-10"
+    family: str  # one colour per family in the plot
+    eps: float
+    attack: Attack
+    queries: str  # attack-model gradients per photo at protection time
+
+
+def held_out_split(config: Path) -> ProtectorDataModule:
+    data_args = yaml.safe_load(config.read_text())["data"]
+    datamodule = ProtectorDataModule(**data_args.get("init_args", data_args))
+    datamodule.setup("fit")
+    return datamodule
+
+
+def decode(datamodule: ProtectorDataModule, entries) -> list[tuple[str, np.ndarray]]:
+    source = datamodule.source
+    return [(e.name, read_photo(source.read_bytes(e.name), name=e.name).pixels) for e in entries]
+
+
+def jpeg_file(pixels: np.ndarray, quality: int) -> np.ndarray:
+    return read_photo(encode_photo(pixels, "jpeg", quality=quality)).pixels
+
+
+@torch.no_grad()
+def clean_predictions(classifier, photos: list[tuple[str, np.ndarray]], batch: int = 32) -> torch.Tensor:
+    out = []
+    for i in range(0, len(photos), batch):
+        out.append(classifier(torch.stack([to_tensor(p) for _, p in photos[i : i + batch]])).argmax(1))
+    return torch.cat(out)
+
+
+def select_eval_set(classifier, photos, quality: int, min_confidence: float):
+    """Photos the stand-in is confident of and whose clean prediction survives JPEG."""
+    chosen = []
+    with torch.no_grad():
+        for name, pixels in photos:
+            confidence, label = classifier(to_tensor(pixels)[None])[0].softmax(-1).max(-1)
+            if confidence < min_confidence:
+                continue
+            if classifier(to_tensor(jpeg_file(pixels, quality))[None])[0].argmax().item() != label.item():
+                continue
+            chosen.append((name, pixels, int(label)))
+    return chosen
+
+
+def measure(method: Method, classifier, photos, quality: int, out_dir: Path) -> tuple[dict, list[np.ndarray]]:
+    """Protect one photo at a time, save as JPEG, re-read from disk, classify; fidelity of the file."""
+    method_dir = out_dir / f"{method.name}_eps{round(method.eps * 255)}".replace(" ", "_").replace("/", "-")
+    method_dir.mkdir(parents=True, exist_ok=True)
+    top1 = top5 = 0
+    psnrs, ssims, seconds, saved_pixels = [], [], [], []
+    for file_name, pixels, label in photos:
+        x = to_tensor(pixels)[None]
+        torch.manual_seed(0)  # PGD's random start
+        start = time.perf_counter()
+        x_adv = method.attack(x, torch.tensor([label]))
+        seconds.append(time.perf_counter() - start)
+        path = method_dir / (Path(file_name).stem + ".jpg")
+        path.write_bytes(encode_photo(to_uint8(x_adv[0]), "jpeg", quality=quality))
+        saved_np = read_photo(path).pixels
+        saved = to_tensor(saved_np)[None]
+        with torch.no_grad():
+            logits = classifier(saved)[0]
+        top1 += int(logits.argmax().item() != label)
+        top5 += int(label not in logits.topk(5).indices.tolist())
+        psnrs.append(peak_signal_noise_ratio(saved, x, data_range=1.0).item())
+        ssims.append(structural_similarity_index_measure(saved, x, data_range=1.0).item())
+        saved_pixels.append(saved_np)
+    n = len(photos)
+    row = {
+        "method": method.name, "family": method.family, "eps": method.eps, "eps_255": round(method.eps * 255, 3),
+        "queries": method.queries, "n": n, "top1_fooled": top1 / n, "top5_fooled": top5 / n,
+        "psnr_db": statistics.fmean(psnrs), "ssim": statistics.fmean(ssims),
+        "s_per_image": statistics.median(seconds),
+    }
+    return row, saved_pixels
+
+
+def resnet50_seconds(method: Method, photos, limit: int) -> float:
+    """Median seconds per photo of ``method`` (built around ResNet50) on the first ``limit`` photos."""
+    seconds = []
+    for _, pixels, label in photos[: limit + 1]:
+        x = to_tensor(pixels)[None]
+        start = time.perf_counter()
+        method.attack(x, torch.tensor([label]))
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds[1:])  # the first call warms up
+
+
+@torch.inference_mode()
+def nima_means(nima, images: list[np.ndarray], batch: int = 16) -> list[float]:
+    means = []
+    for i in range(0, len(images), batch):
+        means.extend(nima_scores(nima(torch.stack([to_tensor(p) for p in images[i : i + batch]])))[0].tolist())
+    return means
+
+
+def no_grad(fn: Callable[[torch.Tensor], torch.Tensor]) -> Attack:
+    def attack(x, y):
+        with torch.no_grad():
+            return fn(x)
+
+    return attack
+
+
+def protector_methods(name: str, protector: BoundedProtector, classifier, refine_steps: int, quality: int):
+    """The trained protector, the same generator untrained (what training adds) and, for a
+    guided one, the trained one followed by ``refine_steps`` white-box steps."""
+    eps = float(protector.eps)
+    protector.classifier = classifier
+    kind = "guided" if protector.guided else "pure"
+    queries = str(getattr(protector.generator, "queries", 1)) if protector.guided else "0"
+    torch.manual_seed(0)
+    untrained = BoundedProtector(type(protector.generator)(**protector.generator.config), eps, classifier).eval()
+    yield Method(f"{name} untrained", f"generator ({kind}, untrained)", eps, no_grad(untrained), queries)
+    yield Method(f"{name} generator", f"generator ({kind})", eps, no_grad(protector), queries)
+    if not protector.guided:
+        return
+
+    def refined(x, y):
+        with torch.no_grad():
+            x_init = protector(x)
+        return refine(x, x_init, classifier, y, eps, steps=refine_steps, jpeg_quality=quality)
+
+    yield Method(f"{name} + refine{refine_steps}", "generator + refine", eps, refined, f"{queries}+{refine_steps}")
+
+
+def eot_pgd(classifier, eps: float, steps: int, quality: int) -> Attack:
+    # One step goes to the boundary (FGSM-like); ten take Madry's 2.5 * eps / steps.
+    step_size = {1: eps, 2: eps / 2}.get(steps, 2.5 * eps / steps)
+
+    def attack(x, y):
+        return refine(x, x, classifier, y, eps, steps=steps, step_size=step_size, jpeg_quality=quality)
+
+    return attack
+
+
+def universal_pattern(classifier, train_photos, train_labels, eps: float, steps: int, cache: Path) -> torch.Tensor:
+    path = cache / f"universal_eps{eps * 255:.3g}_steps{steps}.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=True)["delta"]
+    started = time.perf_counter()
+    delta = train_universal(classifier, train_photos, train_labels, eps, steps=steps)
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save({"delta": delta, "eps": eps, "steps": steps, "seconds": time.perf_counter() - started}, path)
+    return delta
+
+
+def baseline_methods(classifier, eps: float, quality: int, delta: torch.Tensor):
+    yield Method("universal perturbation", "universal perturbation", eps, no_grad(lambda x: apply_universal(x, delta)),
+                 "0")
+    for k in (1, 2, 10):
+        yield Method(f"EOT-PGD-{k}", "EOT-PGD (JPEG in the loss)", eps, eot_pgd(classifier, eps, k, quality), str(k))
+    yield Method("FGSM (no JPEG in the loop)", "FGSM / PGD, no JPEG in the loop", eps,
+                 torchattacks.FGSM(classifier, eps=eps), "1")
+    yield Method("PGD-10 (no JPEG in the loop)", "FGSM / PGD, no JPEG in the loop", eps,
+                 torchattacks.PGD(classifier, eps=eps, alpha=eps / 4, steps=10, random_start=True), "10")
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families = list(dict.fromkeys(r["family"] for r in rows))
+    markers = {2: "o", 4: "s", 8: "^"}
+    colours = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, 2, figsize=(14, 6), sharey=True)
+    for ax, key, title in ((axes[0], "top1_fooled", "top-1"), (axes[1], "top5_fooled", "top-5")):
+        for i, family in enumerate(families):
+            members = [r for r in rows if r["family"] == family]
+            seconds = statistics.median(r["s_per_image"] for r in members)
+            for r in members:
+                ax.scatter(r["psnr_db"], 100 * r[key], color=colours(i), marker=markers.get(round(r["eps_255"]), "x"),
+                           s=60, edgecolor="black", linewidth=0.5,
+                           label=f"{family} ({seconds:.3f} s/img)" if r is members[0] else None)
+            by_name: dict[str, list[dict]] = {}
+            for r in members:
+                by_name.setdefault(r["method"], []).append(r)
+            for series in by_name.values():  # one line per method across budgets
+                series.sort(key=lambda r: r["eps"])
+                ax.plot([r["psnr_db"] for r in series], [100 * r[key] for r in series], color=colours(i),
+                        linewidth=0.8, alpha=0.6)
+        ax.set_xlabel("PSNR of the saved JPEG q90 vs the original (dB)")
+        ax.set_title(f"{title} fooled on the saved file (marker: o 2/255, s 4/255, ^ 8/255)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("photos fooled (%)")
+    axes[1].legend(fontsize=8, loc="lower left", title="method (median s/img, 2-core CPU)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--protector", action="append", default=[], metavar="NAME=PATH")
+    parser.add_argument("--eps-255", type=float, nargs="+", default=[2, 4, 8], help="budgets of the baselines")
+    parser.add_argument("--config", type=Path, default=REPO / "configs/standin.yaml")
+    parser.add_argument("--quality", type=int, default=90)
+    parser.add_argument("--min-confidence", type=float, default=0.3)
+    parser.add_argument("--refine-steps", type=int, default=2)
+    parser.add_argument("--universal-steps", type=int, default=600)
+    parser.add_argument("--nima", type=Path, default=REPO.parent / "shared/nima/weights_mobilenet_aesthetic_0.07.hdf5")
+    parser.add_argument("--limit", type=int, default=None, help="first N held-out photos only (a quick check)")
+    parser.add_argument("--resnet50-photos", type=int, default=0,
+                        help="also time every method with ResNet50 (random weights) as the attack model on N photos")
+    parser.add_argument("--cache", type=Path, default=REPO / "bench/out/universal")
+    parser.add_argument("--out", type=Path, default=REPO / "bench/out/protection_table.json")
+    args = parser.parse_args()
+
+    classifier = FrozenClassifier(build_classifier("standin"))
+    datamodule = held_out_split(args.config)
+    held_out = decode(datamodule, datamodule.val_entries[: args.limit])
+    photos = select_eval_set(classifier, held_out, args.quality, args.min_confidence)
+    print(f"evaluation set: {len(photos)} of {len(held_out)} held-out photos (confident and JPEG-stable)", flush=True)
+
+    train = decode(datamodule, datamodule.train_entries)
+    train_photos = torch.stack([torch.from_numpy(p).permute(2, 0, 1) for _, p in train])  # (N, 3, H, W) uint8
+    train_labels = clean_predictions(classifier, train)
+
+    protectors = [(name, load_protector(path).eval()) for name, _, path in (p.partition("=") for p in args.protector)]
+    deltas = {
+        eps_255: universal_pattern(classifier, train_photos, train_labels, eps_255 / 255, args.universal_steps, args.cache)
+        for eps_255 in args.eps_255
+    }
+
+    def all_methods(attack_model) -> list[Method]:
+        methods: list[Method] = []
+        for name, protector in protectors:
+            methods += protector_methods(name, protector, attack_model, args.refine_steps, args.quality)
+        for eps_255, delta in deltas.items():
+            methods += baseline_methods(attack_model, eps_255 / 255, args.quality, delta)
+        return sorted(methods, key=lambda m: m.eps)
+
+    methods = all_methods(classifier)
+
+    nima = load_nima(args.nima, preprocess="idealo")
+    originals = [p for _, p, _ in photos]
+    nima_before = nima_means(nima, originals)
+    nima_jpeg = statistics.fmean(nima_means(nima, [jpeg_file(p, args.quality) for p in originals]))
+    out_dir = args.out.parent / "protection_files"
+    rows = []
+    for method in methods:
+        row, saved = measure(method, classifier, photos, args.quality, out_dir)
+        row["nima_change"] = statistics.fmean(a - b for a, b in zip(nima_means(nima, saved), nima_before))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if args.resnet50_photos:
+        torch.manual_seed(0)
+        attack_model = FrozenClassifier(resnet50(num_classes=365))
+        for row, method in zip(rows, all_methods(attack_model)):
+            row["s_per_image_resnet50"] = resnet50_seconds(method, photos, args.resnet50_photos)
+            print(f"{method.name} {row['eps_255']:g}/255 with ResNet50: {row['s_per_image_resnet50']:.3f} s/img",
+                  flush=True)
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    result = {"quality": args.quality, "n_eval": len(photos), "nima": nima.name, "nima_preprocess": "idealo",
+              "nima_before": statistics.fmean(nima_before), "nima_change_jpeg_only": nima_jpeg - statistics.fmean(
+                  nima_before), "rows": rows}
+    args.out.write_text(json.dumps(result, indent=2))
+    plot(rows, args.out.with_suffix(".png"))
+    print(f"\n{len(photos)} photos; NIMA before {result['nima_before']:.3f}, JPEG q{args.quality} alone "
+          f"{result['nima_change_jpeg_only']:+.3f}\n")
+    print("| method | eps | top-1 fooled | top-5 fooled | PSNR dB | SSIM | NIMA change | gradients/photo "
+          "| s/img stand-in | s/img ResNet50 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        resnet = f"{r['s_per_image_resnet50']:.3f}" if "s_per_image_resnet50" in r else "-"
+        print(f"| {r['method']} | {r['eps_255']:g}/255 | {r['top1_fooled']:.1%} | {r['top5_fooled']:.1%} "
+              f"| {r['psnr_db']:.2f} | {r['ssim']:.3f} | {r['nima_change']:+.3f} | {r['queries']} "
+              f"| {r['s_per_image']:.3f} | {resnet} |")
+    print(f"\nwritten {args.out} and {args.out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
