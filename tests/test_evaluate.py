@@ -198,10 +198,10 @@ def test_nima_scores_match_the_model_on_the_files(case, shared):
 
 
 def test_baselines_are_saved_reread_and_compared(case):
-    evaluation = evaluate(hand_options(case, baselines=["fgsm", "pgd"], eps=8 / 255))
+    evaluation = evaluate(hand_options(case, baselines=["fgsm", "pgd", "eot-pgd"], eps=8 / 255))
     results = evaluation.summary()
-    assert list(results["runs"]) == ["protector", "fgsm", "pgd"]
-    for name in ("fgsm", "pgd"):
+    assert list(results["runs"]) == ["protector", "fgsm", "pgd", "eot-pgd"]
+    for name in ("fgsm", "pgd", "eot-pgd"):
         folder = case["out"] / "baselines" / name
         assert sorted(p.name for p in folder.iterdir()) == [f"hand_{n}.png" for n in LEVELS]
         run = results["runs"][name]
@@ -210,6 +210,7 @@ def test_baselines_are_saved_reread_and_compared(case):
     # FGSM moves every pixel of a uniform photo by exactly eps: PSNR = 10 log10(255^2 / 8^2).
     assert results["runs"]["fgsm"]["fidelity"]["psnr_mean"] == pytest.approx(10 * math.log10(255**2 / 64), abs=1e-3)
     assert "torchattacks.PGD(eps=0.0313725, alpha=0.00784314, steps=10" in results["settings"]["baselines"]["pgd"]
+    assert "through a differentiable JPEG" in results["settings"]["baselines"]["eot-pgd"]
 
 
 def test_baselines_need_eps(case):

@@ -51,9 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="MEPP18senscats.txt: the per-category table covers these classes")
 
     base = parser.add_argument_group("baselines")
-    base.add_argument("--baselines", type=_baselines, default=[], metavar="fgsm,pgd",
-                      help="also run FGSM and/or PGD-10 (torchattacks) at --eps on the same photos, saved like the "
-                           "protected files, and evaluate them side by side")
+    base.add_argument("--baselines", type=_baselines, default=[], metavar="fgsm,pgd,eot-pgd",
+                      help="also run FGSM and/or PGD-10 (torchattacks, no JPEG in their loss) and/or EOT-PGD-10 "
+                           "(through a differentiable JPEG at --quality: the strongest of the three) at --eps on the "
+                           "same photos, saved like the protected files, and evaluate them side by side")
     base.add_argument("--eps", metavar="E", help="baseline budget, a fraction of the pixel range: 2/255 or 0.00784")
     base.add_argument("--quality", type=int, default=90, help="JPEG quality the baselines are saved with. Default: 90")
     base.add_argument("--seed", type=int, default=0, help="seed of PGD's random start. Default: 0")

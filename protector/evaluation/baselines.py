@@ -1,15 +1,19 @@
 """Classic per-image attacks at the same budget, saved like a protector run for comparison.
 
 FGSM (one gradient step) and PGD (10 steps, step eps/4, random start) from torchattacks
-attack the decoded original in memory against the attack model, then each result is
-encoded in the protected run's format and quality and written, so the evaluation re-reads
-them from disk exactly like the generator's files.
+attack the decoded original in memory against the attack model, without the JPEG in their
+loss; EOT-PGD (10 sign steps on the top-5 margin through a differentiable JPEG at the run's
+quality, :func:`protector.refine.refine`) is the strongest per-image attack with the same
+knowledge. Each result is encoded in the protected run's format and quality and written, so
+the evaluation re-reads them from disk exactly like the generator's files.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -18,8 +22,9 @@ import torchattacks
 from torch import nn
 
 from protector.images import encode_photo, to_tensor, to_uint8, write_atomic
+from protector.refine import refine
 
-BASELINES = ("fgsm", "pgd")
+BASELINES = ("fgsm", "pgd", "eot-pgd")
 PGD_STEPS = 10
 _FORMAT_BY_SUFFIX = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp", ".tif": "tiff", ".tiff": "tiff",
                      ".bmp": "bmp"}
@@ -37,25 +42,40 @@ class BaselineSpec:
 
     def describe(self) -> str:
         if self.name == "fgsm":
-            return f"torchattacks.FGSM(eps={self.eps:.6g})"
+            return f"torchattacks.FGSM(eps={self.eps:.6g}), no JPEG in the loss"
+        if self.name == "eot-pgd":
+            return (f"EOT-PGD(eps={self.eps:.6g}, alpha={self.alpha:.6g}, steps={self.steps}, top-5 margin through "
+                    "a differentiable JPEG at the output quality)")
         return (f"torchattacks.PGD(eps={self.eps:.6g}, alpha={self.alpha:.6g}, steps={self.steps}, "
-                f"random_start={self.random_start})")
+                f"random_start={self.random_start}), no JPEG in the loss")
 
 
 def baseline_spec(name: str, eps: float) -> BaselineSpec:
-    """The settings of baseline `name` ('fgsm' or 'pgd') at budget `eps` (fraction of [0, 1])."""
+    """The settings of baseline `name` ('fgsm', 'pgd' or 'eot-pgd') at budget `eps` (fraction of [0, 1])."""
     if name == "fgsm":
         return BaselineSpec("fgsm", eps, None, 1, False)
     if name == "pgd":
         # Madry et al.'s step of 2.5 * eps / steps, so the walk can reach the boundary.
         return BaselineSpec("pgd", eps, eps / 4, PGD_STEPS, True)
+    if name == "eot-pgd":
+        return BaselineSpec("eot-pgd", eps, 2.5 * eps / PGD_STEPS, PGD_STEPS, False)
     raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
 
 
-def _attack(spec: BaselineSpec, model: nn.Module) -> torchattacks.attack.Attack:
+def _attack(spec: BaselineSpec, model: nn.Module, device: torch.device, jpeg_quality: int | None) -> Callable:
+    if spec.name == "eot-pgd":
+        return partial(_eot_pgd, spec=spec, model=model, jpeg_quality=jpeg_quality)
     if spec.name == "fgsm":
-        return torchattacks.FGSM(model, eps=spec.eps)
-    return torchattacks.PGD(model, eps=spec.eps, alpha=spec.alpha, steps=spec.steps, random_start=spec.random_start)
+        attack = torchattacks.FGSM(model, eps=spec.eps)
+    else:
+        attack = torchattacks.PGD(model, eps=spec.eps, alpha=spec.alpha, steps=spec.steps,
+                                  random_start=spec.random_start)
+    attack.set_device(device)
+    return attack
+
+
+def _eot_pgd(x: torch.Tensor, y: torch.Tensor, spec: BaselineSpec, model: nn.Module, jpeg_quality: int | None):
+    return refine(x, x, model, y, spec.eps, steps=spec.steps, step_size=spec.alpha, jpeg_quality=jpeg_quality)
 
 
 def output_format(protected_name: str) -> str:
@@ -87,10 +107,11 @@ def run_baseline(
         device: where to attack.
         seed: PGD's random start is seeded per photo, so results do not depend on batching.
     """
-    attack = _attack(spec, model)
-    attack.set_device(device)
+    # The JPEG in EOT-PGD's loss is the one the file will be written with (none for PNG...).
+    attacks = {jpeg: _attack(spec, model, device, quality if jpeg else None) for jpeg in (True, False)}
     started = time.perf_counter()
     for pixels, label, name in zip(originals, labels, out_names):
+        attack = attacks[output_format(name) == "jpeg"]
         torch.manual_seed(seed)
         x = to_tensor(pixels)[None].to(device)  # (1, 3, H, W)
         y = torch.tensor([label], device=device)
