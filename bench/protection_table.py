@@ -223,36 +223,36 @@ def baseline_methods(classifier, eps: float, quality: int, delta: torch.Tensor):
 
 
 def plot(rows: list[dict], path: Path) -> None:
+    """Fooling rate against PSNR: one colour and line per method across budgets, marker = budget."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    families = list(dict.fromkeys(r["family"] for r in rows))
+    names = list(dict.fromkeys(r["method"] for r in rows))
     markers = {2: "o", 4: "s", 8: "^"}
-    colours = plt.get_cmap("tab10")
-    fig, axes = plt.subplots(1, 2, figsize=(14, 6), sharey=True)
+    colours = plt.get_cmap("tab20")
+    fig, axes = plt.subplots(1, 2, figsize=(14, 7.5), sharey=True)
     for ax, key, title in ((axes[0], "top1_fooled", "top-1"), (axes[1], "top5_fooled", "top-5")):
-        for i, family in enumerate(families):
-            members = [r for r in rows if r["family"] == family]
-            seconds = statistics.median(r["s_per_image"] for r in members)
-            for r in members:
-                ax.scatter(r["psnr_db"], 100 * r[key], color=colours(i), marker=markers.get(round(r["eps_255"]), "x"),
-                           s=60, edgecolor="black", linewidth=0.5,
-                           label=f"{family} ({seconds:.3f} s/img)" if r is members[0] else None)
-            by_name: dict[str, list[dict]] = {}
-            for r in members:
-                by_name.setdefault(r["method"], []).append(r)
-            for series in by_name.values():  # one line per method across budgets
-                series.sort(key=lambda r: r["eps"])
-                ax.plot([r["psnr_db"] for r in series], [100 * r[key] for r in series], color=colours(i),
-                        linewidth=0.8, alpha=0.6)
+        for i, name in enumerate(names):
+            series = sorted((r for r in rows if r["method"] == name), key=lambda r: r["eps"])
+            seconds = statistics.median(r["s_per_image"] for r in series)
+            resnet = [r["s_per_image_resnet50"] for r in series if "s_per_image_resnet50" in r]
+            timing = f"{seconds:.3f} s" + (f", ResNet50 {statistics.median(resnet):.2f} s" if resnet else "")
+            ax.plot([r["psnr_db"] for r in series], [100 * r[key] for r in series], color=colours(i % 20),
+                    linewidth=0.8, alpha=0.6)
+            for r in series:
+                ax.scatter(r["psnr_db"], 100 * r[key], color=colours(i % 20),
+                           marker=markers.get(round(r["eps_255"]), "x"), s=60, edgecolor="black", linewidth=0.5,
+                           label=f"{name} ({timing})" if r is series[0] else None)
         ax.set_xlabel("PSNR of the saved JPEG q90 vs the original (dB)")
-        ax.set_title(f"{title} fooled on the saved file (marker: o 2/255, s 4/255, ^ 8/255)")
+        ax.set_title(f"{title} fooled on the saved file (o 2/255, s 4/255, ^ 8/255)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("photos fooled (%)")
-    axes[1].legend(fontsize=8, loc="lower left", title="method (median s/img, 2-core CPU)")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8,
+               title="method (median s/img on a 2-core CPU, stand-in / ResNet50 as the attack model)")
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
     fig.savefig(path, dpi=110)
 
 
@@ -271,7 +271,11 @@ def main() -> None:
                         help="also time every method with ResNet50 (random weights) as the attack model on N photos")
     parser.add_argument("--cache", type=Path, default=REPO / "bench/out/universal")
     parser.add_argument("--out", type=Path, default=REPO / "bench/out/protection_table.json")
+    parser.add_argument("--replot", action="store_true", help="only redraw the PNG from the JSON of --out")
     args = parser.parse_args()
+    if args.replot:
+        plot(json.loads(args.out.read_text())["rows"], args.out.with_suffix(".png"))
+        return
 
     classifier = FrozenClassifier(build_classifier("standin"))
     datamodule = held_out_split(args.config)
