@@ -91,7 +91,7 @@ class UNetGenerator(nn.Module):
     Shape:
         - Input: :math:`(B, C, H, W)`, RGB in [0, 1]; guide (when ``guided``): the same
           shape, in [-1, 1].
-        - Output: :math:`(B, C, H, W)`, raw (pre-tanh) map.
+        - Output: :math:`(B, C, H, W)`, raw map (before the bound of :func:`apply_budget`).
 
     Example::
         >>> g = UNetGenerator(base_channels=16, depth=2)

@@ -29,10 +29,11 @@ class NonFiniteLossError(FloatingPointError):
 class ProtectorModule(LightningModule):
     r"""Train a perturbation generator so a frozen classifier misclassifies the saved photo.
 
-    Threat model: white-box, untargeted, L-inf. ``x_adv = clamp(x + eps * tanh(G(x)), 0, 1)``,
+    Threat model: white-box, untargeted, L-inf. ``x_adv = clamp(x + eps * tanh(G(x)), 0, 1)``
+    (``clamp(G(x), -1, 1)`` in place of ``tanh`` for a generator with ``bound="clamp"``),
     or ``G(x, g)`` for a guided generator, ``g`` the classifier's normalized input gradient
     (:mod:`protector.guidance`);
-    training minimizes a margin loss on ``classifier(robustifier(x_adv))`` (random
+    training minimizes a margin or cross-entropy loss on ``classifier(robustifier(x_adv))`` (random
     differentiable JPEG, 8-bit rounding); validation measures the photo as a file would hold
     it: 8-bit rounded, and encoded/decoded as a real JPEG (PIL) at ``eval_jpeg_quality``.
     Only the generator is trained; the classifier is wrapped in ``FrozenClassifier``.
