@@ -211,10 +211,7 @@ def protect_batch(generator: nn.Module, x: torch.Tensor, eps: float, classifier:
     queries = getattr(generator, "queries", 0) if getattr(generator, "guided", False) else 0
     if queries == 0:
         return apply_budget(x, generator(x), eps, bound)
-    if classifier is None:
-        raise ValueError(
-            "this protector is gradient-guided: it needs the attack model (protect with --classifier ...)"
-        )
+    require_classifier(generator, classifier)
     quality = getattr(generator, "guide_jpeg_quality", None)
     guide, label = gradient_and_label(classifier, x, jpeg_quality=quality)
     x_adv = apply_budget(x, generator(x, guide), eps, bound)
@@ -222,6 +219,15 @@ def protect_batch(generator: nn.Module, x: torch.Tensor, eps: float, classifier:
         second, _ = gradient_and_label(classifier, x_adv, label, jpeg_quality=quality)
         x_adv = apply_budget(x, generator(x, guide, second), eps, bound)
     return x_adv
+
+
+def require_classifier(generator: nn.Module, classifier: nn.Module | None) -> None:
+    """Refuse a gradient-guided generator without the attack model its guide comes from."""
+    if getattr(generator, "guided", False) and classifier is None:
+        raise ValueError(
+            "this protector is gradient-guided (trained with generator guided: true): it needs the attack model "
+            "it was trained against; pass --classifier (e.g. --classifier resnet50)"
+        )
 
 
 def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -238,7 +244,11 @@ def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 
 
 def apply_budget(x: torch.Tensor, raw: torch.Tensor, eps: float, bound: Bound = "tanh") -> torch.Tensor:
-    r"""Bound a raw generator map to an L-inf ball: ``clamp(x + eps * squash(raw), 0, 1)``.
+    r"""Bound a raw generator map to the L-inf ball around ``x``: ``clamp(x + eps * squash(raw), 0, 1)``.
+
+    Together with :func:`project_to_budget` this is the one home of the budget rule
+    ``|x_adv - reference| <= eps``; ``x`` is the protector's reference photo
+    (:meth:`BoundedProtector.reference`).
 
     ``squash`` is ``tanh`` or, for ``bound="clamp"``, ``clamp(., -1, 1)``. Computed in
     float32 even under bf16/fp16 autocast (8/255 in bf16 rounds above 8/255), so
@@ -261,6 +271,14 @@ def apply_budget(x: torch.Tensor, raw: torch.Tensor, eps: float, bound: Bound = 
         return (x.float() + eps * squashed).clamp(0.0, 1.0)
 
 
+def project_to_budget(x_adv: torch.Tensor, reference: torch.Tensor, eps: float) -> torch.Tensor:
+    """The nearest point of the L-inf ball of radius ``eps`` around ``reference``, within [0, 1].
+
+    Shape: x_adv, reference: (B, C, H, W); output: the same, in x_adv's dtype.
+    """
+    return torch.minimum(torch.maximum(x_adv, reference - eps), reference + eps).clamp(0.0, 1.0)
+
+
 def check_eps(eps: float) -> float:
     """Return ``eps`` as a float, or raise ValueError unless 0 < eps <= 1."""
     eps = float(eps)
@@ -270,15 +288,19 @@ def check_eps(eps: float) -> float:
 
 
 class BoundedProtector(nn.Module):
-    r"""Generator plus budget: the one forward pass that protects a photo.
+    r"""Generator plus budget: the one owner of "protect a photo".
 
-    Contract: ``|forward(x) - x| <= eps`` elementwise, output in [0, 1], float32.
+    Contract: ``|forward(x) - reference(x)| <= eps`` elementwise, output in [0, 1], float32.
+    ``reference(x)`` is the photo the budget is measured from: the input itself today; an
+    enhancement stage would make it the enhanced photo. Everything that enforces or measures
+    the budget (refinement, the writer's delta, training metrics) asks this object for it.
 
     Args:
         generator: network returning a raw map the shape of its input.
         eps: L-inf budget as a fraction of the [0, 1] range, 0 < eps <= 1.
         classifier: the attack model, needed (only) by a guided generator, which is fed its
-            gradient (:mod:`protector.guidance`). Can be attached later as ``.classifier``.
+            gradient (:mod:`protector.guidance`). Can be attached later
+            (:meth:`attach_classifier`).
 
     Shape:
         - Input: :math:`(B, 3, H, W)` in [0, 1]; Output: the same.
@@ -286,7 +308,7 @@ class BoundedProtector(nn.Module):
     Example::
         >>> protector = BoundedProtector(UNetGenerator(base_channels=8, depth=2), eps=2 / 255).eval()
         >>> x = torch.rand(1, 3, 64, 64)
-        >>> bool(((protector(x) - x).abs() <= 2 / 255 + 1e-6).all())
+        >>> bool(((protector(x) - protector.reference(x)).abs() <= 2 / 255 + 1e-6).all())
         True
     """
 
@@ -300,8 +322,23 @@ class BoundedProtector(nn.Module):
     def guided(self) -> bool:
         return bool(getattr(self.generator, "guided", False))
 
+    def attach_classifier(self, classifier: nn.Module | None) -> None:
+        """Give a guided protector its attack model (kept if one is attached); refuse without one."""
+        if self.classifier is None:
+            require_classifier(self.generator, classifier)
+            if self.guided:
+                self.classifier = classifier
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The photo the budget is measured from (the input itself)."""
+        return x
+
+    def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Bring ``x_adv`` back within the budget around ``reference(x)`` (and [0, 1])."""
+        return project_to_budget(x_adv, self.reference(x), self.eps)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return protect_batch(self.generator, x, self.eps, self.classifier)
+        return protect_batch(self.generator, self.reference(x), self.eps, self.classifier)
 
     def extra_repr(self) -> str:
         return f"eps={self.eps:.6g} ({self.eps * 255:.3g}/255)"

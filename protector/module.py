@@ -16,7 +16,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.functional.image import structural_similarity_index_measure
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from protector.generator import check_eps, protect_batch
+from protector.generator import BoundedProtector
 from protector.images import encode_photo, read_photo, to_tensor, to_uint8
 from protector.losses import topk_margin, topk_margin_loss, untargeted_ce_loss
 from protector.robust import Robustifier
@@ -101,7 +101,6 @@ class ProtectorModule(LightningModule):
         self.save_hyperparameters(ignore=["generator", "classifier"])
         from protector.classifiers import FrozenClassifier  # the classifiers module is heavy
 
-        self.eps = check_eps(eps)
         _check_choice("loss", loss, ("margin", "topk", "ce", "relativistic"))
         _check_choice("label_source", label_source, ("truth", "predicted", "auto"))
         _check_choice("scheduler", scheduler, ("cosine", "onecycle", "none"))
@@ -125,6 +124,9 @@ class ProtectorModule(LightningModule):
 
         self.generator = generator
         self.classifier = FrozenClassifier(classifier)
+        # "Protect a photo" (budget, reference photo, guide) has one owner. Kept out of the
+        # module tree so checkpoint keys stay `generator.*`; it shares the modules above.
+        self.__dict__["protector"] = BoundedProtector(generator, eps, self.classifier)
         self.robustifier = (
             Robustifier(jpeg_quality=jpeg_quality, jpeg_prob=jpeg_prob, resize_prob=resize_prob) if robust else None
         )
@@ -220,16 +222,21 @@ class ProtectorModule(LightningModule):
             return untargeted_ce_loss(logits, y, clean_logits, class_weights=weights)
         return topk_margin_loss(logits, y, k=self.top_k, kappa=self.kappa, class_weights=weights)
 
+    @property
+    def eps(self) -> float:
+        return self.protector.eps
+
     def _fidelity_penalty(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        reference = self.protector.reference(x)
         if self.hparams.fidelity == "l2":
-            return ((x_adv - x) / self.eps).pow(2).mean()  # 1.0 when every pixel uses the whole budget
-        return 1.0 - structural_similarity_index_measure(x_adv, x, data_range=1.0)
+            return ((x_adv - reference) / self.eps).pow(2).mean()  # 1.0 when every pixel uses the whole budget
+        return 1.0 - structural_similarity_index_measure(x_adv, reference, data_range=1.0)
 
     # ------------------------------------------------------------------ training
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Protect a batch: ``x_adv`` in [0, 1], float32, within ``eps`` of ``x``."""
-        return protect_batch(self.generator, x, self.eps, self.classifier)
+        """Protect a batch: ``x_adv`` in [0, 1], float32, within ``eps`` of the protector's reference."""
+        return self.protector(x)
 
     def _random_window(self, x: torch.Tensor) -> torch.Tensor:
         size = self.hparams.train_crop
@@ -320,7 +327,7 @@ class ProtectorModule(LightningModule):
         m["clean_top1_acc"].update((clean_logits.argmax(1) == y).float())
         m["psnr"].update(x_file, x)
         m["ssim"].update(x_file, x)
-        m["linf_max"].update((x_8bit - x).abs().amax() * 255)
+        m["linf_max"].update((x_8bit - self.protector.reference(x)).abs().amax() * 255)
         for name, metric in m.items():
             self.log(f"val/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "top1_fooled")
 
@@ -364,7 +371,7 @@ class ProtectorModule(LightningModule):
             return
         from torchvision.utils import make_grid
 
-        delta = ((x_8bit[:n] - x[:n]).abs() / self.eps).clamp(0, 1)  # white = the whole budget used
+        delta = ((x_8bit[:n] - self.protector.reference(x[:n])).abs() / self.eps).clamp(0, 1)  # white: all of it
         grid = make_grid(torch.cat([x[:n], x_file[:n], delta]).float().cpu(), nrow=n, padding=2)
         grid = to_uint8(grid)  # (H, W, 3) uint8: some wandb versions cast floats in [0, 1] to black
         caption = f"clean | protected (JPEG q{self.eval_jpeg_quality}) | |delta| / eps"

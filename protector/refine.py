@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from protector.generator import project_to_budget
 from protector.losses import topk_margin_loss
 from protector.robust import differentiable_jpeg
 
@@ -34,7 +35,8 @@ def refine(
     """Projected gradient steps from `x_init`, kept within `eps` of `x_clean` (L-inf).
 
     Args:
-        x_clean: clean photos in [0, 1].
+        x_clean: the photos the budget is measured from, in [0, 1]: the protector's
+            :meth:`~protector.generator.BoundedProtector.reference` (the clean photos).
         x_init: the generator's protected photos, within `eps` of `x_clean`.
         classifier: frozen model, RGB [0, 1] in, logits out.
         y: (B,) labels to push out of the top-k (the clean prediction for unlabelled photos).
@@ -63,5 +65,5 @@ def refine(
         with torch.no_grad():
             # The loss is the margin of the true label: descending it pushes the label out.
             x_adv = x_adv - step_size * grad.sign()
-            x_adv = torch.minimum(torch.maximum(x_adv, x_clean - eps), x_clean + eps).clamp(0, 1)
+            x_adv = project_to_budget(x_adv, x_clean, eps)
     return x_adv.detach()

@@ -455,3 +455,31 @@ def test_guided_protector_needs_the_classifier_and_uses_its_gradient(tmp_path, p
         margins[name] = total
     # Even untrained, the guided generator follows the classifier's gradient: a soft FGSM.
     assert margins["guided"] < margins["plain"]
+
+
+class _DimmedReference(BoundedProtector):
+    """A protector whose reference is not the input: stands in for an enhancement stage."""
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 0.5 + 0.25
+
+
+@pytest.mark.parametrize("tiled", [False, True])
+def test_budget_is_measured_from_the_protectors_reference(tmp_path, tiny_net_dir, tiled):
+    # Generator, refinement, tiling and the writer's delta all read the budget's centre from
+    # one place: with a reference far from the input, every output sits within eps of it.
+    folder = tmp_path / "in"
+    folder.mkdir()
+    save_image(folder / "p.png", natural_photo(200, 160, 3))
+    model = import_class("tiny_protect_net.TinyNet", tiny_net_dir)().eval()
+    torch.manual_seed(0)
+    protector = _DimmedReference(UNetGenerator(base_channels=8, depth=2), EPS).eval()
+    tiles = {"tile_max_pixels": 96 * 96, "tile": 96, "tile_overlap": 32, "tile_align": 4} if tiled else {}
+    options = ProtectOptions(output=tmp_path / "out", inputs=[folder], fmt="png", refine_steps=2, num_workers=0,
+                             progress=False, **tiles)
+    summary = protect(options, protector=protector, classifier=model)
+    assert summary.written == 1 and summary.max_delta_8bit <= round(EPS * 255)
+    written = to_tensor(read_photo(tmp_path / "out" / "p.png").pixels)[None]
+    clean = to_tensor(read_photo(folder / "p.png").pixels)[None]
+    assert (written - protector.reference(clean)).abs().max() <= EPS + 0.5 / 255
+    assert (written - clean).abs().max() > 0.1  # far from the input: the reference is what counts

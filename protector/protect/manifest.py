@@ -24,7 +24,8 @@ class ManifestRow:
     ``status`` is ``ok`` (protected and written now), ``skipped`` (its output was already
     there and was kept; it is still re-read and measured) or ``failed`` (``error`` says
     why). ``protected_top1`` is the classifier's prediction on the file as written,
-    decoded from disk. ``max_delta_8bit`` is max |written - input| in 8-bit levels.
+    decoded from disk. ``max_delta_8bit`` is max |written - reference| in 8-bit levels, the
+    reference being the photo the budget is measured from (the input itself today).
     """
 
     index: int

@@ -16,7 +16,8 @@ class ProtectPredictor(pl.LightningModule):
     """Protects each batch in one forward pass; the writer callback saves the results.
 
     ``predict_step`` returns ``x_adv`` (B, 3, H, W) float32 in [0, 1] (None when every
-    photo of the batch is already written and would be skipped) and, with a classifier,
+    photo of the batch is already written and would be skipped), ``reference`` (the photos
+    the budget is measured from, :meth:`BoundedProtector.reference`) and, with a classifier,
     ``clean_logits`` (B, num_classes) of the clean photos at full size. The classifier
     runs in float32 whatever the Trainer precision, as the organizers evaluate.
 
@@ -68,9 +69,10 @@ class ProtectPredictor(pl.LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         x = batch["image"]  # (B, 3, H, W)
-        out: dict[str, Any] = {"x_adv": None, "clean_logits": None}
+        out: dict[str, Any] = {"x_adv": None, "clean_logits": None, "reference": x}
         if x.shape[0] == 0:
             return out
+        out["reference"] = self.protector.reference(x)
         # A batch whose outputs all exist is not recomputed; a partly written one is
         # recomputed whole, so every photo is protected in the same batch as in an
         # uninterrupted run and its bytes are identical.
@@ -79,14 +81,14 @@ class ProtectPredictor(pl.LightningModule):
         if any(batch["write"]):
             out["x_adv"] = self.protector(x)
             if self.refine_steps and x.shape[-2] * x.shape[-1] <= self.tile_max_pixels:
-                out["x_adv"] = self._refine(x, out["x_adv"], out["clean_logits"])
+                out["x_adv"] = self._refine(out["reference"], out["x_adv"], out["clean_logits"])
         return out
 
-    def _refine(self, x: torch.Tensor, x_adv: torch.Tensor, clean_logits: torch.Tensor) -> torch.Tensor:
+    def _refine(self, reference: torch.Tensor, x_adv: torch.Tensor, clean_logits: torch.Tensor) -> torch.Tensor:
         # The label pushed out is the clean prediction: what the attack model would say of
         # the photo (on MEPP19test it is the true label by construction).
         y = clean_logits.argmax(1)
         eps = float(self.protector.protector.eps)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            return refine(x.float(), x_adv.float(), self.classifier, y, eps, self.refine_steps,
+        with torch.autocast(device_type=reference.device.type, enabled=False):
+            return refine(reference.float(), x_adv.float(), self.classifier, y, eps, self.refine_steps,
                           jpeg_quality=self.refine_quality)

@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from protector.generator import BoundedProtector
 from protector.images import MAX_PIXELS
 from protector.protect.datamodule import ProtectDataModule
 from protector.protect.manifest import MANIFEST_NAME, ManifestRow, remove_shards, write_manifest
@@ -195,14 +196,8 @@ def protect(
 
 def _give_guide_model(protector: nn.Module, classifier: nn.Module | None) -> None:
     """A gradient-guided protector takes its guide from the attack model: attach it, or refuse."""
-    if not getattr(protector, "guided", False) or getattr(protector, "classifier", None) is not None:
-        return
-    if classifier is None:
-        raise ValueError(
-            "this protector is gradient-guided (trained with generator guided: true): it needs the attack "
-            "model it was trained against; pass --classifier (e.g. --classifier resnet50)"
-        )
-    protector.classifier = classifier
+    if isinstance(protector, BoundedProtector):
+        protector.attach_classifier(classifier)
 
 
 def _predict(

@@ -16,7 +16,7 @@ class RunSummary:
         written: files protected and written by this run.
         skipped: outputs already present and kept (re-read and measured all the same).
         failed: inputs that produced no usable output.
-        max_delta_8bit: max |saved file - input| over all outputs, in 8-bit levels
+        max_delta_8bit: max |saved file - reference| over all outputs, in 8-bit levels
             (decoded from disk: includes JPEG error), None when nothing was measured.
         nan_count: NaN values the protector produced (those photos are not written).
         seconds: wall time of the protection pass.

@@ -6,8 +6,9 @@ pixels and are blended with linear ramps across the overlap, so no seam shows. T
 origins are multiples of `align` (the generator's total stride), so every tile sees
 the same stride phase as the whole image: away from the overlaps the tiled output
 equals the untiled one up to float rounding, as far as the generator's receptive field
-stays inside its tile. Blending protected images is a convex combination, so the
-L-inf budget and the [0, 1] range of the protector's outputs still hold exactly.
+stays inside its tile. The protector's reference photo (the one its budget is measured
+from) is tiled and blended the same way; blending is a convex combination, so the blended
+output stays within the budget around the blended reference, and in [0, 1].
 """
 
 from __future__ import annotations
@@ -138,7 +139,15 @@ class TiledProtector(nn.Module):
     def needs_tiling(self, height: int, width: int) -> bool:
         return height * width > self.max_pixels
 
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The photo the protector's budget is measured from (the input, for a protector without one)."""
+        reference = getattr(self.protector, "reference", None)
+        return self._whole_or_tiled(reference, x) if reference is not None else x.float()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._whole_or_tiled(self.protector, x)
+
+    def _whole_or_tiled(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         if not self.needs_tiling(*x.shape[-2:]):
-            return self.protector(x).float()
-        return tiled_apply(self.protector, x, self.tile, self.overlap, self.align)
+            return fn(x).float()
+        return tiled_apply(fn, x, self.tile, self.overlap, self.align)

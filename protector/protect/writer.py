@@ -77,7 +77,9 @@ class ProtectedImageWriter(BasePredictionWriter):
                 row.clean_top1 = int(clean_logits[k].argmax())
                 row.clean_top1_name = self._name(row.clean_top1)
             clean = to_uint8(batch["image"][k])  # (H, W, 3): exactly the decoded input
-            written = self._write_one(item, row, x_adv[k] if batch["write"][k] else None, batch["icc_profile"][k], clean)
+            reference = to_uint8(prediction["reference"][k])  # what the budget is measured from
+            written = self._write_one(item, row, x_adv[k] if batch["write"][k] else None, batch["icc_profile"][k],
+                                      clean, reference)
             if written is not None:
                 measured.append((row, written))
             self.rows.append(row)
@@ -95,6 +97,7 @@ class ProtectedImageWriter(BasePredictionWriter):
         x_adv: torch.Tensor | None,
         icc_profile: bytes | None,
         clean: np.ndarray,
+        reference: np.ndarray,
     ) -> np.ndarray | None:
         """Write (or keep) one output and re-read it; returns its pixels, None on failure."""
         target = self.plan.output_dir / item.output
@@ -128,7 +131,7 @@ class ProtectedImageWriter(BasePredictionWriter):
             )
             return None
         row.height, row.width = pixels.shape[:2]
-        row.max_delta_8bit = int(np.abs(pixels.astype(np.int16) - clean.astype(np.int16)).max())
+        row.max_delta_8bit = int(np.abs(pixels.astype(np.int16) - reference.astype(np.int16)).max())
         row.sha256 = sha256_file(target)
         return pixels
 
