@@ -1,14 +1,23 @@
-"""Untargeted margin losses (Carlini-Wagner style) for training the protector.
+"""What the protector minimizes: untargeted attack losses and image-fidelity terms.
 
-Minimizing them pushes the true class down the classifier's ranking. Each sample's term is
-clamped at ``-kappa``: a sample already beaten by a margin of ``kappa`` stops pulling, so
-the generator spends its capacity on images that are not yet protected.
+The margin losses (Carlini-Wagner style) push the true class down the classifier's ranking;
+each sample's term is clamped at ``-kappa``: a sample already beaten by a margin of ``kappa``
+stops pulling, so the generator spends its capacity on images that are not yet protected.
+The cross-entropy losses never stop pulling.
+
+The classes are the objects training and refinement are configured with (a YAML
+``class_path``); the functions are their arithmetic. A new objective is one
+:class:`AttackLoss` subclass.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torchmetrics.functional.image import structural_similarity_index_measure
 
 
 def margin_loss(
@@ -131,3 +140,129 @@ def untargeted_ce_loss(
         return per_sample.mean()
     weights = class_weights.to(per_sample.dtype)[y]
     return (weights * per_sample).sum() / weights.sum().clamp_min(torch.finfo(per_sample.dtype).tiny)
+
+
+class AttackLoss(nn.Module):
+    r"""An untargeted attack objective on the classifier's logits: lower means better protected.
+
+    Subclasses implement ``forward(logits, y, clean_logits=None, class_weights=None)`` and
+    set ``needs_clean_logits`` when they use the clean photo's logits (the training loop
+    then runs the classifier on the clean batch too).
+
+    Shape:
+        - logits, clean_logits: :math:`(B, C)`; y: :math:`(B,)` labels to move away from;
+          class_weights: :math:`(C,)` or None; output: scalar.
+    """
+
+    needs_clean_logits = False
+
+    def forward(
+        self,
+        logits: torch.Tensor,
+        y: torch.Tensor,
+        clean_logits: torch.Tensor | None = None,
+        class_weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class TopKMargin(AttackLoss):
+    r"""Push the label out of the top ``k``: :func:`topk_margin_loss` (``k = 1``: the top-1 margin).
+
+    Args:
+        k: rank the label must be pushed beyond. Default: 5.
+        kappa: margin in logit units beyond which a sample stops contributing. Default: 0.
+
+    Example::
+        >>> TopKMargin(k=2)(torch.tensor([[5.0, 4.0, 3.0, 2.0]]), torch.tensor([0]))
+        tensor(2.)
+    """
+
+    def __init__(self, k: int = 5, kappa: float = 0.0) -> None:
+        super().__init__()
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if kappa < 0:
+            raise ValueError(f"kappa must be >= 0 (a margin in logit units), got {kappa}")
+        self.k = int(k)
+        self.kappa = float(kappa)
+
+    def forward(self, logits, y, clean_logits=None, class_weights=None):
+        return topk_margin_loss(logits, y, k=self.k, kappa=self.kappa, class_weights=class_weights)
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}, kappa={self.kappa:g}"
+
+
+class UntargetedCE(AttackLoss):
+    r"""Raise the label's cross-entropy: :func:`untargeted_ce_loss`.
+
+    Args:
+        relativistic: CDA's relativistic form, the cross-entropy of the logits minus the clean
+            photo's logits. Default: False.
+
+    Example::
+        >>> UntargetedCE()(torch.tensor([[0.0, 0.0]]), torch.tensor([0]))
+        tensor(-0.6931)
+    """
+
+    def __init__(self, relativistic: bool = False) -> None:
+        super().__init__()
+        self.relativistic = bool(relativistic)
+        self.needs_clean_logits = self.relativistic
+
+    def forward(self, logits, y, clean_logits=None, class_weights=None):
+        if self.relativistic and clean_logits is None:
+            raise ValueError("the relativistic cross-entropy needs the clean photos' logits")
+        return untargeted_ce_loss(logits, y, clean_logits if self.relativistic else None, class_weights)
+
+    def extra_repr(self) -> str:
+        return f"relativistic={self.relativistic}"
+
+
+LossName = Literal["margin", "topk", "ce", "relativistic"]
+
+
+def attack_loss_by_name(name: LossName, top_k: int = 5, kappa: float = 0.0) -> AttackLoss:
+    """The loss a config's short name stands for (``top_k`` serves ``"topk"`` only)."""
+    losses = {
+        "margin": lambda: TopKMargin(1, kappa),
+        "topk": lambda: TopKMargin(top_k, kappa),
+        "ce": lambda: UntargetedCE(),
+        "relativistic": lambda: UntargetedCE(relativistic=True),
+    }
+    if name not in losses:
+        raise ValueError(f"loss must be one of {tuple(losses)} or an AttackLoss, got {name!r}")
+    return losses[name]()
+
+
+class FidelityTerm(nn.Module):
+    r"""A penalty on how far the protected photo is from its reference, 0 when identical.
+
+    ``forward(x_adv, reference, eps)``; shapes :math:`(B, 3, H, W)`, output scalar.
+    """
+
+    def forward(self, x_adv: torch.Tensor, reference: torch.Tensor, eps: float) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class L2Fidelity(FidelityTerm):
+    """Mean squared delta in units of ``eps**2``: 1.0 when every pixel uses the whole budget."""
+
+    def forward(self, x_adv, reference, eps):
+        return ((x_adv - reference) / eps).pow(2).mean()
+
+
+class SSIMFidelity(FidelityTerm):
+    """``1 - SSIM`` against the reference (torchmetrics' Gaussian-window SSIM)."""
+
+    def forward(self, x_adv, reference, eps):
+        return 1.0 - structural_similarity_index_measure(x_adv, reference, data_range=1.0)
+
+
+def fidelity_by_name(name: Literal["l2", "ssim"]) -> FidelityTerm:
+    """The fidelity term a config's short name stands for."""
+    terms = {"l2": L2Fidelity, "ssim": SSIMFidelity}
+    if name not in terms:
+        raise ValueError(f"fidelity must be one of {tuple(terms)} or a FidelityTerm, got {name!r}")
+    return terms[name]()

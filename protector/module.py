@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union
 
 import torch
 from pytorch_lightning import LightningModule
@@ -13,12 +13,18 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
-from torchmetrics.functional.image import structural_similarity_index_measure
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from protector.generator import BoundedProtector
 from protector.images import encode_photo, read_photo, to_tensor, to_uint8
-from protector.losses import topk_margin, topk_margin_loss, untargeted_ce_loss
+from protector.losses import (
+    AttackLoss,
+    FidelityTerm,
+    LossName,
+    attack_loss_by_name,
+    fidelity_by_name,
+    topk_margin,
+)
 from protector.robust import Robustifier
 
 
@@ -42,11 +48,14 @@ class ProtectorModule(LightningModule):
         generator: network returning a raw map the shape of its input (``UNetGenerator``).
         classifier: RGB [0, 1] in, logits out; frozen here.
         eps: L-inf budget, fraction of the [0, 1] range (2/255 = two 8-bit levels).
-        loss: ``"margin"`` (push the label out of the top-1), ``"topk"`` (out of the top-k),
-            ``"ce"`` (raise its cross-entropy) or ``"relativistic"`` (CDA's relativistic
-            cross-entropy against the clean photo's logits; one more classifier forward a step).
+        loss: an :class:`~protector.losses.AttackLoss` (e.g. ``TopKMargin(k, kappa)`` by
+            ``class_path``), or its short name: ``"margin"`` (push the label out of the top-1),
+            ``"topk"`` (out of the top-k), ``"ce"`` (raise its cross-entropy) or
+            ``"relativistic"`` (CDA's relativistic cross-entropy against the clean photo's
+            logits; one more classifier forward a step).
         top_k: k for ``loss="topk"``.
-        kappa: margin in logit units beyond which a sample stops contributing (>= 0).
+        kappa: margin in logit units beyond which a sample stops contributing (>= 0), for
+            the short names ``"margin"`` and ``"topk"``.
         label_source: label to push away: ``"truth"`` (the dataset label; all must be known),
             ``"predicted"`` (the classifier's prediction on the clean photo) or ``"auto"``
             (the dataset label where known, the clean prediction where it is -1).
@@ -61,7 +70,8 @@ class ProtectorModule(LightningModule):
         weight_decay: AdamW weight decay.
         scheduler: ``"cosine"`` (per step, over the whole fit), ``"onecycle"`` or ``"none"``.
         fidelity_weight: weight of the image-fidelity penalty (0 turns it off).
-        fidelity: ``"l2"`` (mean squared delta in units of eps^2) or ``"ssim"`` (1 - SSIM).
+        fidelity: a :class:`~protector.losses.FidelityTerm`, or ``"l2"`` (mean squared delta
+            in units of eps^2) or ``"ssim"`` (1 - SSIM), measured from the protector's reference.
         grid_images: images in the example grid logged to Weights & Biases each validation.
         train_crop: train on a random ``train_crop`` x ``train_crop`` window of each batch
             (None: whole images). Several times cheaper per step on a CPU; the generator is
@@ -77,7 +87,7 @@ class ProtectorModule(LightningModule):
         generator: nn.Module,
         classifier: nn.Module,
         eps: float = 2 / 255,
-        loss: Literal["margin", "topk", "ce", "relativistic"] = "topk",
+        loss: Union[LossName, AttackLoss] = "topk",
         top_k: int = 5,
         kappa: float = 1.0,
         label_source: Literal["truth", "predicted", "auto"] = "auto",
@@ -92,19 +102,19 @@ class ProtectorModule(LightningModule):
         weight_decay: float = 0.0,
         scheduler: Literal["cosine", "onecycle", "none"] = "cosine",
         fidelity_weight: float = 0.0,
-        fidelity: Literal["l2", "ssim"] = "l2",
+        fidelity: Union[Literal["l2", "ssim"], FidelityTerm] = "l2",
         grid_images: int = 8,
         train_crop: int | None = None,
     ) -> None:
         super().__init__()
         # Networks are not hyperparameters (LightningCLI stores their config on its own).
-        self.save_hyperparameters(ignore=["generator", "classifier"])
+        # Loss objects neither: their class_path is in the CLI's config.
+        objects = [name for name, value in (("loss", loss), ("fidelity", fidelity)) if isinstance(value, nn.Module)]
+        self.save_hyperparameters(ignore=["generator", "classifier", *objects])
         from protector.classifiers import FrozenClassifier  # the classifiers module is heavy
 
-        _check_choice("loss", loss, ("margin", "topk", "ce", "relativistic"))
         _check_choice("label_source", label_source, ("truth", "predicted", "auto"))
         _check_choice("scheduler", scheduler, ("cosine", "onecycle", "none"))
-        _check_choice("fidelity", fidelity, ("l2", "ssim"))
         if loss == "topk" and top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         if kappa < 0:
@@ -130,9 +140,8 @@ class ProtectorModule(LightningModule):
         self.robustifier = (
             Robustifier(jpeg_quality=jpeg_quality, jpeg_prob=jpeg_prob, resize_prob=resize_prob) if robust else None
         )
-        self.loss = loss
-        self.top_k = top_k if loss == "topk" else 1
-        self.kappa = float(kappa)
+        self.objective = loss if isinstance(loss, AttackLoss) else attack_loss_by_name(loss, top_k, kappa)
+        self.fidelity_term = fidelity if isinstance(fidelity, FidelityTerm) else fidelity_by_name(fidelity)
         self.label_source = label_source
         self.sensitive_ids = _read_sensitive_ids(sensitive_categories)
         self.sensitive_weight = float(sensitive_weight)
@@ -216,21 +225,13 @@ class ProtectorModule(LightningModule):
     def attack_loss(
         self, logits: torch.Tensor, y: torch.Tensor, clean_logits: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """The configured loss (margin clamped at -kappa, or CE) with the sensitive-class weights."""
+        """The configured objective with the sensitive-class weights."""
         weights = self._class_weights_for(logits.shape[1], logits.device)
-        if self.loss in ("ce", "relativistic"):
-            return untargeted_ce_loss(logits, y, clean_logits, class_weights=weights)
-        return topk_margin_loss(logits, y, k=self.top_k, kappa=self.kappa, class_weights=weights)
+        return self.objective(logits, y, clean_logits, class_weights=weights)
 
     @property
     def eps(self) -> float:
         return self.protector.eps
-
-    def _fidelity_penalty(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        reference = self.protector.reference(x)
-        if self.hparams.fidelity == "l2":
-            return ((x_adv - reference) / self.eps).pow(2).mean()  # 1.0 when every pixel uses the whole budget
-        return 1.0 - structural_similarity_index_measure(x_adv, reference, data_range=1.0)
 
     # ------------------------------------------------------------------ training
 
@@ -257,12 +258,12 @@ class ProtectorModule(LightningModule):
         x_seen = self.robustifier(x_adv) if self.robustifier is not None else x_adv
         logits = self.classifier(x_seen)  # (B, C)
         clean_logits = None
-        if self.loss == "relativistic":
+        if self.objective.needs_clean_logits:
             with torch.no_grad():
                 clean_logits = self.classifier(x)
         loss = self.attack_loss(logits, y, clean_logits)
         if self.hparams.fidelity_weight > 0:
-            loss = loss + self.hparams.fidelity_weight * self._fidelity_penalty(x_adv, x)
+            loss = loss + self.hparams.fidelity_weight * self.fidelity_term(x_adv, self.protector.reference(x), self.eps)
         self._stop_if_not_finite(loss)
         with torch.no_grad():
             fooled = (logits.argmax(dim=1) != y).float()

@@ -2,7 +2,8 @@
 
 The generator protects in one forward pass. Where the attack model is at hand and a few
 more passes are affordable (a GPU, or a handful of photos on a CPU), `refine` starts from
-the generator's photo and takes projected gradient steps on the same top-k margin loss,
+the generator's photo and takes projected gradient steps on an attack loss (by default the
+top-5 margin of the shipped configs),
 through a differentiable JPEG at the quality the file will be saved with, staying inside
 the same L-inf ball around the clean photo.
 
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from protector.generator import project_to_budget
-from protector.losses import topk_margin_loss
+from protector.losses import AttackLoss, TopKMargin
 from protector.robust import differentiable_jpeg
 
 
@@ -28,8 +29,7 @@ def refine(
     eps: float,
     steps: int = 2,
     step_size: float | None = None,
-    top_k: int = 5,
-    kappa: float = 2.0,
+    loss: AttackLoss | None = None,
     jpeg_quality: int | None = 90,
 ) -> torch.Tensor:
     """Projected gradient steps from `x_init`, kept within `eps` of `x_clean` (L-inf).
@@ -43,9 +43,9 @@ def refine(
         eps: budget as a fraction of the [0, 1] range.
         steps: gradient steps; 0 returns `x_init` unchanged.
         step_size: per-step size; default eps / 2.
-        top_k: the loss pushes the label out of the top `top_k`.
-        kappa: keep pushing until the label is this many logits below the k-th other
-            class, a margin that survives JPEG.
+        loss: what the steps descend; default ``TopKMargin(k=5, kappa=2.0)``: push the label
+            out of the top 5 until it is 2 logits below the 5th other class, a margin that
+            survives JPEG. A loss that needs the clean logits gets them at ``x_clean``.
         jpeg_quality: quality of the differentiable JPEG in the loop (None: no JPEG).
 
     Shape:
@@ -54,14 +54,18 @@ def refine(
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     step_size = eps / 2 if step_size is None else step_size
+    loss = TopKMargin(k=5, kappa=2.0) if loss is None else loss
     x_clean = x_clean.detach().float()
     x_adv = x_init.detach().float().clone()
+    clean_logits = None
+    if loss.needs_clean_logits and steps:
+        with torch.no_grad():
+            clean_logits = classifier(x_clean)
     for _ in range(steps):
         x_adv.requires_grad_(True)
         with torch.enable_grad():
             seen = x_adv if jpeg_quality is None else differentiable_jpeg(x_adv, jpeg_quality)
-            loss = topk_margin_loss(classifier(seen), y, k=top_k, kappa=kappa)
-            (grad,) = torch.autograd.grad(loss, x_adv)
+            (grad,) = torch.autograd.grad(loss(classifier(seen), y, clean_logits), x_adv)
         with torch.no_grad():
             # The loss is the margin of the true label: descending it pushes the label out.
             x_adv = x_adv - step_size * grad.sign()

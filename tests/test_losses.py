@@ -9,7 +9,18 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protector.losses import margin_loss, topk_margin, topk_margin_loss
+from protector.losses import (
+    L2Fidelity,
+    SSIMFidelity,
+    TopKMargin,
+    UntargetedCE,
+    attack_loss_by_name,
+    fidelity_by_name,
+    margin_loss,
+    topk_margin,
+    topk_margin_loss,
+    untargeted_ce_loss,
+)
 
 
 def test_margin_is_true_minus_best_other() -> None:
@@ -105,3 +116,42 @@ def test_untargeted_ce_loss_is_minus_the_cross_entropy_and_relativistic_ignores_
     assert relativistic.item() == pytest.approx(-F.cross_entropy(logits - clean, y).item())
     # Only the change from the clean logits counts: the clean photo itself scores log(1/C).
     assert untargeted_ce_loss(clean, y, clean_logits=clean).item() == pytest.approx(-math.log(10), abs=1e-6)
+
+
+def test_loss_objects_compute_what_their_functions_do() -> None:
+    torch.manual_seed(0)
+    logits, clean = torch.randn(6, 10), torch.randn(6, 10)
+    y = torch.randint(0, 10, (6,))
+    weights = torch.rand(10) + 0.5
+    assert torch.equal(TopKMargin(3, 1.0)(logits, y, class_weights=weights),
+                       topk_margin_loss(logits, y, k=3, kappa=1.0, class_weights=weights))
+    assert torch.equal(UntargetedCE()(logits, y, clean), untargeted_ce_loss(logits, y))  # clean logits unused
+    assert torch.equal(UntargetedCE(relativistic=True)(logits, y, clean), untargeted_ce_loss(logits, y, clean))
+    assert UntargetedCE(relativistic=True).needs_clean_logits and not TopKMargin().needs_clean_logits
+    with pytest.raises(ValueError, match="clean"):
+        UntargetedCE(relativistic=True)(logits, y)
+    with pytest.raises(ValueError, match="kappa"):
+        TopKMargin(kappa=-1.0)
+
+
+@pytest.mark.parametrize(("name", "expected"), [("margin", (1, 2.0)), ("topk", (4, 2.0))])
+def test_short_loss_names_build_the_margin_objects(name: str, expected: tuple[int, float]) -> None:
+    loss = attack_loss_by_name(name, top_k=4, kappa=2.0)
+    assert (loss.k, loss.kappa) == expected
+    assert attack_loss_by_name("relativistic").relativistic
+    with pytest.raises(ValueError, match="loss must be one of"):
+        attack_loss_by_name("hinge")
+
+
+def test_fidelity_terms_are_zero_at_the_reference_and_grow_with_the_delta() -> None:
+    torch.manual_seed(0)
+    reference = torch.rand(2, 3, 32, 32)
+    eps = 4 / 255
+    at_budget = (reference + eps).clamp(0, 1)
+    assert L2Fidelity()(reference, reference, eps) == 0
+    assert L2Fidelity()(reference + eps, reference, eps) == pytest.approx(1.0)
+    assert SSIMFidelity()(reference, reference, eps) == pytest.approx(0.0, abs=1e-6)
+    noisy = (reference + eps * torch.randn_like(reference).sign()).clamp(0, 1)
+    assert SSIMFidelity()(noisy, reference, eps) > SSIMFidelity()(at_budget, reference, eps) >= 0
+    with pytest.raises(ValueError, match="fidelity must be one of"):
+        fidelity_by_name("l1")

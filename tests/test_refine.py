@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from protector.losses import topk_margin
+from protector.losses import TopKMargin, UntargetedCE, topk_margin
 from protector.refine import refine
 
 
@@ -16,7 +16,8 @@ def test_refine_stays_in_budget_and_lowers_the_margin(tiny_classifier, jpeg_qual
     with torch.no_grad():
         y = tiny_classifier(x).argmax(1)
         before = topk_margin(tiny_classifier(x_init), y, k=5)
-    x_adv = refine(x, x_init, tiny_classifier, y, eps, steps=5, jpeg_quality=jpeg_quality, kappa=100.0)
+    x_adv = refine(x, x_init, tiny_classifier, y, eps, steps=5, jpeg_quality=jpeg_quality,
+                   loss=TopKMargin(k=5, kappa=100.0))
     assert x_adv.shape == x.shape and x_adv.dtype == torch.float32
     assert (x_adv - x).abs().max() <= eps + 1e-6
     assert 0 <= x_adv.min() and x_adv.max() <= 1
@@ -38,3 +39,16 @@ def test_classifier_gets_no_gradient(tiny_classifier):
     x = torch.rand(2, 3, 32, 32)
     refine(x, x.clone(), tiny_classifier.requires_grad_(False), torch.zeros(2, dtype=torch.long), 2 / 255, steps=2)
     assert all(p.grad is None for p in tiny_classifier.parameters())
+
+
+def test_refine_descends_the_loss_object_it_is_given(tiny_classifier):
+    # A loss that needs the clean logits (CDA's relativistic CE) gets them at the clean photo.
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        clean_logits = tiny_classifier(x)
+    y = clean_logits.argmax(1)
+    loss = UntargetedCE(relativistic=True)
+    x_adv = refine(x, x, tiny_classifier, y, 8 / 255, steps=3, loss=loss, jpeg_quality=None)
+    with torch.no_grad():
+        assert loss(tiny_classifier(x_adv), y, clean_logits) < loss(clean_logits, y, clean_logits)

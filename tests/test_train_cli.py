@@ -17,6 +17,7 @@ from pytorch_lightning.loggers import WandbLogger
 from protector.callbacks import ExportProtector
 from protector.commands.train import cli_main, run_lightning_cli
 from protector.export import load_protector
+from protector.losses import SSIMFidelity, TopKMargin
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -97,7 +98,19 @@ def test_checkpoint_and_model_settings_can_be_overridden(standin) -> None:
     cli = cli_main(args, run=False)
     assert cli.trainer.checkpoint_callback.monitor == "val/top5_fooled"
     assert cli.model.eps == pytest.approx(1 / 255, abs=1e-6)
-    assert cli.model.top_k == 1
+    assert cli.model.objective.k == 1  # "margin": the top-1 margin
+
+
+def test_loss_is_an_object_given_by_class_path(standin) -> None:
+    args = [
+        "--config", "configs/debug.yaml",
+        "--model.loss", "protector.losses.TopKMargin", "--model.loss.k", "3", "--model.loss.kappa", "1.5",
+        "--model.fidelity", "protector.losses.SSIMFidelity",
+    ]
+    cli = cli_main(args, run=False)
+    assert isinstance(cli.model.objective, TopKMargin)
+    assert (cli.model.objective.k, cli.model.objective.kappa) == (3, 1.5)
+    assert isinstance(cli.model.fidelity_term, SSIMFidelity)
 
 
 def test_bad_arguments_give_exit_codes(standin, capsys) -> None:
