@@ -15,7 +15,7 @@ from protector.export import save_protector
 
 
 class ExportProtector(Callback):
-    r"""After ``fit``, write the best generator as ``protector.pt`` (see :mod:`protector.export`).
+    r"""After ``fit``, write the best generator (and enhancer) as ``protector.pt`` (:mod:`protector.export`).
 
     "Best" is the checkpoint that the trainer's ``ModelCheckpoint`` ranked first (its
     ``monitor``, e.g. ``val/top1_fooled``, mode max). Without a best checkpoint (no
@@ -38,8 +38,10 @@ class ExportProtector(Callback):
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        generator = copy.deepcopy(pl_module.generator).cpu()
-        source, score, monitor = self._load_best(trainer, generator)
+        trained = {"generator": copy.deepcopy(pl_module.generator).cpu()}
+        if getattr(pl_module, "enhancer", None) is not None:
+            trained["enhancer"] = copy.deepcopy(pl_module.enhancer).cpu()
+        source, score, monitor = self._load_best(trainer, trained)
         path = Path(self.dirpath or trainer.default_root_dir) / self.filename
         meta = {
             "source": source,
@@ -50,21 +52,22 @@ class ExportProtector(Callback):
             "classifier": _describe(pl_module.classifier),
             "hparams": _plain(dict(pl_module.hparams)),
         }
-        save_protector(path, generator.eval(), float(pl_module.eps), meta=meta)
+        enhancer = trained["enhancer"].eval() if "enhancer" in trained else None
+        save_protector(path, trained["generator"].eval(), float(pl_module.eps), meta=meta, enhancer=enhancer)
         self.last_path = path
         rank_zero_info(f"protector written to {path} (from {source})")
 
     @staticmethod
-    def _load_best(trainer: Trainer, generator: torch.nn.Module) -> tuple[str, float | None, str | None]:
+    def _load_best(trainer: Trainer, trained: dict[str, torch.nn.Module]) -> tuple[str, float | None, str | None]:
         callback = trainer.checkpoint_callback
         best = getattr(callback, "best_model_path", "") if isinstance(callback, ModelCheckpoint) else ""
         if not best or not Path(best).is_file():
             rank_zero_warn("no best checkpoint to export (no validation or no monitor); writing the final generator")
             return "final weights", None, None
         checkpoint = torch.load(best, map_location="cpu", weights_only=True)
-        prefix = "generator."
-        state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-        generator.load_state_dict(state)
+        for name, module in trained.items():  # the checkpoint keys are the module's attribute names
+            prefix = f"{name}."
+            module.load_state_dict({k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)})
         score = callback.best_model_score
         return str(best), None if score is None else float(score), callback.monitor
 

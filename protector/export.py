@@ -1,8 +1,10 @@
 """`protector.pt`: the trained generator and its budget in one small file.
 
 The file is a plain dict of tensors, numbers and strings, so it loads with
-`torch.load(weights_only=True)`; no pickled class is ever executed. The generator class is
-looked up by name in an allow-list, never imported from a path stored in the file.
+`torch.load(weights_only=True)`; no pickled class is ever executed. The generator class (and
+the enhancer class of an appeal protector) is looked up by name in an allow-list, never
+imported from a path stored in the file. Files with an enhancer are version 2, so code that
+cannot apply the enhancer refuses them instead of silently skipping the edit.
 """
 
 from __future__ import annotations
@@ -16,14 +18,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from protector.enhance import ToneCurveEnhancer
 from protector.generator import BoundedProtector, UNetGenerator, check_eps
 from protector.images import write_atomic
 
 FORMAT_TAG = "protector"
 FORMAT_VERSION = 1
+ENHANCED_FORMAT_VERSION = 2  # version 1 plus an "enhancer" entry
 
-# Generator classes a protector file may name (the only code the file can select).
+# Classes a protector file may name (the only code the file can select).
 GENERATOR_CLASSES: dict[str, type[nn.Module]] = {"UNetGenerator": UNetGenerator}
+ENHANCER_CLASSES: dict[str, type[nn.Module]] = {"ToneCurveEnhancer": ToneCurveEnhancer}
 
 
 # What torch.load raises for random bytes, truncated zips, text files and pickles holding
@@ -41,6 +46,7 @@ def save_protector(
     eps: float,
     generator_init: dict[str, Any] | None = None,
     meta: dict[str, Any] | None = None,
+    enhancer: nn.Module | None = None,
 ) -> Path:
     """Write the generator's weights and the settings to rebuild it, atomically.
 
@@ -50,6 +56,7 @@ def save_protector(
         eps: L-inf budget as a fraction of the [0, 1] range.
         generator_init: constructor arguments; default ``generator.config``.
         meta: provenance (plain numbers/strings/lists/dicts), stored as is.
+        enhancer: the appeal stage (a class in ``ENHANCER_CLASSES``), or None.
 
     Returns:
         The path written.
@@ -63,16 +70,21 @@ def save_protector(
         )
     if generator_init is None:
         generator_init = dict(getattr(generator, "config", {}))
-    state = {key: value.detach().cpu().clone() for key, value in generator.state_dict().items()}
     payload = {
         "format": FORMAT_TAG,
         "version": FORMAT_VERSION,
         "generator_class": class_name,
         "generator_init": dict(generator_init),
         "eps": eps,
-        "state_dict": state,
+        "state_dict": _cpu_state(generator),
         "meta": dict(meta or {}),
     }
+    if enhancer is not None:
+        name = type(enhancer).__name__
+        if ENHANCER_CLASSES.get(name) is not type(enhancer):
+            raise TypeError(f"cannot export a {type(enhancer).__qualname__}: known enhancers {sorted(ENHANCER_CLASSES)}")
+        payload["version"] = ENHANCED_FORMAT_VERSION
+        payload["enhancer"] = {"class": name, "init": dict(enhancer.config), "state_dict": _cpu_state(enhancer)}
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     path = Path(path)
@@ -98,9 +110,25 @@ def load_protector(path: str | Path, map_location: str | torch.device = "cpu") -
         generator.load_state_dict(payload["state_dict"])
     except RuntimeError as err:
         raise ProtectorFileError(f"{path}: weights do not match the stored generator settings ({err})") from None
-    protector = BoundedProtector(generator, payload["eps"]).eval()
+    protector = BoundedProtector(generator, payload["eps"], enhancer=_load_enhancer(path, payload)).eval()
     protector.meta = payload["meta"]
     return protector
+
+
+def _load_enhancer(path: str | Path, payload: dict[str, Any]) -> nn.Module | None:
+    stored = payload.get("enhancer")
+    if stored is None:
+        return None
+    try:
+        enhancer = ENHANCER_CLASSES[stored["class"]](**stored["init"])
+        enhancer.load_state_dict(stored["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise ProtectorFileError(f"{path}: the stored enhancer cannot be rebuilt ({type(err).__name__}: {err})") from None
+    return enhancer
+
+
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.detach().cpu().clone() for key, value in module.state_dict().items()}
 
 
 def read_protector_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -115,10 +143,13 @@ def read_protector_file(path: str | Path, map_location: str | torch.device = "cp
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_TAG:
         hint = " (looks like a Lightning checkpoint; use its run's protector.pt)" if _is_lightning(payload) else ""
         raise ProtectorFileError(f"{path}: not a protector file: missing format tag {FORMAT_TAG!r}{hint}")
-    if payload.get("version") != FORMAT_VERSION:
+    if payload.get("version") not in (FORMAT_VERSION, ENHANCED_FORMAT_VERSION):
         raise ProtectorFileError(
-            f"{path}: protector file version {payload.get('version')!r}; this code reads version {FORMAT_VERSION}"
+            f"{path}: protector file version {payload.get('version')!r}; this code reads versions "
+            f"{FORMAT_VERSION} and {ENHANCED_FORMAT_VERSION}"
         )
+    if (payload["version"] == ENHANCED_FORMAT_VERSION) != isinstance(payload.get("enhancer"), dict):
+        raise ProtectorFileError(f"{path}: version {payload['version']} file with a wrong or missing enhancer entry")
     missing = [k for k in ("generator_class", "generator_init", "eps", "state_dict") if k not in payload]
     if missing:
         raise ProtectorFileError(f"{path}: protector file lacks {missing}")

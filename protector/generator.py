@@ -291,9 +291,11 @@ class BoundedProtector(nn.Module):
     r"""Generator plus budget: the one owner of "protect a photo".
 
     Contract: ``|forward(x) - reference(x)| <= eps`` elementwise, output in [0, 1], float32.
-    ``reference(x)`` is the photo the budget is measured from: the input itself today; an
-    enhancement stage would make it the enhanced photo. Everything that enforces or measures
-    the budget (refinement, the writer's delta, training metrics) asks this object for it.
+    ``reference(x)`` is the photo the budget is measured from: the photo the user publishes,
+    i.e. the input, or the enhanced input when the protector has an ``enhancer`` (an appeal
+    stage, :class:`protector.enhance.ToneCurveEnhancer`). Everything that enforces or
+    measures the budget (refinement, tiling, the writer's delta, training metrics) asks this
+    object for it.
 
     Args:
         generator: network returning a raw map the shape of its input.
@@ -301,6 +303,8 @@ class BoundedProtector(nn.Module):
         classifier: the attack model, needed (only) by a guided generator, which is fed its
             gradient (:mod:`protector.guidance`). Can be attached later
             (:meth:`attach_classifier`).
+        enhancer: optional image-to-image edit applied before the perturbation; its output is
+            the reference. None: the reference is the input.
 
     Shape:
         - Input: :math:`(B, 3, H, W)` in [0, 1]; Output: the same.
@@ -312,11 +316,18 @@ class BoundedProtector(nn.Module):
         True
     """
 
-    def __init__(self, generator: nn.Module, eps: float, classifier: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        generator: nn.Module,
+        eps: float,
+        classifier: nn.Module | None = None,
+        enhancer: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.generator = generator
         self.eps = check_eps(eps)
         self.classifier = classifier
+        self.enhancer = enhancer
 
     @property
     def guided(self) -> bool:
@@ -330,15 +341,19 @@ class BoundedProtector(nn.Module):
                 self.classifier = classifier
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
-        """The photo the budget is measured from (the input itself)."""
-        return x
+        """The photo the budget is measured from: the enhanced input, or the input itself."""
+        return x if self.enhancer is None else self.enhancer(x)
 
     def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Bring ``x_adv`` back within the budget around ``reference(x)`` (and [0, 1])."""
         return project_to_budget(x_adv, self.reference(x), self.eps)
 
+    def perturb(self, reference: torch.Tensor) -> torch.Tensor:
+        """The protected photo for an already computed ``reference(x)`` (e.g. a window of it)."""
+        return protect_batch(self.generator, reference, self.eps, self.classifier)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return protect_batch(self.generator, self.reference(x), self.eps, self.classifier)
+        return self.perturb(self.reference(x))
 
     def extra_repr(self) -> str:
         return f"eps={self.eps:.6g} ({self.eps * 255:.3g}/255)"

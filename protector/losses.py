@@ -266,3 +266,51 @@ def fidelity_by_name(name: Literal["l2", "ssim"]) -> FidelityTerm:
     if name not in terms:
         raise ValueError(f"fidelity must be one of {tuple(terms)} or a FidelityTerm, got {name!r}")
     return terms[name]()
+
+
+class NimaAppeal(nn.Module):
+    r"""Appeal of an edit: minus its NIMA mean score, plus a penalty on colour casts.
+
+    The edited photo goes through the project's NIMA port (:mod:`protector.nima`, frozen,
+    its preprocessing differentiable). The naturalness term penalizes a tint: the part of
+    the shift of the channel means that differs between channels, squared, in units of 10
+    8-bit levels (one channel 10 levels off the others costs about 1). A tone edit may
+    brighten or add contrast, but should not colour the photo.
+
+    Args:
+        weights: NIMA weights file (``weights_mobilenet_aesthetic_0.07.hdf5``).
+        weight: weight of the NIMA term (per NIMA point).
+        colour_weight: weight of the colour-cast penalty.
+        preprocess: NIMA's preprocessing (``"idealo"``: 224 x 224 nearest, or ``"native"``).
+
+    Shape:
+        - edited, photo: :math:`(B, 3, H, W)` in [0, 1]; output: (scalar loss, (B,) NIMA means).
+    """
+
+    def __init__(self, weights: str, weight: float = 1.0, colour_weight: float = 1.0, preprocess: str = "idealo"):
+        super().__init__()
+        from protector.nima import load_nima  # h5py and the port load only when appeal is trained
+
+        if weight < 0 or colour_weight < 0:
+            raise ValueError(f"weights must be >= 0, got weight={weight}, colour_weight={colour_weight}")
+        self.nima = load_nima(weights, preprocess=preprocess)
+        self.weight = float(weight)
+        self.colour_weight = float(colour_weight)
+
+    def train(self, mode: bool = True) -> NimaAppeal:
+        super().train(mode)
+        self.nima.eval()  # frozen: BatchNorm statistics never move
+        return self
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """NIMA mean score per photo, (B,)."""
+        from protector.nima import nima_scores
+
+        return nima_scores(self.nima(x.float()))[0]
+
+    def forward(self, edited: torch.Tensor, photo: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = self.scores(edited)
+        shift = (edited.float() - photo.float()).mean(dim=(2, 3)) * 25.5  # (B, 3), in units of 10 levels
+        cast = (shift - shift.mean(dim=1, keepdim=True)).pow(2).sum(dim=1)
+        loss = -self.weight * scores.mean() + self.colour_weight * cast.mean()
+        return loss, scores.detach()

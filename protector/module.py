@@ -21,6 +21,7 @@ from protector.losses import (
     AttackLoss,
     FidelityTerm,
     LossName,
+    NimaAppeal,
     attack_loss_by_name,
     fidelity_by_name,
     topk_margin,
@@ -76,6 +77,12 @@ class ProtectorModule(LightningModule):
         train_crop: train on a random ``train_crop`` x ``train_crop`` window of each batch
             (None: whole images). Several times cheaper per step on a CPU; the generator is
             fully convolutional, so it still protects whole photos. Validation is never cropped.
+        enhancer: an appeal stage trained with the generator
+            (:class:`~protector.enhance.ToneCurveEnhancer`): the perturbation is added around
+            the enhanced photo. It sees whole photos (a global edit), the attack the window.
+        appeal: the enhancer's objective (:class:`~protector.losses.NimaAppeal`), on the
+            whole enhanced photo; validation then also logs ``val/nima_change`` (saved file
+            against the clean photo saved the same way).
 
     Example::
         >>> module = ProtectorModule(UNetGenerator(), Places365Classifier("resnet50", ckpt), eps=2 / 255)  # doctest: +SKIP
@@ -105,12 +112,14 @@ class ProtectorModule(LightningModule):
         fidelity: Union[Literal["l2", "ssim"], FidelityTerm] = "l2",
         grid_images: int = 8,
         train_crop: int | None = None,
+        enhancer: nn.Module | None = None,
+        appeal: NimaAppeal | None = None,
     ) -> None:
         super().__init__()
         # Networks are not hyperparameters (LightningCLI stores their config on its own).
         # Loss objects neither: their class_path is in the CLI's config.
         objects = [name for name, value in (("loss", loss), ("fidelity", fidelity)) if isinstance(value, nn.Module)]
-        self.save_hyperparameters(ignore=["generator", "classifier", *objects])
+        self.save_hyperparameters(ignore=["generator", "classifier", "enhancer", "appeal", *objects])
         from protector.classifiers import FrozenClassifier  # the classifiers module is heavy
 
         _check_choice("label_source", label_source, ("truth", "predicted", "auto"))
@@ -131,12 +140,16 @@ class ProtectorModule(LightningModule):
             raise ValueError(f"grid_images must be >= 0, got {grid_images}")
         if train_crop is not None and train_crop < 16:
             raise ValueError(f"train_crop must be >= 16 pixels or None, got {train_crop}")
+        if (enhancer is None) != (appeal is None):
+            raise ValueError("an enhancer is trained by an appeal objective: give both enhancer and appeal, or neither")
 
         self.generator = generator
         self.classifier = FrozenClassifier(classifier)
         # "Protect a photo" (budget, reference photo, guide) has one owner. Kept out of the
         # module tree so checkpoint keys stay `generator.*`; it shares the modules above.
-        self.__dict__["protector"] = BoundedProtector(generator, eps, self.classifier)
+        self.enhancer = enhancer
+        self.appeal = appeal
+        self.__dict__["protector"] = BoundedProtector(generator, eps, self.classifier, enhancer)
         self.robustifier = (
             Robustifier(jpeg_quality=jpeg_quality, jpeg_prob=jpeg_prob, resize_prob=resize_prob) if robust else None
         )
@@ -157,6 +170,7 @@ class ProtectorModule(LightningModule):
                 "psnr": PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3)),  # mean of per-image PSNR
                 "ssim": StructuralSimilarityIndexMeasure(data_range=1.0),
                 "linf_max": MaxMetric(),  # in 8-bit levels
+                **({"nima_change": MeanMetric()} if appeal is not None else {}),
             }
         )
         self.train_fooled = MeanMetric()
@@ -165,8 +179,10 @@ class ProtectorModule(LightningModule):
         self._class_weights: torch.Tensor | None = None
         self._clean_predictions: dict[str, int] = {}  # photo name -> clean top-1, see _train_labels
         self._gradient_checked = False
-        # Checkpoints hold the generator only; on_load_checkpoint puts the classifier back.
-        self._classifier_prefix = "classifier."
+        # Checkpoints hold the trained networks only; on_load_checkpoint puts the frozen ones back.
+        self._frozen = {"classifier.": self.classifier}
+        if appeal is not None:
+            self._frozen["appeal."] = appeal
 
     # ------------------------------------------------------------------ labels and loss
 
@@ -250,20 +266,28 @@ class ProtectorModule(LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         y = self._train_labels(batch)
-        x = self._random_window(batch["image"])
+        photo = batch["image"]
+        reference = self.protector.reference(photo)  # the enhanced photo, or the photo itself
+        appeal_loss = None
+        if self.appeal is not None:
+            appeal_loss, nima = self.appeal(reference, photo)
+            self.log("train/nima", nima.mean(), on_step=True, on_epoch=True, batch_size=len(nima))
+        x = self._random_window(reference)
         if not self._gradient_checked:
             self._gradient_checked = True
-            self._warn_if_no_input_gradient(x, y)
-        x_adv = self(x)
+            self._warn_if_no_input_gradient(x.detach(), y)
+        x_adv = self.protector.perturb(x)
         x_seen = self.robustifier(x_adv) if self.robustifier is not None else x_adv
         logits = self.classifier(x_seen)  # (B, C)
         clean_logits = None
         if self.objective.needs_clean_logits:
             with torch.no_grad():
-                clean_logits = self.classifier(x)
+                clean_logits = self.classifier(x.detach())
         loss = self.attack_loss(logits, y, clean_logits)
         if self.hparams.fidelity_weight > 0:
-            loss = loss + self.hparams.fidelity_weight * self.fidelity_term(x_adv, self.protector.reference(x), self.eps)
+            loss = loss + self.hparams.fidelity_weight * self.fidelity_term(x_adv, x, self.eps)
+        if appeal_loss is not None:
+            loss = loss + appeal_loss
         self._stop_if_not_finite(loss)
         with torch.no_grad():
             fooled = (logits.argmax(dim=1) != y).float()
@@ -329,6 +353,8 @@ class ProtectorModule(LightningModule):
         m["psnr"].update(x_file, x)
         m["ssim"].update(x_file, x)
         m["linf_max"].update((x_8bit - self.protector.reference(x)).abs().amax() * 255)
+        if self.appeal is not None:
+            m["nima_change"].update(self.appeal.scores(x_file) - self.appeal.scores(clean_file))
         for name, metric in m.items():
             self.log(f"val/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "top1_fooled")
 
@@ -382,7 +408,8 @@ class ProtectorModule(LightningModule):
     # ------------------------------------------------------------------ optimizer, checkpoints
 
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.generator.parameters() if p.requires_grad]
+        trained = [self.generator] + ([self.enhancer] if self.enhancer is not None else [])
+        params = [p for module in trained for p in module.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the generator has no trainable parameters")
         optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
@@ -400,16 +427,17 @@ class ProtectorModule(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # The classifier is frozen and rebuilt from its own config; keeping a copy of a
-        # ResNet50 in every checkpoint would only cost disk.
+        # The classifier (and NIMA) are frozen and rebuilt from their own config; keeping a
+        # copy of a ResNet50 in every checkpoint would only cost disk.
         state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith(self._classifier_prefix)]:
+        for key in [k for k in state if k.startswith(tuple(self._frozen))]:
             del state[key]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["state_dict"]
-        for key, value in self.classifier.state_dict(prefix=self._classifier_prefix).items():
-            state.setdefault(key, value)
+        for prefix, module in self._frozen.items():
+            for key, value in module.state_dict(prefix=prefix).items():
+                state.setdefault(key, value)
 
 
 def jpeg_round_trip(x: torch.Tensor, quality: int) -> torch.Tensor:

@@ -79,7 +79,7 @@ class ProtectPredictor(pl.LightningModule):
         if self.classifier is not None:
             out["clean_logits"] = self.classify(x)
         if any(batch["write"]):
-            out["x_adv"] = self.protector(x)
+            out["x_adv"] = self.protector.perturb(out["reference"])
             if self.refine_steps and x.shape[-2] * x.shape[-1] <= self.tile_max_pixels:
                 out["x_adv"] = self._refine(out["reference"], out["x_adv"], out["clean_logits"])
         return out

@@ -7,8 +7,10 @@ origins are multiples of `align` (the generator's total stride), so every tile s
 the same stride phase as the whole image: away from the overlaps the tiled output
 equals the untiled one up to float rounding, as far as the generator's receptive field
 stays inside its tile. The protector's reference photo (the one its budget is measured
-from) is tiled and blended the same way; blending is a convex combination, so the blended
-output stays within the budget around the blended reference, and in [0, 1].
+from, e.g. the photo after a global enhancement) is computed on the whole photo, never per
+tile, so a global edit cannot differ between tiles; only the perturbation is tiled. Blending
+is a convex combination, so the blended output stays within the budget around the
+reference, and in [0, 1].
 """
 
 from __future__ import annotations
@@ -140,12 +142,18 @@ class TiledProtector(nn.Module):
         return height * width > self.max_pixels
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
-        """The photo the protector's budget is measured from (the input, for a protector without one)."""
+        """The photo the protector's budget is measured from, on the whole photo (the input
+        itself for a protector without a reference)."""
         reference = getattr(self.protector, "reference", None)
-        return self._whole_or_tiled(reference, x) if reference is not None else x.float()
+        return reference(x).float() if reference is not None else x.float()
+
+    def perturb(self, reference: torch.Tensor) -> torch.Tensor:
+        """The protected photo around an already computed ``reference(x)``, tiled if large."""
+        perturb = getattr(self.protector, "perturb", self.protector)
+        return self._whole_or_tiled(perturb, reference)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._whole_or_tiled(self.protector, x)
+        return self.perturb(self.reference(x))
 
     def _whole_or_tiled(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         if not self.needs_tiling(*x.shape[-2:]):

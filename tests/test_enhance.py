@@ -1,0 +1,147 @@
+"""The appeal stage: tone curves from a thumbnail, the budget around the enhanced photo, NIMA training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from protector.callbacks import ExportProtector
+from protector.enhance import ToneCurveEnhancer, apply_curves, curve_from_logits
+from protector.export import ProtectorFileError, load_protector, save_protector
+from protector.generator import BoundedProtector, UNetGenerator
+from protector.losses import NimaAppeal
+from protector.module import ProtectorModule
+from protector.protect.tiling import TiledProtector
+
+EPS = 4 / 255
+NIMA_FILE = "nima/weights_mobilenet_aesthetic_0.07.hdf5"
+
+
+def trained_enhancer(seed: int = 0) -> ToneCurveEnhancer:
+    """An enhancer whose curves are far from the identity (random head)."""
+    torch.manual_seed(seed)
+    enhancer = ToneCurveEnhancer(knots=8, thumbnail=32, width=4)
+    torch.nn.init.normal_(enhancer.head.weight, std=0.5)
+    torch.nn.init.normal_(enhancer.head.bias, std=0.5)
+    return enhancer.eval()
+
+
+def test_curves_are_monotone_from_black_to_white() -> None:
+    curves = curve_from_logits(torch.randn(5, 3, 16) * 3)
+    assert curves.shape == (5, 3, 17)
+    assert torch.all(curves[..., 1:] >= curves[..., :-1])
+    assert torch.allclose(curves[..., 0], torch.zeros(5, 3)) and torch.allclose(curves[..., -1], torch.ones(5, 3))
+    identity = curve_from_logits(torch.zeros(1, 1, 4))
+    assert torch.allclose(identity, torch.tensor([[[0.0, 0.25, 0.5, 0.75, 1.0]]]))
+
+
+def test_apply_curves_interpolates_between_knots() -> None:
+    curves = torch.tensor([[[0.0, 0.8, 1.0]]])  # brightens the shadows
+    x = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]).view(1, 1, 1, 5)
+    expected = torch.tensor([0.0, 0.4, 0.8, 0.9, 1.0]).view(1, 1, 1, 5)
+    assert torch.allclose(apply_curves(x, curves), expected)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (17, 250), (256, 256)])
+def test_enhancer_keeps_any_size_in_range_and_is_the_identity_untrained_or_at_strength_zero(size) -> None:
+    x = torch.rand(2, 3, *size)
+    assert torch.allclose(ToneCurveEnhancer()(x), x, atol=1e-6)
+    enhancer = trained_enhancer()
+    out = enhancer(x)
+    assert out.shape == x.shape and 0 <= out.min() and out.max() <= 1
+    assert (out - x).abs().max() > 0.01
+    enhancer.strength = 0.0
+    assert torch.equal(enhancer(x), x)
+    with pytest.raises(ValueError, match="strength"):
+        enhancer.strength = 1.5
+
+
+def test_the_edit_is_global_so_a_tiled_large_photo_has_no_seams() -> None:
+    # The same colour must map to the same colour everywhere in the photo, tiled or not.
+    left = torch.rand(1, 3, 300, 210)
+    x = torch.cat([left, left.flip(-1)], dim=-1)  # the right half mirrors the colours of the left
+    protector = BoundedProtector(UNetGenerator(base_channels=8, depth=2), EPS, enhancer=trained_enhancer()).eval()
+    tiled = TiledProtector(protector, max_pixels=128 * 128, tile=128, overlap=32, align=4)
+    with torch.no_grad():
+        reference = tiled.reference(x)
+        assert torch.allclose(reference, protector.enhancer(x))
+        assert torch.equal(reference[..., 210:], reference[..., :210].flip(-1))
+        out = tiled(x)
+    assert (out - reference).abs().max() <= EPS + 1e-6  # the budget is around the enhanced photo
+    assert (out - x).abs().max() > 2 * EPS
+
+
+def test_enhancer_travels_in_the_protector_file(tmp_path) -> None:
+    generator = UNetGenerator(base_channels=8, depth=2)
+    enhancer = trained_enhancer()
+    enhancer.strength = 0.5  # a protect-time setting: the file keeps the trained curves
+    path = save_protector(tmp_path / "appeal.pt", generator, EPS, enhancer=enhancer)
+    loaded = load_protector(path)
+    assert isinstance(loaded.enhancer, ToneCurveEnhancer) and loaded.enhancer.strength == 1.0
+    x = torch.rand(1, 3, 40, 56)
+    enhancer.strength = 1.0
+    with torch.no_grad():
+        assert torch.equal(loaded.reference(x), enhancer(x))
+        assert torch.equal(loaded(x), BoundedProtector(generator.eval(), EPS, enhancer=enhancer)(x))
+    plain = load_protector(save_protector(tmp_path / "plain.pt", generator, EPS))
+    assert plain.enhancer is None
+    payload = torch.load(path, weights_only=True)
+    del payload["enhancer"]
+    torch.save(payload, tmp_path / "broken.pt")
+    with pytest.raises(ProtectorFileError, match="enhancer"):
+        load_protector(tmp_path / "broken.pt")
+
+
+class _Photos(torch.utils.data.Dataset):
+    def __init__(self, n: int) -> None:
+        rng = np.random.default_rng(0)
+        base = rng.random((n, 3, 1, 1)) * 0.5 + 0.2  # flat-ish, dull photos: room to improve
+        self.images = torch.from_numpy(base + 0.1 * rng.random((n, 3, 64, 64))).float().clamp(0, 1)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.images[i], "label": torch.tensor(-1), "name": f"p{i}.png"}
+
+
+def test_appeal_training_moves_the_edit_up_the_nima_score(shared, tiny_classifier, tmp_path) -> None:
+    weights = shared.path(NIMA_FILE)
+    appeal = NimaAppeal(str(weights), weight=1.0, colour_weight=0.0)
+    photos = _Photos(8)
+    with torch.no_grad():
+        before = appeal.scores(photos.images).mean()
+    torch.manual_seed(0)
+    module = ProtectorModule(UNetGenerator(base_channels=8, depth=2), tiny_classifier, eps=EPS, lr=3e-2,
+                             label_source="predicted", grid_images=0, scheduler="none", robust=False,
+                             enhancer=ToneCurveEnhancer(knots=8, thumbnail=32, width=8), appeal=appeal)
+    export = ExportProtector(dirpath=str(tmp_path))
+    trainer = pl.Trainer(default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu", max_steps=12, callbacks=[export],
+                         enable_checkpointing=False)
+    trainer.fit(module, DataLoader(photos, batch_size=4, shuffle=True))
+    protector = load_protector(export.last_path)
+    with torch.no_grad():
+        enhanced = protector.reference(photos.images)
+        after = appeal.scores(enhanced).mean()
+    assert after > before + 0.05, (before, after)
+    assert not any(k.startswith("appeal.") for k in torch.load(export.last_path, weights_only=True)["state_dict"])
+
+
+def test_colour_penalty_charges_a_tint_not_a_brightening(shared) -> None:
+    appeal = NimaAppeal(str(shared.path(NIMA_FILE)), weight=0.0, colour_weight=1.0)
+    photo = torch.full((1, 3, 32, 32), 0.4)
+    brighter = photo + 10 / 255
+    tinted = photo.clone()
+    tinted[:, 0] += 10 / 255  # red 10 levels up
+    assert appeal(brighter, photo)[0].item() == pytest.approx(0.0, abs=1e-6)
+    # shift (1, 0, 0) in units of 10 levels; minus its mean (1/3): 4/9 + 1/9 + 1/9
+    assert appeal(tinted, photo)[0].item() == pytest.approx(2 / 3, rel=1e-3)
+
+
+def test_enhancer_and_appeal_come_together(tiny_classifier) -> None:
+    with pytest.raises(ValueError, match="enhancer and appeal"):
+        ProtectorModule(UNetGenerator(base_channels=8, depth=2), tiny_classifier, enhancer=ToneCurveEnhancer())
