@@ -145,3 +145,34 @@ def test_colour_penalty_charges_a_tint_not_a_brightening(shared) -> None:
 def test_enhancer_and_appeal_come_together(tiny_classifier) -> None:
     with pytest.raises(ValueError, match="enhancer and appeal"):
         ProtectorModule(UNetGenerator(base_channels=8, depth=2), tiny_classifier, enhancer=ToneCurveEnhancer())
+
+
+@pytest.mark.parametrize(("enhance", "strength"), [("auto", 1.0), ("auto", 0.5), ("off", 1.0)])
+def test_protect_applies_the_trained_edit_unless_told_otherwise(tmp_path, enhance, strength) -> None:
+    from PIL import Image
+
+    from protector.images import read_photo, to_tensor
+    from protector.protect.run import ProtectOptions, protect
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray((np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)).save(folder / "p.png")
+    torch.manual_seed(0)
+    path = save_protector(tmp_path / "appeal.pt", UNetGenerator(base_channels=8, depth=2), EPS, enhancer=trained_enhancer())
+    options = ProtectOptions(output=tmp_path / "out", inputs=[folder], fmt="png", num_workers=0, progress=False,
+                             enhance=enhance, enhance_strength=strength)
+    summary = protect(options, protector=load_protector(path))
+    assert summary.written == 1 and summary.max_delta_8bit <= round(EPS * 255)
+    photo = to_tensor(read_photo(folder / "p.png").pixels)[None]
+    written = to_tensor(read_photo(tmp_path / "out" / "p.png").pixels)[None]
+    edit = trained_enhancer()
+    edit.strength = strength if enhance == "auto" else 0.0
+    with torch.no_grad():
+        assert (written - edit(photo)).abs().max() <= EPS + 0.5 / 255
+
+
+def test_enhance_strength_out_of_range_is_refused(tmp_path) -> None:
+    from protector.protect.run import ProtectOptions
+
+    with pytest.raises(ValueError, match="--enhance-strength"):
+        ProtectOptions(output=tmp_path, inputs=[tmp_path], enhance_strength=1.5).check()

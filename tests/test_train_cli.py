@@ -17,7 +17,8 @@ from pytorch_lightning.loggers import WandbLogger
 from protector.callbacks import ExportProtector
 from protector.commands.train import cli_main, run_lightning_cli
 from protector.export import load_protector
-from protector.losses import SSIMFidelity, TopKMargin
+from protector.enhance import ToneCurveEnhancer
+from protector.losses import NimaAppeal, SSIMFidelity, TopKMargin
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -35,6 +36,16 @@ def standin(shared):
     for relative in ("standin/squeezenet_places.py", "standin/squeezenet_places365_bn.pt", "standin/images.tsv"):
         shared.path(relative)
     return shared
+
+
+def test_appeal_overlay_adds_an_enhancer_and_its_objective(standin) -> None:
+    shared_nima = standin.path("nima/weights_mobilenet_aesthetic_0.07.hdf5")
+    args = ["--config", "configs/standin.yaml", "--config", "configs/overlays/appeal.yaml",
+            "--model.appeal.init_args.weights", str(shared_nima), "--trainer.logger=false"]
+    cli = cli_main(args, run=False)
+    assert isinstance(cli.model.enhancer, ToneCurveEnhancer)
+    assert isinstance(cli.model.appeal, NimaAppeal)
+    assert cli.model.protector.enhancer is cli.model.enhancer
 
 
 @pytest.fixture

@@ -59,6 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "differentiable JPEG at --quality, within the same budget: stronger protection, "
                           "N extra classifier passes. Photos above --tile-max-pixels are not refined. Default: 0")
 
+    edit = parser.add_argument_group("appeal (protectors trained with an enhancer)")
+    edit.add_argument("--enhance", choices=("auto", "off"), default="auto",
+                      help="auto: apply the tone edit the protector was trained with (none if it has none); "
+                           "off: protect the photo as it is. Default: auto")
+    edit.add_argument("--enhance-strength", type=float, default=1.0, metavar="S",
+                      help="blend of the trained edit with the unedited photo, 0..1. Default: 1")
+
     run = parser.add_argument_group("devices and batching")
     run.add_argument("--batch-size", type=int, default=16, help="most photos per batch (same-size photos). Default: 16")
     run.add_argument("--max-batch-pixels", type=int, default=16 * 1024 * 1024,

@@ -51,6 +51,8 @@ class ProtectOptions:
     classifier_path: Path | None = None
     categories: Path | None = None
     refine_steps: int = 0
+    enhance: str = "auto"
+    enhance_strength: float = 1.0
     batch_size: int = 16
     max_batch_pixels: int = 16 * 1024 * 1024
     num_workers: int | None = None
@@ -83,6 +85,10 @@ class ProtectOptions:
             raise ValueError("--classifier-checkpoint needs --classifier (e.g. --classifier resnet50)")
         if self.refine_steps < 0:
             raise ValueError(f"--refine-steps must be >= 0, got {self.refine_steps}")
+        if self.enhance not in ("auto", "off"):
+            raise ValueError(f"--enhance must be auto or off, got {self.enhance!r}")
+        if not 0.0 <= self.enhance_strength <= 1.0:
+            raise ValueError(f"--enhance-strength must be in [0, 1], got {self.enhance_strength}")
 
 
 def default_workers() -> int:
@@ -167,6 +173,7 @@ def protect(
         protector, loaded_classifier = _load_networks(options)
         classifier = classifier if classifier is not None else loaded_classifier
     _give_guide_model(protector, classifier)
+    _set_enhancement(protector, options)
     if launch_rank() == 0:
         # Before any other rank can start writing: leftovers of a killed run go.
         plan.output_dir.mkdir(parents=True, exist_ok=True)
@@ -192,6 +199,17 @@ def protect(
         names = [row.output for row in manifest if row.status in ("ok", "skipped")]
         summary.zip_path = write_submission_zip(plan.output_dir / f"{options.run_code}.zip", plan.output_dir, names)
     return summary
+
+
+def _set_enhancement(protector: nn.Module, options: ProtectOptions) -> None:
+    """--enhance off drops the trained edit; --enhance-strength blends it with the photo."""
+    enhancer = getattr(protector, "enhancer", None)
+    if enhancer is None:
+        return
+    if options.enhance == "off":
+        protector.enhancer = None
+    else:
+        enhancer.strength = options.enhance_strength
 
 
 def _give_guide_model(protector: nn.Module, classifier: nn.Module | None) -> None:
