@@ -185,7 +185,7 @@ def protector_methods(name: str, protector: BoundedProtector, classifier, refine
     def refined(x, y):
         with torch.no_grad():
             x_init = protector(x)
-        return refine(x, x_init, classifier, y, eps, steps=refine_steps, jpeg_quality=quality)
+        return refine(protector.reference(x), x_init, classifier, y, eps, steps=refine_steps, jpeg_quality=quality)
 
     yield Method(f"{name} + refine{refine_steps}", "generator + refine", eps, refined, f"{queries}+{refine_steps}")
 

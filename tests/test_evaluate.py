@@ -239,3 +239,13 @@ def test_evaluate_command_writes_the_report(case, capsys):
     assert "75.0% → 50.0%" in printed and "42.11 dB" in printed
     for name in ("results.json", "summary.md", "report.html", "plots/accuracy.png"):
         assert (case["out"] / name).is_file()
+
+
+def test_brisque_scores_a_degraded_photo_worse(shared) -> None:
+    from protector.evaluation.quality import brisque_scores
+    from protector.images import read_photo
+
+    photo = read_photo(shared.path("standin/images/bsds500_100075.jpg")).pixels
+    noisy = np.clip(photo + np.random.default_rng(0).normal(0, 12, photo.shape), 0, 255).astype(np.uint8)
+    clean_score, noisy_score = brisque_scores([photo, noisy])
+    assert np.isfinite(clean_score) and noisy_score > clean_score + 5

@@ -1,0 +1,136 @@
+"""Appeal: the plain protector, the appeal protector, the edit alone and the JPEG control.
+
+Same photos and protocol as `bench/protection_table.py` (the held-out photos of
+`configs/standin.yaml` the stand-in is confident of and whose clean prediction survives
+JPEG; every output written as JPEG q90, read back, classified): top-1/top-5 fooled against
+the clean prediction, NIMA-MobileNet (idealo weights and preprocessing) mean and change
+against the original photo, BRISQUE (an independent no-reference score, lower is better),
+PSNR/SSIM against the original, seconds per photo. Also writes a gallery of a few photos:
+original | edit alone | appeal protector | plain protector.
+
+    python bench/appeal_table.py --plain runs/standin/protector.pt --appeal runs/appeal/protector.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+
+from protection_table import (  # noqa: E402
+    Method,
+    decode,
+    held_out_split,
+    measure,
+    nima_means,
+    no_grad,
+    select_eval_set,
+)
+
+from protector.classifier_spec import build_classifier  # noqa: E402
+from protector.classifiers import FrozenClassifier  # noqa: E402
+from protector.evaluation.quality import IMPLEMENTATION as BRISQUE_NAME  # noqa: E402
+from protector.evaluation.quality import brisque_scores  # noqa: E402
+from protector.export import load_protector  # noqa: E402
+from protector.nima import load_nima  # noqa: E402
+
+COLUMNS = ("method", "top1_fooled", "top5_fooled", "nima", "nima_change", "brisque", "psnr_db", "ssim", "s_per_image")
+
+
+def methods(plain, appeal, eps: float):
+    yield Method("JPEG control (no protection)", "control", eps, no_grad(lambda x: x), "0")
+    yield Method("edit alone (appeal enhancer, no perturbation)", "edit", eps, no_grad(appeal.enhancer), "0")
+    yield Method("plain protector", "plain", eps, no_grad(plain), "1" if plain.guided else "0")
+    yield Method("appeal protector", "appeal", eps, no_grad(appeal), "1" if appeal.guided else "0")
+
+
+def gallery(columns: dict[str, list[np.ndarray]], path: Path, count: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(columns)
+    fig, axes = plt.subplots(count, len(names), figsize=(2.6 * len(names), 2.6 * count))
+    for row in range(count):
+        for col, name in enumerate(names):
+            ax = axes[row, col]
+            ax.imshow(columns[name][row])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(name, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, pil_kwargs={"quality": 90})
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--plain", type=Path, required=True, help="protector.pt trained without an enhancer")
+    parser.add_argument("--appeal", type=Path, required=True, help="protector.pt trained with an enhancer")
+    parser.add_argument("--config", type=Path, default=REPO / "configs/standin.yaml")
+    parser.add_argument("--nima", type=Path, default=REPO.parent / "shared/nima/weights_mobilenet_aesthetic_0.07.hdf5")
+    parser.add_argument("--quality", type=int, default=90)
+    parser.add_argument("--min-confidence", type=float, default=0.3)
+    parser.add_argument("--gallery-photos", type=int, default=5)
+    parser.add_argument("--work", type=Path, default=REPO / "bench/out/appeal_files")
+    parser.add_argument("--out", type=Path, default=REPO / "bench/out/appeal_table.json")
+    parser.add_argument("--gallery", type=Path, default=REPO / "bench/plots/appeal_gallery.jpg")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+
+    classifier = FrozenClassifier(build_classifier("standin"))
+    datamodule = held_out_split(args.config)
+    photos = select_eval_set(classifier, decode(datamodule, datamodule.val_entries), args.quality, args.min_confidence)
+    print(f"evaluation set: {len(photos)} held-out photos (confident and JPEG-stable)", flush=True)
+    plain, appeal = load_protector(args.plain), load_protector(args.appeal)
+    if appeal.enhancer is None:
+        raise SystemExit(f"{args.appeal}: this protector has no enhancer")
+    if plain.eps != appeal.eps:
+        print(f"warning: budgets differ (plain {plain.eps * 255:.3g}/255, appeal {appeal.eps * 255:.3g}/255)")
+    for protector in (plain, appeal):
+        protector.attach_classifier(classifier)
+
+    nima = load_nima(args.nima)
+    originals = [pixels for _, pixels, _ in photos]
+    nima_before = nima_means(nima, originals)
+    rows, files = [], {"original": originals}
+    for method in methods(plain, appeal, appeal.eps):
+        row, saved = measure(method, classifier, photos, args.quality, args.work)
+        scores = nima_means(nima, saved)
+        row["nima"] = statistics.fmean(scores)
+        row["nima_change"] = statistics.fmean(a - b for a, b in zip(scores, nima_before))
+        row["brisque"] = statistics.fmean(brisque_scores(saved))
+        rows.append(row)
+        files[method.name.split(" (")[0]] = saved
+        print(" | ".join(f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in COLUMNS), flush=True)
+
+    result = {"n": len(photos), "nima": nima.name, "nima_before": statistics.fmean(nima_before),
+              "brisque_before": statistics.fmean(brisque_scores(originals)), "brisque": BRISQUE_NAME,
+              "eps_255": appeal.eps * 255, "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"original: NIMA {result['nima_before']:.3f}, BRISQUE {result['brisque_before']:.2f}")
+    print("| method | top-1 fooled | top-5 fooled | NIMA | NIMA change | BRISQUE | PSNR dB | SSIM | s/img |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['method']} | {r['top1_fooled']:.1%} | {r['top5_fooled']:.1%} | {r['nima']:.3f} | "
+              f"{r['nima_change']:+.3f} | {r['brisque']:.2f} | {r['psnr_db']:.2f} | {r['ssim']:.3f} | "
+              f"{r['s_per_image']:.3f} |")
+    shown = {name: pixels[: args.gallery_photos] for name, pixels in files.items() if name != "JPEG control"}
+    gallery(shown, args.gallery, args.gallery_photos)
+    print(f"gallery: {args.gallery}")
+
+
+if __name__ == "__main__":
+    main()
