@@ -46,13 +46,13 @@ def build_classifier(
         if checkpoint is None:
             raise ValueError(
                 f"classifier {spec!r} needs its checkpoint ({spec}_places365.pth.tar, see weights/README.md): "
-                "pass --checkpoint FILE; a network with random weights gives meaningless predictions"
+                "pass --classifier-checkpoint FILE; a network with random weights gives meaningless predictions"
             )
         model: nn.Module = Places365Classifier(spec, str(checkpoint), sha256=sha256, allow_unpinned=allow_unpinned)
     else:
         if checkpoint is not None:
             raise ValueError(
-                f"--checkpoint applies to the architectures {', '.join(ARCHITECTURES)}; "
+                f"--classifier-checkpoint applies to the architectures {', '.join(ARCHITECTURES)}; "
                 f"classifier {spec!r} loads its own weights"
             )
         class_path = STANDIN_CLASS_PATH if spec == "standin" else spec

@@ -26,7 +26,6 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", 
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 _FORMATS = {"jpeg": "JPEG", "jpg": "JPEG", "png": "PNG", "webp": "WEBP", "bmp": "BMP", "tiff": "TIFF", "tif": "TIFF"}
-EXTENSION_FOR_FORMAT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
 
 # The only decoders an input may reach, whatever its extension: Pillow would otherwise
 # also try EPS (handed to Ghostscript), PSD, ICO and dozens more on untrusted bytes. The

@@ -132,7 +132,15 @@ def test_architecture_without_checkpoint_is_refused(colour_case, capsys):
     argv = _argv(colour_case)
     argv[argv.index("tiny_colour_model.ColourModel")] = "resnet50"
     assert main(argv) == 2
-    assert "needs its checkpoint" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "needs its checkpoint" in error and "--classifier-checkpoint" in error
+
+
+@pytest.mark.parametrize("flag", ["--classifier-checkpoint", "--checkpoint"])
+def test_classifier_checkpoint_has_one_spelling_and_keeps_the_old_one(colour_case, capsys, flag):
+    # A class-path model loads its own weights: either spelling reaches the same refusal.
+    assert main([*_argv(colour_case), flag, str(colour_case["json"])]) == 2
+    assert "--classifier-checkpoint applies to the architectures" in capsys.readouterr().err
 
 
 def test_list_without_labels_explains_labels_option(tmp_path, colour_case, capsys):

@@ -21,7 +21,7 @@ from torch import nn
 DESCRIPTION = """\
 Measure clean top-1/top-5 accuracy of a Places365 classifier on a labelled image list.
 
-  protector accuracy --model resnet50 --checkpoint weights/resnet50_places365.pth.tar \\
+  protector accuracy --model resnet50 --classifier-checkpoint weights/resnet50_places365.pth.tar \\
       --sha256 HEX --list MEPP18val.csv --images val_256.tar
   protector accuracy --model standin --list ../shared/standin/images.tsv \\
       --images ../shared/standin/images
@@ -182,10 +182,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--model", required=True, metavar="MODEL",
-        help="resnet50, resnet18, densenet161, wideresnet18 (with --checkpoint), standin, or module.Class",
+        help="resnet50, resnet18, densenet161, wideresnet18 (with --classifier-checkpoint), standin, or module.Class",
     )
-    parser.add_argument("--checkpoint", type=Path, metavar="FILE", help="official <arch>_places365.pth.tar")
-    parser.add_argument("--sha256", help="expected sha256 of --checkpoint")
+    parser.add_argument("--classifier-checkpoint", "--checkpoint", dest="checkpoint", type=Path, metavar="FILE",
+                        help="official <arch>_places365.pth.tar")
+    parser.add_argument("--sha256", help="expected sha256 of --classifier-checkpoint")
     parser.add_argument("--allow-unpinned", action="store_true", help="accept a checkpoint with no sha256 to check")
     parser.add_argument(
         "--search-path", "--classifier-path", dest="search_path", type=Path, metavar="DIR",

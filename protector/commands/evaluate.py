@@ -34,10 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     models = parser.add_argument_group("models")
     models.add_argument("--classifier", required=True, metavar="SPEC",
-                        help="attack model: resnet50 (with --checkpoint), standin, or module.Class")
-    models.add_argument("--checkpoint", "--classifier-checkpoint", dest="checkpoint", type=Path, metavar="FILE",
+                        help="attack model: resnet50 (with --classifier-checkpoint), standin, or module.Class")
+    models.add_argument("--classifier-checkpoint", "--checkpoint", dest="checkpoint", type=Path, metavar="FILE",
                         help="checkpoint of the attack model, e.g. weights/resnet50_places365.pth.tar")
-    models.add_argument("--sha256", help="expected sha256 of --checkpoint")
+    models.add_argument("--sha256", help="expected sha256 of --classifier-checkpoint")
     models.add_argument("--allow-unpinned", action="store_true", help="accept checkpoints with no sha256 to check")
     models.add_argument("--classifier-path", type=Path, metavar="DIR", help="folder put on sys.path for module.Class specs")
     models.add_argument("--transfer", nargs="+", action="extend", default=[], metavar="SPEC[=CHECKPOINT]",
