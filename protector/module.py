@@ -145,10 +145,10 @@ class ProtectorModule(LightningModule):
 
         self.generator = generator
         self.classifier = FrozenClassifier(classifier)
-        # "Protect a photo" (budget, reference photo, guide) has one owner. Kept out of the
-        # module tree so checkpoint keys stay `generator.*`; it shares the modules above.
         self.enhancer = enhancer
         self.appeal = appeal
+        # "Protect a photo" (budget, reference photo, guide) has one owner. Kept out of the
+        # module tree so checkpoint keys stay `generator.*`; it shares the modules above.
         self.__dict__["protector"] = BoundedProtector(generator, eps, self.classifier, enhancer)
         self.robustifier = (
             Robustifier(jpeg_quality=jpeg_quality, jpeg_prob=jpeg_prob, resize_prob=resize_prob) if robust else None
