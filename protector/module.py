@@ -83,6 +83,9 @@ class ProtectorModule(LightningModule):
         appeal: the enhancer's objective (:class:`~protector.losses.NimaAppeal`), on the
             whole enhanced photo; validation then also logs ``val/nima_change`` (saved file
             against the clean photo saved the same way).
+        enhancer_lr: AdamW learning rate of the enhancer (None: ``lr``). Its head starts at
+            zero (the identity edit) and its gradient comes through NIMA, far weaker than the
+            attack's gradient on the generator.
 
     Example::
         >>> module = ProtectorModule(UNetGenerator(), Places365Classifier("resnet50", ckpt), eps=2 / 255)  # doctest: +SKIP
@@ -114,6 +117,7 @@ class ProtectorModule(LightningModule):
         train_crop: int | None = None,
         enhancer: nn.Module | None = None,
         appeal: NimaAppeal | None = None,
+        enhancer_lr: float | None = None,
     ) -> None:
         super().__init__()
         # Networks are not hyperparameters (LightningCLI stores their config on its own).
@@ -132,6 +136,8 @@ class ProtectorModule(LightningModule):
             raise ValueError(f"sensitive_weight must be > 0, got {sensitive_weight}")
         if not 1 <= eval_jpeg_quality <= 100:
             raise ValueError(f"eval_jpeg_quality must be in 1..100, got {eval_jpeg_quality}")
+        if enhancer_lr is not None and enhancer_lr <= 0:
+            raise ValueError(f"enhancer_lr must be > 0 or None, got {enhancer_lr}")
         if lr <= 0 or weight_decay < 0:
             raise ValueError(f"need lr > 0 and weight_decay >= 0, got lr={lr}, weight_decay={weight_decay}")
         if fidelity_weight < 0:
@@ -408,11 +414,14 @@ class ProtectorModule(LightningModule):
     # ------------------------------------------------------------------ optimizer, checkpoints
 
     def configure_optimizers(self) -> Any:
-        trained = [self.generator] + ([self.enhancer] if self.enhancer is not None else [])
-        params = [p for module in trained for p in module.parameters() if p.requires_grad]
+        lr = self.hparams.lr
+        params = [p for p in self.generator.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the generator has no trainable parameters")
-        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        groups = [{"params": params, "lr": lr}]
+        if self.enhancer is not None:
+            groups.append({"params": list(self.enhancer.parameters()), "lr": self.hparams.enhancer_lr or lr})
+        optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=self.hparams.weight_decay)
         if self.hparams.scheduler == "none":
             return optimizer
         total_steps = self.trainer.estimated_stepping_batches
@@ -423,7 +432,9 @@ class ProtectorModule(LightningModule):
         if self.hparams.scheduler == "cosine":
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
         else:
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.hparams.lr, total_steps=total_steps)
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=[group["lr"] for group in groups], total_steps=total_steps
+            )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

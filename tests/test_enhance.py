@@ -176,3 +176,12 @@ def test_enhance_strength_out_of_range_is_refused(tmp_path) -> None:
 
     with pytest.raises(ValueError, match="--enhance-strength"):
         ProtectOptions(output=tmp_path, inputs=[tmp_path], enhance_strength=1.5).check()
+
+
+def test_enhancer_has_its_own_learning_rate(shared, tiny_classifier) -> None:
+    appeal = NimaAppeal(str(shared.path(NIMA_FILE)))
+    module = ProtectorModule(UNetGenerator(base_channels=8, depth=2), tiny_classifier, lr=1e-3, scheduler="none",
+                             enhancer=ToneCurveEnhancer(), appeal=appeal, enhancer_lr=3e-2)
+    generator_group, enhancer_group = module.configure_optimizers().param_groups
+    assert generator_group["lr"] == 1e-3 and enhancer_group["lr"] == 3e-2
+    assert {id(p) for p in enhancer_group["params"]} == {id(p) for p in module.enhancer.parameters()}
