@@ -8,7 +8,9 @@ photo costs one thumbnail pass plus a per-pixel lookup, and tiling cannot make s
 
 Curves are monotone and keep black and white where they are (a curve runs from 0 to 1 in
 non-negative steps), the edit of photo editors' "curves" tool; ``strength`` blends each curve
-with the identity, so 0 returns the photo unchanged.
+with the identity, so 0 returns the photo unchanged. The edited photo is rounded to 8-bit
+levels (straight-through in training), as the photo a user publishes is: a budget of k/255
+around it then holds exactly in the 8-bit file.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from protector.robust import quantize_8bit_ste
 
 
 def curve_from_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -63,12 +67,13 @@ class ToneCurveEnhancer(nn.Module):
             after training (``protect --enhance-strength``). Default: 1.
 
     Shape:
-        - Input: :math:`(B, 3, H, W)` in [0, 1], any size; Output: the same, float32, in [0, 1].
+        - Input: :math:`(B, 3, H, W)` in [0, 1], any size; Output: the same, float32, in [0, 1],
+          on the 8-bit grid.
 
     Example::
         >>> enhancer = ToneCurveEnhancer()
-        >>> x = torch.rand(2, 3, 37, 50)
-        >>> torch.allclose(enhancer(x), x, atol=1e-6)  # untrained: the identity
+        >>> x = torch.randint(0, 256, (2, 3, 37, 50)) / 255  # an 8-bit photo
+        >>> torch.equal(enhancer(x), x)  # untrained: the identity
         True
     """
 
@@ -119,7 +124,7 @@ class ToneCurveEnhancer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.strength == 0.0:
             return x.float()
-        return apply_curves(x, self.curves(x))
+        return quantize_8bit_ste(apply_curves(x, self.curves(x)))
 
     def extra_repr(self) -> str:
         return f"knots={self.knots}, thumbnail={self.thumbnail}, strength={self.strength:g}"

@@ -278,7 +278,9 @@ class ProtectorModule(LightningModule):
         if self.appeal is not None:
             appeal_loss, nima = self.appeal(reference, photo)
             self.log("train/nima", nima.mean(), on_step=True, on_epoch=True, batch_size=len(nima))
-        x = self._random_window(reference)
+        # The edit learns from the appeal objective only: the attack works around whatever
+        # photo the user publishes (its gradient would otherwise bend the edit to fool).
+        x = self._random_window(reference.detach())
         if not self._gradient_checked:
             self._gradient_checked = True
             self._warn_if_no_input_gradient(x.detach(), y)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import pytorch_lightning as pl
@@ -47,11 +49,12 @@ def test_apply_curves_interpolates_between_knots() -> None:
 
 @pytest.mark.parametrize("size", [(1, 1), (17, 250), (256, 256)])
 def test_enhancer_keeps_any_size_in_range_and_is_the_identity_untrained_or_at_strength_zero(size) -> None:
-    x = torch.rand(2, 3, *size)
-    assert torch.allclose(ToneCurveEnhancer()(x), x, atol=1e-6)
+    x = torch.randint(0, 256, (2, 3, *size)) / 255  # a decoded 8-bit photo
+    assert torch.equal(ToneCurveEnhancer()(x), x)
     enhancer = trained_enhancer()
     out = enhancer(x)
     assert out.shape == x.shape and 0 <= out.min() and out.max() <= 1
+    assert torch.equal(out, torch.round(out * 255) / 255)  # the published photo is 8-bit
     assert (out - x).abs().max() > 0.01
     enhancer.strength = 0.0
     assert torch.equal(enhancer(x), x)
@@ -185,3 +188,20 @@ def test_enhancer_has_its_own_learning_rate(shared, tiny_classifier) -> None:
     generator_group, enhancer_group = module.configure_optimizers().param_groups
     assert generator_group["lr"] == 1e-3 and enhancer_group["lr"] == 3e-2
     assert {id(p) for p in enhancer_group["params"]} == {id(p) for p in module.enhancer.parameters()}
+
+
+def test_the_attack_does_not_bend_the_edit(shared, tiny_classifier, tmp_path) -> None:
+    # With the appeal objective switched off, training must leave the enhancer as it was:
+    # the perturbation works around the published photo, the edit is not a second attack.
+    appeal = NimaAppeal(str(shared.path(NIMA_FILE)), weight=0.0, colour_weight=0.0)
+    enhancer = trained_enhancer()
+    before = copy.deepcopy(enhancer.state_dict())
+    module = ProtectorModule(UNetGenerator(base_channels=8, depth=2), tiny_classifier, eps=EPS, lr=3e-2,
+                             label_source="predicted", grid_images=0, scheduler="none", enhancer=enhancer,
+                             appeal=appeal)
+    generator_before = copy.deepcopy(module.generator.state_dict())
+    trainer = pl.Trainer(default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu", max_steps=2, enable_checkpointing=False)
+    trainer.fit(module, DataLoader(_Photos(8), batch_size=4))
+    assert all(torch.equal(before[k], v) for k, v in enhancer.state_dict().items())
+    assert not all(torch.equal(generator_before[k], v) for k, v in module.generator.state_dict().items())
