@@ -344,10 +344,6 @@ class BoundedProtector(nn.Module):
         """The photo the budget is measured from: the enhanced input, or the input itself."""
         return x if self.enhancer is None else self.enhancer(x)
 
-    def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Bring ``x_adv`` back within the budget around ``reference(x)`` (and [0, 1])."""
-        return project_to_budget(x_adv, self.reference(x), self.eps)
-
     def perturb(self, reference: torch.Tensor) -> torch.Tensor:
         """The protected photo for an already computed ``reference(x)`` (e.g. a window of it)."""
         return protect_batch(self.generator, reference, self.eps, self.classifier)

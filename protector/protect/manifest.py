@@ -25,7 +25,8 @@ class ManifestRow:
     there and was kept; it is still re-read and measured) or ``failed`` (``error`` says
     why). ``protected_top1`` is the classifier's prediction on the file as written,
     decoded from disk. ``max_delta_8bit`` is max |written - reference| in 8-bit levels, the
-    reference being the photo the budget is measured from (the input itself today).
+    reference being the photo the budget is measured from (the input, or the edited photo of
+    an appeal protector).
     """
 
     index: int
