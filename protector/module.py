@@ -283,14 +283,14 @@ class ProtectorModule(LightningModule):
         x = self._random_window(reference.detach())
         if not self._gradient_checked:
             self._gradient_checked = True
-            self._warn_if_no_input_gradient(x.detach(), y)
+            self._warn_if_no_input_gradient(x, y)
         x_adv = self.protector.perturb(x)
         x_seen = self.robustifier(x_adv) if self.robustifier is not None else x_adv
         logits = self.classifier(x_seen)  # (B, C)
         clean_logits = None
         if self.objective.needs_clean_logits:
             with torch.no_grad():
-                clean_logits = self.classifier(x.detach())
+                clean_logits = self.classifier(x)
         loss = self.attack_loss(logits, y, clean_logits)
         if self.hparams.fidelity_weight > 0:
             loss = loss + self.hparams.fidelity_weight * self.fidelity_term(x_adv, x, self.eps)
