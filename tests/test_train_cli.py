@@ -18,7 +18,7 @@ from protector.callbacks import ExportProtector
 from protector.commands.train import cli_main, run_lightning_cli
 from protector.export import load_protector
 from protector.enhance import ToneCurveEnhancer
-from protector.losses import NimaAppeal, SSIMFidelity, TopKMargin
+from protector.losses import NimaAppeal, SSIMFidelity, TopKMargin, UntargetedCE
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -46,6 +46,15 @@ def test_appeal_overlay_adds_an_enhancer_and_its_objective(standin) -> None:
     assert isinstance(cli.model.enhancer, ToneCurveEnhancer)
     assert isinstance(cli.model.appeal, NimaAppeal)
     assert cli.model.protector.enhancer is cli.model.enhancer
+
+
+def test_pure_overlay_gives_the_best_measured_pure_generator(standin) -> None:
+    args = ["--config", "configs/standin.yaml", "--config", "configs/overlays/pure.yaml", "--trainer.logger=false"]
+    cli = cli_main(args, run=False)
+    generator = cli.model.generator
+    assert not generator.guided and generator.bound == "clamp" and generator.config["base_channels"] == 16
+    assert isinstance(cli.model.objective, UntargetedCE) and cli.model.objective.relativistic
+    assert cli.model.eps == pytest.approx(4 / 255, abs=1e-6)
 
 
 @pytest.fixture
