@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from protector.data.lists import read_categories, read_senscats
+from protector.devices import resolve_device
 from protector.evaluation import aggregate
 from protector.evaluation.baselines import BASELINES, baseline_spec, run_baseline
 from protector.evaluation.fidelity import IMPLEMENTATION as FIDELITY_IMPLEMENTATION
@@ -138,12 +139,6 @@ def parse_eps(text: str) -> float:
         return float(text)
     except (ValueError, ZeroDivisionError):
         raise EvaluationError(f"--eps {text!r}: expected a number like 0.0078 or a fraction like 2/255") from None
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _parse_transfer(spec: str) -> tuple[str, Path | None]:

@@ -217,6 +217,7 @@ def _run(args: argparse.Namespace) -> int:
     from protector.classifier_spec import build_classifier, classifier_label
     from protector.data.lists import read_image_list, read_places365_val
     from protector.data.sources import open_source
+    from protector.devices import resolve_device
     from protector.images import write_atomic
 
     if args.limit is not None and args.limit < 1:
@@ -227,7 +228,7 @@ def _run(args: argparse.Namespace) -> int:
         hint = "" if args.labels else "; pass --labels places365_val.txt for lists without labels"
         raise ValueError(f"{args.list_path}: no labelled images to score ({skipped} without a label){hint}")
     source = open_source(args.images)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else torch.device(args.device)
+    device = resolve_device(args.device)
     model = build_classifier(args.model, args.checkpoint, args.sha256, args.allow_unpinned, args.search_path)
     model = model.to(device).eval()
 
