@@ -25,7 +25,14 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", 
 # 12-megapixel phone photo, far below what would exhaust memory.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
-_FORMATS = {"jpeg": "JPEG", "jpg": "JPEG", "png": "PNG", "webp": "WEBP", "bmp": "BMP", "tiff": "TIFF", "tif": "TIFF"}
+# The one table between file suffixes and encoder formats (lower case, as --format spells them).
+FORMAT_FOR_SUFFIX = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp", ".tif": "tiff", ".tiff": "tiff",
+                     ".bmp": "bmp"}
+SUFFIX_FOR_FORMAT = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "tiff": ".tif", "bmp": ".bmp"}
+# What `protect --format` offers: "same" keeps each input's format (GIF becomes PNG).
+OUTPUT_FORMATS = ("jpeg", "png", "same")
+# Pillow's name for each spelling a user may give ("jpg", "JPEG", ".png", ...).
+_FORMATS = {suffix.lstrip("."): fmt.upper() for suffix, fmt in FORMAT_FOR_SUFFIX.items()}
 
 # The only decoders an input may reach, whatever its extension: Pillow would otherwise
 # also try EPS (handed to Ghostscript), PSD, ICO and dozens more on untrusted bytes. The

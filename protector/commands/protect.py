@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from protector.images import MAX_PIXELS
+from protector.images import MAX_PIXELS, OUTPUT_FORMATS
 
 DESCRIPTION = """\
 Protect photos in one forward pass each and write them with no metadata but the ICC profile.
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="list of image names to protect (e.g. MEPP19test.csv); needs --images")
     io.add_argument("--images", type=Path, metavar="DIR_OR_TAR", help="folder or val_256.tar holding the listed images")
     io.add_argument("--output", type=Path, required=True, metavar="DIR", help="folder for the protected files")
-    io.add_argument("--format", dest="fmt", choices=("jpeg", "png", "same"), default="jpeg",
+    io.add_argument("--format", dest="fmt", choices=OUTPUT_FORMATS, default="jpeg",
                     help="output format; 'same' keeps each input's format (GIF becomes PNG). Default: jpeg")
     io.add_argument("--quality", type=int, default=90, help="JPEG/WebP quality 1..100. Default: 90")
     io.add_argument("--run-code", metavar="CODE",

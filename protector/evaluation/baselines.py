@@ -21,13 +21,11 @@ import torch
 import torchattacks
 from torch import nn
 
-from protector.images import encode_photo, to_tensor, to_uint8, write_atomic
+from protector.images import FORMAT_FOR_SUFFIX, encode_photo, to_tensor, to_uint8, write_atomic
 from protector.refine import refine
 
 BASELINES = ("fgsm", "pgd", "eot-pgd")
 PGD_STEPS = 10
-_FORMAT_BY_SUFFIX = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp", ".tif": "tiff", ".tiff": "tiff",
-                     ".bmp": "bmp"}
 
 
 @dataclass(frozen=True)
@@ -80,7 +78,7 @@ def _eot_pgd(x: torch.Tensor, y: torch.Tensor, spec: BaselineSpec, model: nn.Mod
 
 def output_format(protected_name: str) -> str:
     """The encoder format matching a protected file's extension (JPEG when unknown)."""
-    return _FORMAT_BY_SUFFIX.get(PurePosixPath(protected_name).suffix.lower(), "jpeg")
+    return FORMAT_FOR_SUFFIX.get(PurePosixPath(protected_name).suffix.lower(), "jpeg")
 
 
 def run_baseline(

@@ -13,19 +13,10 @@ import re
 from collections import defaultdict
 from pathlib import PurePosixPath
 
-# Pillow format written for each input extension under --format same. Formats that
+from protector.images import FORMAT_FOR_SUFFIX, OUTPUT_FORMATS, SUFFIX_FOR_FORMAT
+
+# Under --format same each input keeps its format (images.FORMAT_FOR_SUFFIX); formats that
 # cannot hold the protection losslessly enough (GIF: 256-colour palette) become PNG.
-_SAME_FORMAT = {
-    ".jpg": "jpeg",
-    ".jpeg": "jpeg",
-    ".png": "png",
-    ".webp": "webp",
-    ".tif": "tiff",
-    ".tiff": "tiff",
-    ".bmp": "bmp",
-}
-_EXTENSION = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "tiff": ".tif", "bmp": ".bmp"}
-OUTPUT_FORMATS = ("jpeg", "png", "same")
 _RUN_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
@@ -45,7 +36,7 @@ def output_format(name: str, fmt: str) -> str:
         raise ValueError(f"--format must be one of {OUTPUT_FORMATS}, got {fmt!r}")
     if fmt != "same":
         return fmt
-    return _SAME_FORMAT.get(PurePosixPath(name).suffix.lower(), "png")
+    return FORMAT_FOR_SUFFIX.get(PurePosixPath(name).suffix.lower(), "png")
 
 
 def output_name(name: str, fmt: str, run_code: str | None = None) -> str:
@@ -59,8 +50,8 @@ def output_name(name: str, fmt: str, run_code: str | None = None) -> str:
     """
     path = PurePosixPath(name)
     encoder = output_format(name, fmt)
-    keep_suffix = fmt == "same" and _SAME_FORMAT.get(path.suffix.lower()) == encoder
-    suffix = path.suffix if keep_suffix else _EXTENSION[encoder]
+    keep_suffix = fmt == "same" and FORMAT_FOR_SUFFIX.get(path.suffix.lower()) == encoder
+    suffix = path.suffix if keep_suffix else SUFFIX_FOR_FORMAT[encoder]
     file_name = path.stem + suffix
     if run_code:
         file_name = f"{run_code}_{file_name}"

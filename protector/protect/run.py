@@ -13,10 +13,10 @@ import torch
 from torch import nn
 
 from protector.generator import BoundedProtector
-from protector.images import MAX_PIXELS
+from protector.images import MAX_PIXELS, OUTPUT_FORMATS
 from protector.protect.datamodule import ProtectDataModule
 from protector.protect.manifest import MANIFEST_NAME, ManifestRow, remove_shards, write_manifest
-from protector.protect.naming import OUTPUT_FORMATS, check_run_code
+from protector.protect.naming import check_run_code
 from protector.protect.plan import Plan, build_plan
 from protector.protect.predictor import ProtectPredictor
 from protector.protect.submission import write_submission_zip
