@@ -13,6 +13,15 @@ ATTACK_MODEL ?= weights/resnet50_places365.pth.tar
 ATTACK_SHA256 ?=
 CHECKSUM = $(if $(ATTACK_SHA256),--sha256 $(ATTACK_SHA256),--allow-unpinned)
 TRAIN_CHECKSUM = --model.classifier.init_args.$(if $(ATTACK_SHA256),sha256 $(ATTACK_SHA256),allow_unpinned true)
+# Offline with a re-packed or otherwise differing copy of an official file: KEEP_MISMATCHED=1
+# uses it as it is (reported by `data fetch`; the numbers are then not the task's).
+KEEP_MISMATCHED ?=
+# NIMA-MobileNet weights (idealo): the report adds appeal before/after when the file is there.
+NIMA ?= weights/weights_mobilenet_aesthetic_0.07.hdf5
+# One set of paths for every step: training reads the same files that are protected and scored.
+TRAIN_PATHS = --data.images $(DATA)/val_256.tar --data.train_list $(DATA)/MEPP18val.csv \
+	--data.labels_file $(DATA)/places365_val.txt --data.predict_list $(DATA)/MEPP19test.csv \
+	--model.sensitive_categories $(DATA)/MEPP18senscats.txt --model.classifier.init_args.checkpoint $(ATTACK_MODEL)
 # White-box gradient steps after the generator (through JPEG at the output quality): on the
 # stand-in, 2 steps take the saved files from 98.0%/82.4% to 99.0%/96.1% top-1/top-5 fooled.
 REFINE_STEPS ?= 2
@@ -32,15 +41,15 @@ test: $(STAMP)
 # The whole task: fetch what is missing, train on MEPP18val, protect MEPP19test into the
 # submission zip, evaluate the written files. Offline, the fetch step says which file goes where.
 run: $(STAMP)
-	$(PY) -m protector data fetch --root $(DATA)
-	$(PY) train.py fit --config configs/mepp19.yaml --trainer.default_root_dir $(RUN) $(TRAIN_CHECKSUM)
+	$(PY) -m protector data fetch --root $(DATA) --weights $(dir $(ATTACK_MODEL)) $(if $(KEEP_MISMATCHED),--keep-mismatched)
+	$(PY) train.py fit --config configs/mepp19.yaml --trainer.default_root_dir $(RUN) $(TRAIN_PATHS) $(TRAIN_CHECKSUM)
 	$(PY) infer.py --checkpoint $(RUN)/protector.pt --list $(DATA)/MEPP19test.csv --images $(DATA)/val_256.tar \
 		--output $(RUN)/submission --format jpeg --quality 90 --run-code $(RUN_CODE) --zip --refine-steps $(REFINE_STEPS) \
 		--classifier resnet50 --classifier-checkpoint $(ATTACK_MODEL) $(CHECKSUM) --categories $(DATA)/categories_places365.txt
 	$(PY) -m protector evaluate --protected $(RUN)/submission --run-code $(RUN_CODE) --list $(DATA)/MEPP19test.csv \
 		--original $(DATA)/val_256.tar --labels $(DATA)/places365_val.txt --categories $(DATA)/categories_places365.txt \
-		--senscats $(DATA)/MEPP18senscats.txt --classifier resnet50 --checkpoint $(ATTACK_MODEL) $(CHECKSUM) \
-		--out $(RUN)/report
+		--senscats $(DATA)/MEPP18senscats.txt --classifier resnet50 --classifier-checkpoint $(ATTACK_MODEL) $(CHECKSUM) \
+		$(if $(wildcard $(NIMA)),--nima $(NIMA)) --out $(RUN)/report
 
 # The same pipeline on the stand-in classifier and the photos in ../shared (CPU, minutes).
 standin: $(STAMP)

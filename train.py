@@ -3,7 +3,9 @@
 A thin wrapper around `protector.commands.train.cli_main` (LightningCLI); see that module.
 """
 
-from protector.commands.train import cli_main
+import sys
+
+from protector.commands.train import run_lightning_cli
 
 if __name__ == "__main__":
-    cli_main()
+    sys.exit(run_lightning_cli())

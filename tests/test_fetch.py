@@ -331,3 +331,21 @@ def test_real_mepp_copies_check_ok(tmp_path, shared):
 def test_destination_path_of_weights_is_under_weights_dir(tmp_path):
     path = OFFICIAL_FILES["resnet50_places365.pth.tar"].path(tmp_path / "data", tmp_path / "w")
     assert path == Path(tmp_path / "w" / "resnet50_places365.pth.tar")
+
+
+def test_present_file_with_another_checksum_is_used_offline_only_when_opted_in(tmp_path, server, table, capsys):
+    """An offline re-packed copy: refused by default (the server is gone), kept and named with the opt-in."""
+    from protector.cli import main
+
+    (tmp_path / "images.tar").write_bytes(PAYLOAD[:-1] + b"x")
+    server.files.clear()  # offline: nothing can be downloaded again
+    with pytest.raises(DownloadError):
+        fetch(tmp_path, names=["images.tar"], weights_dir=tmp_path, progress=False)
+    results = fetch(tmp_path, names=["images.tar"], weights_dir=tmp_path, progress=False, keep_mismatched=True)
+    assert [(r.name, r.action) for r in results] == [("images.tar", "kept")]
+    assert "md5 expected" in results[0].detail or "sha256 expected" in results[0].detail
+    assert (tmp_path / "images.tar").read_bytes() == PAYLOAD[:-1] + b"x"  # untouched
+
+    assert main(["data", "fetch", "--root", str(tmp_path), "--weights", str(tmp_path), "--only", "images.tar",
+                 "--keep-mismatched", "--no-progress"]) == 0
+    assert "1 file(s) kept although they differ from the official ones" in capsys.readouterr().err

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
+from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 
@@ -139,6 +141,46 @@ def test_bad_arguments_give_exit_codes(standin, capsys) -> None:
     assert "eps must be in (0, 1]" in capsys.readouterr().err
     assert run_lightning_cli(["fit", "--no_such_option", "1"]) == 2
     assert run_lightning_cli(["--help"]) == 0
+
+
+@pytest.fixture(scope="module")
+def official_resnet18(tmp_path_factory) -> Path:
+    """A random ResNet18 saved like the official Places365 file (no sha256 is pinned for it)."""
+    from test_classifiers import save_official
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "resnet18_places365.pth.tar"
+    return save_official(torchvision.models.resnet18(num_classes=365), path, "resnet18")
+
+
+def mepp19_args(checkpoint: Path, *more: str) -> list[str]:
+    # The data files are only checked for existence before the attack model loads.
+    data = checkpoint.parent
+    for name in ("val_256.tar", "MEPP18val.csv", "places365_val.txt", "MEPP19test.csv"):
+        (data / name).touch()
+    return ["fit", "--config", "configs/mepp19.yaml", "--model.classifier.init_args.arch", "resnet18",
+            "--classifier-checkpoint", str(checkpoint), "--model.sensitive_categories", "null",
+            "--data.images", str(data / "val_256.tar"), "--data.train_list", str(data / "MEPP18val.csv"),
+            "--data.labels_file", str(data / "places365_val.txt"), "--data.predict_list", str(data / "MEPP19test.csv"),
+            "--trainer.logger=false", *more]
+
+
+def test_unpinned_attack_model_is_one_line_naming_a_flag_that_works(official_resnet18, capsys) -> None:
+    assert run_lightning_cli(mepp19_args(official_resnet18)) == 1
+    error = capsys.readouterr().err
+    assert "no sha256 is pinned" in error and "--allow-unpinned" in error and "Traceback" not in error
+    # The flag the message names is accepted by train.py too.
+    cpu = ["--trainer.accelerator", "cpu", "--trainer.precision", "32-true", "--trainer.sync_batchnorm", "false"]
+    cli = cli_main(mepp19_args(official_resnet18, "--allow-unpinned", *cpu)[1:], run=False)
+    assert cli.model.classifier.model.arch == "resnet18"
+    assert isinstance(cli.trainer.accelerator, CPUAccelerator)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_gpu_config_on_a_cpu_machine_says_how_to_run_on_the_cpu(official_resnet18, capsys) -> None:
+    assert run_lightning_cli(mepp19_args(official_resnet18, "--allow-unpinned")) == 1
+    error = capsys.readouterr().err
+    assert "has none" in error and "--trainer.accelerator cpu --trainer.precision 32-true" in error
 
 
 def test_protector_command_routes_train_to_lightning(capsys) -> None:

@@ -77,6 +77,12 @@ class ProtectorCLI(LightningCLI):
             torch.set_num_threads(threads)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        if config.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+            raise ValueError(
+                "this config trains on a GPU (trainer.accelerator gpu) and this machine has none; to train "
+                "on the CPU (far slower) add: --trainer.accelerator cpu --trainer.precision 32-true "
+                "--trainer.sync_batchnorm false --data.num_workers 2"
+            )
         root = Path(config.get("default_root_dir") or os.getcwd())
         if config.get("logger") is None:
             config["logger"] = default_logger(root)
@@ -99,22 +105,45 @@ def default_logger(root: Path) -> Any:
     return WandbLogger(project="protector", save_dir=str(root), offline=offline)
 
 
+# The spellings the other commands (and checksum errors) use, for what LightningCLI nests deep.
+FLAG_ALIASES = {
+    "--allow-unpinned": ["--model.classifier.init_args.allow_unpinned", "true"],
+    "--classifier-checkpoint": ["--model.classifier.init_args.checkpoint"],
+    "--sha256": ["--model.classifier.init_args.sha256"],
+}
+
+
+def expand_aliases(args: list[str]) -> list[str]:
+    """Replace the short flags of FLAG_ALIASES (also ``--flag=value``) by their LightningCLI keys."""
+    expanded: list[str] = []
+    for arg in args:
+        flag, eq, value = arg.partition("=")
+        if flag in FLAG_ALIASES:
+            expanded += FLAG_ALIASES[flag] + ([value] if eq else [])
+        else:
+            expanded.append(arg)
+    return expanded
+
+
 def cli_main(args: list[str] | None = None, run: bool = True) -> ProtectorCLI:
     """Build (and by default run) the CLI; ``args=None`` reads ``sys.argv``."""
+    if args is None:
+        # Expanded in place: LightningCLI warns when given args while sys.argv holds some too.
+        sys.argv[1:] = expand_aliases(sys.argv[1:])
     return ProtectorCLI(
         ProtectorModule,
         ProtectorDataModule,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
-        args=args,
+        args=None if args is None else expand_aliases(list(args)),
         run=run,
     )
 
 
-def run_lightning_cli(argv: list[str]) -> int:
-    """Entry of ``protector train ARGS``; returns the exit code."""
+def run_lightning_cli(argv: list[str] | None = None) -> int:
+    """Entry of ``protector train ARGS`` and ``train.py`` (``argv=None``: ``sys.argv``); the exit code."""
     try:
-        cli_main(list(argv))
+        cli_main(None if argv is None else list(argv))
     except SystemExit as exit_:  # argument errors and --help end here
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 1)

@@ -271,11 +271,11 @@ def offline_help(statuses: list[FileStatus]) -> str:
 
 @dataclass(frozen=True)
 class FetchResult:
-    """What `fetch` did for one file: action is "present", "downloaded", "resumed" or "extracted"."""
+    """What `fetch` did for one file: "present", "downloaded", "resumed", "extracted" or "kept" (bad, opted in)."""
 
     name: str
     path: Path
-    action: Literal["present", "downloaded", "resumed", "extracted"]
+    action: Literal["present", "downloaded", "resumed", "extracted", "kept"]
     detail: str = ""
 
 
@@ -399,6 +399,7 @@ def fetch(
     weights_dir: str | Path = "weights",
     progress: bool = True,
     timeout: float = 60.0,
+    keep_mismatched: bool = False,
 ) -> list[FetchResult]:
     """Download (or extract) every official file that is missing or bad, and verify it.
 
@@ -412,6 +413,9 @@ def fetch(
         weights_dir: folder for the attack model (relative to the current directory).
         progress: show a tqdm bar per download.
         timeout: seconds to wait on a silent connection.
+        keep_mismatched: use a present file whose size or checksum differs instead of
+            downloading it again (an explicit opt-in for a re-packed or offline copy; each one
+            is reported with action "kept").
 
     Raises:
         ChecksumError: a downloaded file is corrupt (its .part is deleted, nothing is renamed).
@@ -429,6 +433,9 @@ def fetch(
         status = _status(file, root, weights_dir)
         if status.ok:
             results.append(FetchResult(file.name, status.path, "present", status.detail))
+            continue
+        if status.state == "bad" and keep_mismatched:
+            results.append(FetchResult(file.name, status.path, "kept", f"checksum differs: {status.detail}"))
             continue
         try:
             if file.archive is None:

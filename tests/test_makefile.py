@@ -1,0 +1,55 @@
+"""`make run` as `make -n` prints it: every step reads the same data, attack model and run folder."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+
+
+def dry_run(*variables: str) -> list[list[str]]:
+    # -o: the install stamp counts as done, so only the run recipe is printed.
+    output = subprocess.run(
+        ["make", "-n", "-o", ".venv/.installed", "run", *variables],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout
+    return [shlex.split(line) for line in output.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+def option_values(command: list[str]) -> list[str]:
+    return [value for flag, value in zip(command, command[1:]) if flag.startswith("--")]
+
+
+def test_every_step_of_make_run_uses_data_and_attack_model(tmp_path) -> None:
+    data, model = "/elsewhere/mepp", "/models/places/resnet50_places365.pth.tar"
+    commands = dry_run(f"DATA={data}", f"ATTACK_MODEL={model}", "RUN=runs/try1")
+    fetch, train, protect, evaluate = commands
+    assert "fetch" in fetch and "train.py" in train and "infer.py" in protect and "evaluate" in evaluate
+    for command in commands:
+        for value in option_values(command):
+            if "/" in value and not value.startswith(("runs/try1", "configs/")):
+                # Every file a step reads is under DATA or is the attack model; none is a default path.
+                assert value.startswith((data, "/models/places")), (value, command)
+    train_options = dict(zip(train, train[1:]))
+    assert train_options["--data.images"] == f"{data}/val_256.tar" == dict(zip(protect, protect[1:]))["--images"]
+    assert train_options["--data.train_list"] == f"{data}/MEPP18val.csv"
+    assert train_options["--model.classifier.init_args.checkpoint"] == model
+    assert dict(zip(evaluate, evaluate[1:]))["--classifier-checkpoint"] == model
+    assert dict(zip(fetch, fetch[1:]))["--weights"] == "/models/places/"
+
+
+def test_opt_ins_reach_their_steps(tmp_path) -> None:
+    nima = tmp_path / "nima.hdf5"
+    fetch, *_, evaluate = dry_run(f"NIMA={nima}")
+    assert "--keep-mismatched" not in fetch and "--nima" not in evaluate  # no NIMA file there yet
+    nima.write_bytes(b"weights")
+    fetch, *_, evaluate = dry_run(f"NIMA={nima}", "KEEP_MISMATCHED=1")
+    assert "--keep-mismatched" in fetch
+    assert dict(zip(evaluate, evaluate[1:]))["--nima"] == str(nima)
