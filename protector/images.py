@@ -96,6 +96,7 @@ def read_photo(source: str | Path | bytes, name: str | None = None, max_pixels: 
                 )
             image.load()
             source_format = image.format
+            gray_peak = _integer_gray_peak(image)
             image = ImageOps.exif_transpose(image)
     except ImageReadError:
         raise
@@ -110,7 +111,7 @@ def read_photo(source: str | Path | bytes, name: str | None = None, max_pixels: 
         kind = type(err).__qualname__
         kind = kind if type(err).__module__ == "builtins" else f"{type(err).__module__}.{kind}"  # struct.error
         raise ImageReadError(f"{label}: corrupt or truncated image ({kind}: {err})") from None
-    pixels, icc_profile = _to_rgb(image)
+    pixels, icc_profile = _to_rgb(image, gray_peak)
     return Photo(pixels=pixels, icc_profile=icc_profile, format=source_format)
 
 
@@ -127,16 +128,34 @@ def _read_bytes(source: str | Path | bytes, label: str) -> bytes:
         raise ImageReadError(f"{label}: cannot be read ({err.strerror or err})") from None
 
 
-def _to_rgb(image: Image.Image) -> tuple[np.ndarray, bytes | None]:
+_INTEGER_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def _integer_gray_peak(image: Image.Image) -> float | None:
+    """The white level of an integer grayscale image, from how it is stored (never its values).
+
+    A dark 16-bit photo (values 0..200 of 65535) is still 16-bit: guessing from the largest
+    value would brighten it 257-fold. Pillow opens 16-bit PNG as "I;16" or (older versions) "I".
+    """
+    if image.mode not in _INTEGER_GRAY_MODES:
+        return None
+    if image.mode.startswith("I;16") or image.format == "PNG":
+        return 65535.0
+    bits = getattr(image, "tag_v2", {}).get(258)  # TIFF BitsPerSample
+    bits = bits[0] if isinstance(bits, tuple) else bits
+    return float(2 ** int(bits) - 1) if bits else 65535.0
+
+
+def _to_rgb(image: Image.Image, gray_peak: float | None = None) -> tuple[np.ndarray, bytes | None]:
     icc_profile = image.info.get("icc_profile") or None
     mode = image.mode
     if mode == "CMYK":
         image = _cmyk_to_srgb(image, icc_profile)
         return np.asarray(image, dtype=np.uint8).copy(), None  # the CMYK profile no longer applies
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16-bit grayscale: scale to 8 bits instead of letting convert() clip at 255.
+    if mode in _INTEGER_GRAY_MODES:
+        # Integer grayscale: scale to 8 bits instead of letting convert() clip at 255.
         values = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if values.max(initial=0) > 255 else 255.0
+        peak = gray_peak or 65535.0
         gray = np.clip(np.rint(values * (255.0 / peak)), 0, 255).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=2), None
     if mode == "P":

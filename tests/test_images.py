@@ -67,6 +67,19 @@ def test_grayscale_palette_and_16bit():
     assert read_photo(_encode(mid, "PNG")).pixels[0, 0].tolist() == [128, 128, 128]
 
 
+@pytest.mark.parametrize(("mode", "fmt"), [("I;16", "PNG"), ("I;16", "TIFF"), ("I", "TIFF")])
+def test_dark_16bit_grayscale_is_scaled_by_its_depth_not_its_values(mode, fmt):
+    """Values 0..200 of 65535 are nearly black, in every integer gray mode (32-bit "I" darker still)."""
+    values = np.tile(np.arange(0, 201, 40, dtype=np.uint16), (4, 1))  # 0, 40, ..., 200
+    image = Image.fromarray(values).convert(mode) if mode == "I" else Image.fromarray(values)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    pixels = read_photo(buffer.getvalue()).pixels
+    assert pixels.max() <= 1  # 200 / 257 rounds to 1, not 200
+    bright = Image.fromarray(np.full((4, 6), 51400, np.uint16))  # 200 * 257
+    assert read_photo(_encode(bright, fmt)).pixels[0, 0].tolist() == [200, 200, 200]
+
+
 def test_cmyk_jpeg_becomes_rgb():
     cmyk = Image.new("CMYK", (8, 8), (0, 255, 255, 0))  # red in CMYK
     pixels = read_photo(_encode(cmyk, "JPEG", quality=95)).pixels
