@@ -251,6 +251,31 @@ def test_resume_after_sigkill_continues(standin, tmp_path) -> None:
 
 
 @pytest.mark.slow
+def test_sigterm_stops_training_like_ctrl_c(standin, tmp_path) -> None:
+    """SIGTERM (a scheduler's stop, `kill`): a non-zero exit, no protector.pt, resumable."""
+    run = tmp_path / "run"
+    command = [
+        sys.executable, "train.py", "fit", "--config", "configs/debug.yaml", "--trainer.default_root_dir", str(run),
+        "--trainer.max_epochs", "50", "--checkpoint.every_n_train_steps", "1", "--checkpoint.monitor", "null",
+        "--trainer.check_val_every_n_epoch", "100", "--trainer.logger=false", "--torch_threads", "1",
+    ]
+    with open(tmp_path / "train.log", "wb") as log:
+        training = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not (run / "checkpoints" / "last.ckpt").exists():
+            assert training.poll() is None, (tmp_path / "train.log").read_text()[-3000:]
+            time.sleep(0.2)
+        training.send_signal(signal.SIGTERM)
+        training.wait(timeout=120)
+    output = (tmp_path / "train.log").read_text()
+    assert training.returncode == 128 + signal.SIGTERM, output[-3000:]
+    assert "stopped by SIGTERM" in output and "--ckpt_path last" in output
+    assert not (run / "protector.pt").exists()
+    stopped_at = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert 0 < stopped_at < 100  # 50 epochs x 2 steps: it stopped soon
+
+
+@pytest.mark.slow
 def test_shortened_standin_run_protects(standin, tmp_path) -> None:
     """A few minutes of the real stand-in recipe protect the saved JPEG at 2/255 (a lower bar than BENCHMARKS.md)."""
     run = tmp_path / "run"

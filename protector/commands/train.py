@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -25,6 +26,7 @@ import torch
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from protector.callbacks import ExportProtector
 from protector.data.datamodule import ProtectorDataModule
@@ -144,6 +146,11 @@ def run_lightning_cli(argv: list[str] | None = None) -> int:
     """Entry of ``protector train ARGS`` and ``train.py`` (``argv=None``: ``sys.argv``); the exit code."""
     try:
         cli_main(None if argv is None else list(argv))
+    except SIGTERMException:
+        # Lightning stops the loop on SIGTERM with a SystemExit whose code means success.
+        print("protector train: stopped by SIGTERM; no protector.pt was written. Resume with "
+              "--ckpt_path last (the last checkpoint saved before the signal).", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except SystemExit as exit_:  # argument errors and --help end here
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 1)
