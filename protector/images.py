@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from protector.paths import NotAFileError, read_regular_file
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 
 # Pillow's own decompression-bomb threshold (about 89 megapixels): far above a
@@ -119,11 +121,11 @@ def _read_bytes(source: str | Path | bytes, label: str) -> bytes:
     if isinstance(source, bytes):
         return source
     try:
-        return Path(source).read_bytes()
+        return read_regular_file(source)
     except FileNotFoundError:
         raise
-    except IsADirectoryError:
-        raise ImageReadError(f"{label}: is a directory, not an image file") from None
+    except NotAFileError as err:
+        raise ImageReadError(f"{label}: is a {err.kind}, not an image file") from None
     except OSError as err:
         raise ImageReadError(f"{label}: cannot be read ({err.strerror or err})") from None
 

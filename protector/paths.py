@@ -1,9 +1,11 @@
-"""Safe names for files inside an image root, and file checksums."""
+"""Safe names for files inside an image root, reading regular files only, and file checksums."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import stat
 from pathlib import Path, PurePosixPath
 
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
@@ -46,3 +48,38 @@ def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
         while chunk := f.read(chunk_bytes):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class NotAFileError(OSError):
+    """The path is a FIFO, device, socket or directory: reading it could block or mean nothing."""
+
+    def __init__(self, path: str | Path, kind: str):
+        super().__init__(f"{path}: is a {kind}, not a regular file")
+        self.kind = kind
+
+
+def read_regular_file(path: str | Path) -> bytes:
+    """The bytes of `path`, which must be a regular file (symlinks to one are followed).
+
+    Opened without blocking and checked on the open descriptor, so a FIFO given as a photo or
+    a list fails at once instead of hanging, and nothing can be swapped in between.
+
+    Raises:
+        FileNotFoundError: nothing at `path` (or a dangling or looping link).
+        NotAFileError: a FIFO, device, socket or directory.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except IsADirectoryError:
+        raise NotAFileError(path, "directory") from None
+    except OSError as err:
+        if err.errno == getattr(os, "ELOOP", None) or isinstance(err, FileNotFoundError):
+            raise FileNotFoundError(f"{path}: not found (or a link that leads nowhere)") from None
+        raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "directory" if stat.S_ISDIR(mode) else "FIFO" if stat.S_ISFIFO(mode) else "device or socket"
+        raise NotAFileError(path, kind)
+    with os.fdopen(fd, "rb") as file:
+        return file.read()

@@ -349,3 +349,14 @@ def test_present_file_with_another_checksum_is_used_offline_only_when_opted_in(t
     assert main(["data", "fetch", "--root", str(tmp_path), "--weights", str(tmp_path), "--only", "images.tar",
                  "--keep-mismatched", "--no-progress"]) == 0
     assert "1 file(s) kept although they differ from the official ones" in capsys.readouterr().err
+
+
+def test_a_directory_in_the_way_is_named_and_the_other_files_still_come(tmp_path, server, table):
+    (tmp_path / "images.tar").mkdir()
+    with pytest.raises(DownloadError) as info:
+        fetch(tmp_path, weights_dir=tmp_path, progress=False)
+    message = str(info.value)
+    assert message.startswith("1 file(s) not fetched")
+    assert f"{tmp_path / 'images.tar'}: is a directory" in message and "move it away" in message
+    assert (tmp_path / "model.pth.tar").read_bytes() == WEIGHTS
+    assert (tmp_path / "images.tar").is_dir()

@@ -147,6 +147,14 @@ def test_missing_and_directory(tmp_path: Path):
         read_photo(tmp_path)
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.timeout(60)
+def test_a_fifo_named_like_a_photo_fails_at_once(tmp_path: Path):
+    os.mkfifo(tmp_path / "photo.jpg")
+    with pytest.raises(ImageReadError, match="photo.jpg: is a FIFO, not an image file"):
+        read_photo(tmp_path / "photo.jpg")
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=2048))
 def test_random_bytes_only_raise_the_documented_error(data):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 
 import pytest
@@ -199,6 +201,16 @@ def test_file_level_problems(tmp_path):
         read_image_list(tmp_path / "nothere.csv")
     with pytest.raises(ListFormatError, match="is a directory"):
         read_image_list(tmp_path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.timeout(60)
+def test_a_fifo_given_as_a_list_fails_at_once_instead_of_hanging(tmp_path):
+    os.mkfifo(tmp_path / "list.csv")  # nothing ever writes to it: reading would block forever
+    with pytest.raises(ListFormatError, match="is a FIFO, not a regular file"):
+        read_image_list(tmp_path / "list.csv")
+    with pytest.raises(ListFormatError, match="is a FIFO"):
+        read_categories(tmp_path / "list.csv")
 
 
 def test_categories_must_be_contiguous_and_unique(tmp_path):

@@ -431,6 +431,9 @@ def fetch(
     failed: dict[str, str] = {}  # name -> why; other files are still fetched (partial network access)
     for file in _selected(names):
         status = _status(file, root, weights_dir)
+        if status.path.exists() and not status.path.is_file():
+            failed[file.name] = f"{status.path}: is a directory (or another non-file); move it away so {file.name} can be saved there"
+            continue
         if status.ok:
             results.append(FetchResult(file.name, status.path, "present", status.detail))
             continue

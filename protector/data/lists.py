@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal, NamedTuple, overload
 
-from protector.paths import UnsafePathError, safe_relative_name
+from protector.paths import NotAFileError, UnsafePathError, read_regular_file, safe_relative_name
 
 # Labels are class indices; anything beyond int32 is a typo, not a class.
 _MAX_LABEL = 2**31 - 1
@@ -75,11 +75,13 @@ class _LineError(Exception):
 def _read_text(path: str | Path) -> str:
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: list file not found") from None
-    except IsADirectoryError:
-        raise ListFormatError(f"{path}: is a directory, not a list file") from None
+    except NotAFileError as err:
+        raise ListFormatError(f"{err}; give a list file") from None
+    except OSError as err:
+        raise ListFormatError(f"{path}: cannot be read ({err.strerror or err})") from None
     try:
         # utf-8-sig drops the BOM that Windows editors put in front (MEPP18senscats.txt).
         return data.decode("utf-8-sig")

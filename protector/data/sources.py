@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from protector.images import IMAGE_EXTENSIONS
-from protector.paths import UnsafePathError, safe_relative_name
+from protector.paths import UnsafePathError, read_regular_file, safe_relative_name
 
 
 class SourceError(ValueError):
@@ -121,7 +121,7 @@ class FolderSource(ImageSource):
         path = self._lookup(safe)
         if path is None:
             raise self._not_found(name)
-        return path.read_bytes()
+        return read_regular_file(path)
 
     def describe(self) -> str:
         return f"folder {self.root}"
