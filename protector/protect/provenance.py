@@ -229,8 +229,20 @@ class Provenance:
         return removed
 
     def commit(self) -> None:
-        """Rank zero, after every rank is done: fold the journals into the record."""
+        """Rank zero, after every rank is done: fold the journals into the record.
+
+        Photos keep every hash (a deterministic protector writes one per name); the
+        manifest and the zip change with every run, so only the version on disk is kept.
+        """
         self._fold(self.files, _digest(self.maker))
+        for name, entry in list(self.files.items()):
+            if entry["kind"] != "photo":
+                path = self.output_dir / name
+                current = sha256_file(path) if path.is_file() else None
+                if current in entry["sha256"]:
+                    entry["sha256"] = [current]
+                else:
+                    del self.files[name]
         self._save()
 
     def _save(self) -> None:
