@@ -321,8 +321,11 @@ def test_list_entries_missing_or_escaping_fail_alone(tmp_path, protector_file, k
 _HANG_IN_FSYNC = """
 import os, sys, time
 flag = sys.argv[1]
+real_fsync = os.fsync
 
-def hang(fd):  # the bytes are in the temporary file; the rename has not happened yet
+def hang(fd):  # a photo's bytes are in its temporary file; the rename has not happened yet
+    if ".jpg." not in os.readlink(f"/proc/self/fd/{fd}"):
+        return real_fsync(fd)  # protect-run.json is written before any photo
     open(flag, "w").close()
     time.sleep(300)
 
