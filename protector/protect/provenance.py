@@ -275,3 +275,18 @@ def _add(files: dict[str, dict[str, Any]], name: str, kind: str, sha256: str) ->
     entry = files.setdefault(name, {"kind": kind, "sha256": []})
     if sha256 not in entry["sha256"]:
         entry["sha256"].append(sha256)
+
+
+def recorded_maker(folder: str | Path, names: list[str]) -> tuple[dict[str, Any] | None, list[str]]:
+    """For a reader of a finished run (``protector evaluate``): what made the files in `folder`.
+
+    Returns:
+        The maker its ``protect-run.json`` names (None when there is no readable record),
+        and the names among `names` whose bytes that record does not account for (empty
+        without a record: nothing is known either way).
+    """
+    found = Provenance.open(folder, {})
+    if found.found_maker is None:
+        return None, []
+    found.files = found.found_files
+    return found.found_maker, [name for name in names if not found.made(name)]
