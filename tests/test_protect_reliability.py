@@ -417,3 +417,32 @@ def test_run_that_crashes_midway_leaves_no_old_zip_and_resumes(tmp_path, three_p
     code, stdout, _ = cli(capsys, protector_file, out, three_photos, "--batch-size", "1")
     assert code == 0 and "written: 0   skipped (already there): 3" in stdout  # the crashed run's file counts
     assert files(out) == files(reference)  # the same photos and the same zip as a run that never crashed
+
+
+def test_file_appearing_during_the_run_or_unreadable_record_is_not_passed_off(tmp_path, three_photos, capsys,
+                                                                             monkeypatch):
+    from protector.protect.provenance import Provenance
+
+    protector_file, _ = protector_files(tmp_path)
+    out = tmp_path / "out"
+    original = (three_photos / "p1.jpg").read_bytes()
+    real_start = Provenance.start
+
+    def start_then_another_process_writes(self, *args):
+        removed = real_start(self, *args)
+        (out / "team_p1.jpg").write_bytes(original)  # after the check, before the writer gets there
+        return removed
+
+    monkeypatch.setattr(Provenance, "start", start_then_another_process_writes)
+    code, stdout, _ = cli(capsys, protector_file, out, three_photos)
+    monkeypatch.undo()
+    assert code == 1 and "written: 2   skipped (already there): 0   failed: 1" in stdout
+    assert (f"p1.jpg: {out / 'team_p1.jpg'} appeared during the run and was not made by this protector with these "
+            "settings; rerun with --overwrite to replace it") in stdout
+    assert (out / "team_p1.jpg").read_bytes() == original and not (out / "team.zip").exists()
+
+    (out / "protect-run.json").write_text("{not json")
+    code, _, stderr = cli(capsys, protector_file, out, three_photos, "--allow-failures")
+    assert code == 2 and "existing files were not made by this protector with these settings (protect-run.json, " in stderr
+    assert f"{out / 'protect-run.json'} cannot be read as a run record" in stderr
+    assert cli(capsys, protector_file, out, three_photos, "--overwrite")[0] == 0
