@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import json
 import os
 import signal
 import subprocess
@@ -246,7 +247,8 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(tmp_path):
 
     def outputs(out: Path) -> dict[str, bytes]:
         # The manifest and the run record differ: the resumed run's rows say "skipped".
-        return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.name not in ("manifest.csv", "protect-run.json")}
+        return {p.name: p.read_bytes() for p in sorted(out.iterdir())
+                if p.name not in ("manifest.csv", "protect-run.json")}
 
     assert outputs(interrupted) == outputs(tmp_path / "reference")  # same names, same bytes, zip included
 
@@ -443,6 +445,24 @@ def test_file_appearing_during_the_run_or_unreadable_record_is_not_passed_off(tm
 
     (out / "protect-run.json").write_text("{not json")
     code, _, stderr = cli(capsys, protector_file, out, three_photos, "--allow-failures")
-    assert code == 2 and "existing files were not made by this protector with these settings (protect-run.json, " in stderr
+    assert code == 2 and "files were not made by this protector with these settings (protect-run.json, " in stderr
     assert f"{out / 'protect-run.json'} cannot be read as a run record" in stderr
     assert cli(capsys, protector_file, out, three_photos, "--overwrite")[0] == 0
+
+
+def test_run_record_naming_files_outside_the_folder_removes_nothing_there(tmp_path, three_photos, capsys):
+    protector_file, _ = protector_files(tmp_path)
+    out = tmp_path / "out"
+    assert cli(capsys, protector_file, out, three_photos)[0] == 0
+    outside = tmp_path / "precious.zip"
+    outside.write_bytes(b"not the run's")
+    record = json.loads((out / "protect-run.json").read_text())
+    sha256 = hashlib.sha256(b"not the run's").hexdigest()
+    for name in ("../precious.zip", str(outside)):
+        record["files"][name] = {"kind": "zip", "sha256": [sha256]}
+    (out / "protect-run.json").write_text(json.dumps(record))
+
+    code, stdout, _ = cli(capsys, protector_file, out, three_photos)
+    assert code == 0 and "skipped (already there): 3" in stdout and "removed" not in stdout
+    assert outside.read_bytes() == b"not the run's"
+    assert "../precious.zip" not in (out / "protect-run.json").read_text()

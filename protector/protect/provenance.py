@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import torch
@@ -148,8 +148,9 @@ class Provenance:
                 if record.get("format") != _FORMAT:
                     raise ValueError(f"unknown format {record.get('format')!r}")
                 self.found_maker = record["maker"]
-                self.found_files = {name: {"kind": entry["kind"], "sha256": list(entry["sha256"])}
-                                    for name, entry in record["files"].items()}
+                for name, entry in record["files"].items():
+                    for sha256 in entry["sha256"]:
+                        _add(self.found_files, name, entry["kind"], sha256)
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
                 self.unreadable = f"{path} cannot be read as a run record ({err})"
         if self.found_maker is not None:
@@ -197,7 +198,8 @@ class Provenance:
         elif self.found_maker is None:
             why = f"no {RECORD_NAME} there says what made them"
         elif self.found_maker != self.maker:
-            why = f"{RECORD_NAME} says another protector or other settings made them ({differences(self.found_maker, self.maker)})"
+            changed = differences(self.found_maker, self.maker)
+            why = f"{RECORD_NAME} says another protector or other settings made them ({changed})"
         else:
             why = "they changed since this protector wrote them, or it never wrote them"
         files = "1 existing file was" if len(foreign) == 1 else f"{len(foreign)} existing files were"
@@ -272,6 +274,9 @@ class Provenance:
 
 
 def _add(files: dict[str, dict[str, Any]], name: str, kind: str, sha256: str) -> None:
+    paths = (PurePosixPath(name), PureWindowsPath(name))
+    if not name or any(path.is_absolute() or ".." in path.parts for path in paths):
+        return  # a record edited to reach outside the folder: start() must never remove such a file
     entry = files.setdefault(name, {"kind": kind, "sha256": []})
     if sha256 not in entry["sha256"]:
         entry["sha256"].append(sha256)

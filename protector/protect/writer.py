@@ -12,7 +12,8 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 
 from protector.images import ImageReadError, encode_photo, read_photo, to_tensor, to_uint8
 from protector.paths import sha256_file
-from protector.protect.manifest import MANIFEST_NAME, ManifestRow, manifest_bytes, merge_shards, shard_path, write_manifest
+from protector.protect.manifest import (MANIFEST_NAME, ManifestRow, manifest_bytes, merge_shards, shard_path,
+                                        write_manifest)
 from protector.protect.plan import Plan, PlannedPhoto
 from protector.protect.provenance import Provenance
 
