@@ -208,6 +208,18 @@ def evaluate(options: EvaluateOptions) -> Evaluation:
         )
     if not pairing.pairs:
         raise EvaluationError(f"no protected file in {options.protected} matches an original in {source.describe()}")
+    # Here, not at the top: the protect package imports Lightning, which evaluate does not need.
+    from protector.protect.provenance import RECORD_NAME, recorded_maker
+
+    protected_by, foreign = recorded_maker(options.protected, [p.protected for p in pairing.pairs])
+    if foreign:
+        # A file the run record cannot account for would be scored as that protector's work.
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise EvaluationError(
+            f"{options.protected}: {len(foreign)} file(s) are not what protector protect wrote there according to its "
+            f"{RECORD_NAME} ({shown}); protect into the folder again (--overwrite replaces them) or evaluate a "
+            "folder holding only that run's files"
+        )
 
     device = resolve_device(options.device)
     attack_name, models = _load_models(options, device)
@@ -250,6 +262,7 @@ def evaluate(options: EvaluateOptions) -> Evaluation:
         "original": str(options.original),
         "list": str(options.list_path) if options.list_path else None,
         "run_code": options.run_code,
+        "protected_by": protected_by,  # the maker protect-run.json names; None: no record in the folder
         "baselines": baseline_settings,
         "eps": options.eps,
         "eps_8bit": options.eps * 255 if options.eps else None,

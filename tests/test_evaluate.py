@@ -249,3 +249,27 @@ def test_brisque_scores_a_degraded_photo_worse(shared) -> None:
     noisy = np.clip(photo + np.random.default_rng(0).normal(0, 12, photo.shape), 0, 255).astype(np.uint8)
     clean_score, noisy_score = brisque_scores([photo, noisy])
     assert np.isfinite(clean_score) and noisy_score > clean_score + 5
+
+
+def test_files_the_run_record_does_not_account_for_are_not_scored(tmp_path):
+    from protector.export import save_protector
+    from protector.generator import UNetGenerator
+    from protector.paths import sha256_file
+    from protector.protect import ProtectOptions, protect
+
+    case = build_hand_case(tmp_path)
+    torch.manual_seed(0)
+    protector_file = save_protector(tmp_path / "protector.pt", UNetGenerator(base_channels=8, depth=2), 4 / 255)
+    protected = tmp_path / "protected_by_protector"
+    protect(ProtectOptions(output=protected, inputs=[case["originals"]], checkpoint=protector_file, fmt="png",
+                           run_code="hand", num_workers=0, progress=False))
+    evaluation = evaluate(hand_options(case, protected=protected, gallery=0))
+    assert evaluation.settings["protected_by"]["protector"] == {"sha256": sha256_file(protector_file)}
+
+    # The original put back at a protected name would be scored as the protector's work: refused.
+    (protected / "hand_b.png").write_bytes((case["originals"] / "b.png").read_bytes())
+    with pytest.raises(EvaluationError, match=r"1 file\(s\) are not what protector protect wrote there .*"
+                                              r"protect-run.json \(hand_b.png\)"):
+        evaluate(hand_options(case, protected=protected, gallery=0))
+    # A folder with no record (another team's submission, files made by hand) is scored as before.
+    assert evaluate(hand_options(case, gallery=0)).settings["protected_by"] is None

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import json
 import os
 import signal
 import subprocess
 import sys
 import tarfile
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ from protector.protect import ProtectOptions, protect
 from protector.protect.dataset import PhotoDataset
 from protector.protect.manifest import read_manifest
 from protector.protect.plan import PlannedPhoto
+from protector.protect.provenance import ForeignOutputError
 
 from photo_files import encoded, photo, png_claiming
 
@@ -171,7 +174,7 @@ def test_unreadable_file_becomes_a_message():
     assert sample["error"].startswith("locked.jpg: cannot be read") and "Permission denied" in sample["error"]
 
 
-def test_rerun_skips_existing_and_overwrite_replaces(tmp_path):
+def test_rerun_skips_its_own_outputs_refuses_changed_ones_and_overwrite_replaces(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
     for i in range(3):
@@ -179,16 +182,17 @@ def test_rerun_skips_existing_and_overwrite_replaces(tmp_path):
     first = run(tmp_path / "out", [folder])
     assert first.written == 3
     protected = (tmp_path / "out" / "p0.jpg").read_bytes()
+    second = run(tmp_path / "out", [folder])  # the same protector and settings: resumes
+    assert (second.written, second.skipped, second.failed) == (0, 3, 0)
+
     users_edit = encoded(Image.fromarray(photo(48, 40, 99)), "JPEG")
     (tmp_path / "out" / "p0.jpg").write_bytes(users_edit)
     (tmp_path / "out" / "p1.jpg").write_bytes(b"garbage")
-
-    second = run(tmp_path / "out", [folder])
-    assert (second.written, second.skipped, second.failed) == (0, 2, 1)
-    assert (tmp_path / "out" / "p0.jpg").read_bytes() == users_edit  # never replaced silently
-    rows = {r.input: r for r in read_manifest(tmp_path / "out" / "manifest.csv")}
-    assert rows["p0.png"].status == "skipped" and rows["p2.png"].status == "skipped"
-    assert rows["p1.png"].status == "failed" and "--overwrite" in rows["p1.png"].error
+    before = tree_digest(tmp_path / "out")
+    with pytest.raises(ForeignOutputError, match=r"2 existing files were not made by this protector .*"
+                                                 r"\(p0.jpg, p1.jpg\).*pass --overwrite.*new --output folder"):
+        run(tmp_path / "out", [folder])
+    assert tree_digest(tmp_path / "out") == before  # nothing replaced, nothing skipped as protected
 
     third = run(tmp_path / "out", [folder], overwrite=True)
     assert third.written == 3 and third.failed == 0
@@ -242,7 +246,9 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(tmp_path):
     assert f"skipped (already there): {done_at_kill}" in resumed.stdout
 
     def outputs(out: Path) -> dict[str, bytes]:
-        return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.name != "manifest.csv"}
+        # The manifest and the run record differ: the resumed run's rows say "skipped".
+        return {p.name: p.read_bytes() for p in sorted(out.iterdir())
+                if p.name not in ("manifest.csv", "protect-run.json")}
 
     assert outputs(interrupted) == outputs(tmp_path / "reference")  # same names, same bytes, zip included
 
@@ -259,3 +265,204 @@ def test_single_files_with_one_output_name_both_fail(tmp_path):
     assert "also the output of" in errors[str(tmp_path / "day1" / "IMG_0001.jpg")]
     assert "file not found" in errors[str(tmp_path / "day1" / "gone.jpg")]
     assert sorted(p.name for p in (tmp_path / "out").glob("*.jpg")) == ["IMG_0002.jpg"]
+
+
+# ------------------------------------------------------------ nothing at the output path is passed off as protected
+# One mechanism (protector/protect/provenance.py, the folder's protect-run.json) decides every
+# case below: a file at a name the run writes is skipped or zipped only if this protector file
+# with these settings wrote those very bytes.
+
+
+def protector_files(folder: Path) -> tuple[Path, Path]:
+    """Two real, different protector files: the same small U-Net, other weights (seed)."""
+    files = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        files.append(save_protector(folder / f"protector_{seed}.pt", UNetGenerator(base_channels=8, depth=2), EPS))
+    return files[0], files[1]
+
+
+def cli(capsys, checkpoint: Path, output: Path, inputs: Path, *more: str) -> tuple[int, str, str]:
+    """`protector protect` with a run code and --zip: (exit code, stdout, stderr)."""
+    parser = argparse.ArgumentParser()
+    protect_command.add_arguments(parser)
+    args = parser.parse_args(["--checkpoint", str(checkpoint), "--input", str(inputs), "--output", str(output),
+                              "--run-code", "team", "--zip", "--num-workers", "0", "--no-progress", *more])
+    code = protect_command.run(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def files(folder_or_digest: Path | dict[str, str]) -> dict[str, str]:
+    """sha256 of the photos and the zip (a rerun's manifest says "skipped", and the record holds its hash)."""
+    digest = tree_digest(folder_or_digest) if isinstance(folder_or_digest, Path) else folder_or_digest
+    return {name: value for name, value in digest.items() if name not in ("manifest.csv", "protect-run.json")}
+
+
+@pytest.fixture
+def three_photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(photo(48, 40, 60 + i)).save(folder / f"p{i}.jpg", quality=95)
+    return folder
+
+
+def test_rerun_with_another_protector_or_settings_is_refused(tmp_path, three_photos, capsys):
+    first, second = protector_files(tmp_path)
+    out = tmp_path / "out"
+    assert cli(capsys, first, out, three_photos)[0] == 0
+    before = tree_digest(out)
+
+    code, stdout, stderr = cli(capsys, second, out, three_photos)  # retrained: another protector file
+    assert code == 2 and stdout == ""
+    assert stderr.startswith(f"protector protect: error: {out}: 5 existing files were not made by this protector "
+                             "with these settings (team_p0.jpg, team_p1.jpg, team_p2.jpg, manifest.csv, team.zip): "
+                             "protect-run.json says another protector or other settings made them (protector sha256 ")
+    assert stderr.rstrip().endswith("pass --overwrite to replace them, or choose a new --output folder")
+    assert tree_digest(out) == before  # refused before any work: not one byte changed
+
+    code, _, stderr = cli(capsys, first, out, three_photos, "--quality", "80")  # the same file, other settings
+    assert code == 2 and "(quality 90 -> 80)" in stderr and tree_digest(out) == before
+
+    code, stdout, _ = cli(capsys, first, out, three_photos)  # the same file and settings: resumes
+    assert code == 0 and "written: 0   skipped (already there): 3" in stdout
+    assert files(out) == files(before)  # the same photos and the same zip, byte for byte
+
+    code, stdout, _ = cli(capsys, second, out, three_photos, "--overwrite")
+    assert code == 0 and "written: 3   skipped (already there): 0" in stdout
+    after = tree_digest(out)
+    assert all(after[name] != before[name] for name in ("team_p0.jpg", "team.zip", "protect-run.json"))
+    code, stdout, _ = cli(capsys, second, out, three_photos)  # and now the second protector resumes
+    assert code == 0 and "skipped (already there): 3" in stdout and files(out) == files(after)
+
+
+def test_original_photo_at_an_output_name_is_never_skipped_or_zipped(tmp_path, three_photos, capsys):
+    protector_file, _ = protector_files(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    original = (three_photos / "p1.jpg").read_bytes()
+    (out / "team_p1.jpg").write_bytes(original)  # the user's own photo where an output goes
+
+    code, _, stderr = cli(capsys, protector_file, out, three_photos)
+    assert code == 2
+    assert (f"{out}: 1 existing file was not made by this protector with these settings (team_p1.jpg): "
+            "no protect-run.json there says what made them") in stderr
+    assert sorted(p.name for p in out.iterdir()) == ["team_p1.jpg"]  # no zip, no manifest, no record
+
+    # In a folder this protector filled, a photo put over one of its outputs is refused the same way.
+    assert cli(capsys, protector_file, out, three_photos, "--overwrite")[0] == 0
+    protected = (out / "team_p1.jpg").read_bytes()
+    (out / "team_p1.jpg").write_bytes(original)
+    code, _, stderr = cli(capsys, protector_file, out, three_photos)
+    assert code == 2 and "(team_p1.jpg): they changed since this protector wrote them" in stderr
+    with zipfile.ZipFile(out / "team.zip") as archive:
+        assert archive.read("team_p1.jpg") == protected  # the zip never held the original
+
+    assert cli(capsys, protector_file, out, three_photos, "--overwrite")[0] == 0
+    assert (out / "team_p1.jpg").read_bytes() == protected
+
+
+@pytest.mark.parametrize("name", ["manifest.csv", "team.zip"])
+def test_users_own_manifest_or_zip_is_not_replaced_without_overwrite(tmp_path, three_photos, capsys, name):
+    protector_file, _ = protector_files(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).write_bytes(b"the user's own file\n")
+
+    code, _, stderr = cli(capsys, protector_file, out, three_photos)
+    assert code == 2 and f"1 existing file was not made by this protector with these settings ({name})" in stderr
+    assert tree_digest(out) == {name: hashlib.sha256(b"the user's own file\n").hexdigest()}
+
+    code, stdout, _ = cli(capsys, protector_file, out, three_photos, "--overwrite")
+    assert code == 0 and "written: 3" in stdout
+    assert (out / name).read_bytes() != b"the user's own file\n"
+
+
+def test_failed_rerun_leaves_no_zip_that_looks_current(tmp_path, three_photos, capsys):
+    protector_file, _ = protector_files(tmp_path)
+    out = tmp_path / "out"
+    assert cli(capsys, protector_file, out, three_photos)[0] == 0
+    (three_photos / "p3.jpg").write_bytes(b"")  # a new input that fails
+
+    code, stdout, _ = cli(capsys, protector_file, out, three_photos)
+    assert code == 1
+    assert "zip: not written: 1 input(s) failed (--allow-failures zips the others)" in stdout
+    assert f"zip: removed {out / 'team.zip'}, made by an earlier run: it would not match this run's manifest" in stdout
+    assert not (out / "team.zip").exists()  # the old zip no longer stands beside the new manifest
+
+    code, stdout, _ = cli(capsys, protector_file, out, three_photos, "--allow-failures")
+    assert code == 0 and f"zip: {out / 'team.zip'}" in stdout and "removed" not in stdout
+    with zipfile.ZipFile(out / "team.zip") as archive:
+        assert archive.namelist() == ["team_p0.jpg", "team_p1.jpg", "team_p2.jpg"]
+
+
+def test_run_that_crashes_midway_leaves_no_old_zip_and_resumes(tmp_path, three_photos, capsys, monkeypatch):
+    protector_file, _ = protector_files(tmp_path)
+    reference, out = tmp_path / "reference", tmp_path / "out"
+    assert cli(capsys, protector_file, reference, three_photos, "--batch-size", "1")[0] == 0
+    assert cli(capsys, protector_file, out, three_photos, "--batch-size", "1")[0] == 0
+    (out / "team_p2.jpg").unlink()  # one output lost: the rerun has work to do
+
+    from protector.protect.writer import ProtectedImageWriter
+
+    def crash(self, trainer):
+        raise RuntimeError("simulated crash")  # every photo written, no manifest yet
+
+    monkeypatch.setattr(ProtectedImageWriter, "finish", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        cli(capsys, protector_file, out, three_photos, "--batch-size", "1")
+    assert not (out / "team.zip").exists()  # removed before any work: never older than the files
+    assert (out / "team_p2.jpg").exists()
+    monkeypatch.undo()
+
+    code, stdout, _ = cli(capsys, protector_file, out, three_photos, "--batch-size", "1")
+    assert code == 0 and "written: 0   skipped (already there): 3" in stdout  # the crashed run's file counts
+    assert files(out) == files(reference)  # the same photos and the same zip as a run that never crashed
+
+
+def test_file_appearing_during_the_run_or_unreadable_record_is_not_passed_off(tmp_path, three_photos, capsys,
+                                                                             monkeypatch):
+    from protector.protect.provenance import Provenance
+
+    protector_file, _ = protector_files(tmp_path)
+    out = tmp_path / "out"
+    original = (three_photos / "p1.jpg").read_bytes()
+    real_start = Provenance.start
+
+    def start_then_another_process_writes(self, *args):
+        removed = real_start(self, *args)
+        (out / "team_p1.jpg").write_bytes(original)  # after the check, before the writer gets there
+        return removed
+
+    monkeypatch.setattr(Provenance, "start", start_then_another_process_writes)
+    code, stdout, _ = cli(capsys, protector_file, out, three_photos)
+    monkeypatch.undo()
+    assert code == 1 and "written: 2   skipped (already there): 0   failed: 1" in stdout
+    assert (f"p1.jpg: {out / 'team_p1.jpg'} appeared during the run and was not made by this protector with these "
+            "settings; rerun with --overwrite to replace it") in stdout
+    assert (out / "team_p1.jpg").read_bytes() == original and not (out / "team.zip").exists()
+
+    (out / "protect-run.json").write_text("{not json")
+    code, _, stderr = cli(capsys, protector_file, out, three_photos, "--allow-failures")
+    assert code == 2 and "files were not made by this protector with these settings (protect-run.json, " in stderr
+    assert f"{out / 'protect-run.json'} cannot be read as a run record" in stderr
+    assert cli(capsys, protector_file, out, three_photos, "--overwrite")[0] == 0
+
+
+def test_run_record_naming_files_outside_the_folder_removes_nothing_there(tmp_path, three_photos, capsys):
+    protector_file, _ = protector_files(tmp_path)
+    out = tmp_path / "out"
+    assert cli(capsys, protector_file, out, three_photos)[0] == 0
+    outside = tmp_path / "precious.zip"
+    outside.write_bytes(b"not the run's")
+    record = json.loads((out / "protect-run.json").read_text())
+    sha256 = hashlib.sha256(b"not the run's").hexdigest()
+    for name in ("../precious.zip", str(outside)):
+        record["files"][name] = {"kind": "zip", "sha256": [sha256]}
+    (out / "protect-run.json").write_text(json.dumps(record))
+
+    code, stdout, _ = cli(capsys, protector_file, out, three_photos)
+    assert code == 0 and "skipped (already there): 3" in stdout and "removed" not in stdout
+    assert outside.read_bytes() == b"not the run's"
+    assert "../precious.zip" not in (out / "protect-run.json").read_text()

@@ -216,7 +216,7 @@ def test_bad_run_goes_on_lists_failures_and_exits_non_zero(bad_run):
     assert f"failed inputs ({len(BAD_INPUTS)}):" in bad_run["stdout"]
     assert "my holiday ü 写真.jpg" in {row.output for row in rows.values()}
     outputs = sorted(p.name for p in bad_run["output"].iterdir())
-    assert outputs == sorted(["manifest.csv", *(rows[name].output for name in GOOD_INPUTS)])  # no temporaries
+    assert outputs == sorted(["manifest.csv", "protect-run.json", *(rows[name].output for name in GOOD_INPUTS)])  # no temporaries
 
 
 def test_bad_run_leaves_every_input_untouched(bad_run):
@@ -312,7 +312,7 @@ def test_list_entries_missing_or_escaping_fail_alone(tmp_path, protector_file, k
     for line in failed.values():
         assert f"  {line}" in stdout
     written = sorted(str(p.relative_to(output)) for p in output.rglob("*") if p.is_file())
-    assert written == ["café 1.jpg", "good.jpg", "manifest.csv", "sub/inner.jpg"]  # the secret never came out
+    assert written == ["café 1.jpg", "good.jpg", "manifest.csv", "protect-run.json", "sub/inner.jpg"]  # the secret never came out
     assert tree_state(root) == outside_before  # nothing written or changed beside the image root
 
 
@@ -321,8 +321,11 @@ def test_list_entries_missing_or_escaping_fail_alone(tmp_path, protector_file, k
 _HANG_IN_FSYNC = """
 import os, sys, time
 flag = sys.argv[1]
+real_fsync = os.fsync
 
-def hang(fd):  # the bytes are in the temporary file; the rename has not happened yet
+def hang(fd):  # a photo's bytes are in its temporary file; the rename has not happened yet
+    if ".jpg." not in os.readlink(f"/proc/self/fd/{fd}"):
+        return real_fsync(fd)  # protect-run.json is written before any photo
     open(flag, "w").close()
     time.sleep(300)
 
@@ -365,7 +368,8 @@ def test_sigkill_while_replacing_outputs_keeps_the_old_files_whole(tmp_path, pro
 
     code, stdout, _ = run_cli(*protect_args(protector_file, output, "--input", str(folder), "--overwrite"))
     assert code == 0 and "written: 3" in stdout
-    assert sorted(p.name for p in output.iterdir()) == ["manifest.csv", "p0.jpg", "p1.jpg", "p2.jpg"]  # no .tmp
+    assert sorted(p.name for p in output.iterdir()) == ["manifest.csv", "p0.jpg", "p1.jpg", "p2.jpg",
+                                                        "protect-run.json"]  # no .tmp, no journal
     for name in old:
         assert (output / name).read_bytes() == (reference / name).read_bytes()
 

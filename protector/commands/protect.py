@@ -14,9 +14,12 @@ Inputs: folders and files (--input), or a list file read from a folder or val_25
 (--list with --images). Each photo keeps its size; outputs keep the input's relative name
 with the new extension, or get the run-code prefix of the task's submission format.
 Inputs whose output names would collide (a.jpg and a.png -> a.jpg) fail before the run:
-rename one, or use --format same. Existing outputs are kept (a rerun resumes) unless
---overwrite. manifest.csv in the output folder records every input; the exit code is 1 if
-any input failed (see --allow-failures), 2 for unusable settings.
+rename one, or use --format same. protect-run.json in the output folder records the
+protector file's sha256, the settings and each written file's sha256: a rerun with the same
+protector and settings resumes (keeps what it wrote); any other file at an output name, or
+manifest.csv / the zip not written by it, stops the run unless --overwrite. manifest.csv
+records every input; the exit code is 1 if any input failed (see --allow-failures), 2 for
+unusable settings or such files.
 """
 
 
@@ -41,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--run-code", metavar="CODE",
                     help="prefix every output name with CODE_ (task submission naming, e.g. rteam_base)")
     io.add_argument("--zip", action="store_true", help="also write OUTPUT/CODE.zip of the outputs (needs --run-code)")
-    io.add_argument("--overwrite", action="store_true", help="replace existing outputs instead of skipping them")
+    io.add_argument("--overwrite", action="store_true", help="replace existing outputs, manifest.csv and the zip; without it a rerun skips only "
+                         "the files this protector with these settings wrote and refuses any other")
     io.add_argument("--allow-failures", action="store_true",
                     help="exit 0 and still write the zip when some inputs failed")
 

@@ -50,7 +50,8 @@ COLUMNS = [f.name for f in fields(ManifestRow)]
 _INT_COLUMNS = {f.name for f in fields(ManifestRow) if "int" in str(f.type)}
 
 
-def _to_csv(rows: list[ManifestRow]) -> bytes:
+def manifest_bytes(rows: list[ManifestRow]) -> bytes:
+    """The CSV of `rows`, sorted by index (what :func:`write_manifest` writes)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -63,7 +64,7 @@ def _to_csv(rows: list[ManifestRow]) -> bytes:
 
 def write_manifest(path: str | Path, rows: list[ManifestRow]) -> None:
     """Write rows (sorted by index) as CSV, atomically, replacing an older manifest."""
-    write_atomic(path, _to_csv(rows), overwrite=True)
+    write_atomic(path, manifest_bytes(rows), overwrite=True)
 
 
 def read_manifest(path: str | Path) -> list[ManifestRow]:

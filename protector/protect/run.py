@@ -15,10 +15,11 @@ from torch import nn
 from protector.generator import BoundedProtector
 from protector.images import MAX_PIXELS, OUTPUT_FORMATS
 from protector.protect.datamodule import ProtectDataModule
-from protector.protect.manifest import MANIFEST_NAME, ManifestRow, remove_shards, write_manifest
+from protector.protect.manifest import MANIFEST_NAME, ManifestRow, manifest_bytes, remove_shards
 from protector.protect.naming import check_run_code
 from protector.protect.plan import Plan, build_plan
 from protector.protect.predictor import ProtectPredictor
+from protector.protect.provenance import Provenance, describe_maker
 from protector.protect.submission import write_submission_zip
 from protector.protect.summary import RunSummary
 from protector.protect.writer import ProtectedImageWriter
@@ -160,6 +161,9 @@ def protect(
     Raises:
         ValueError, FileNotFoundError: settings, list or source that cannot be used at all.
             Problems with single photos never raise: they are failures in the summary.
+        ForeignOutputError (a ValueError): files at the output names, ``manifest.csv`` or
+            the zip that this protector with these settings did not make, unless
+            ``options.overwrite`` (see :mod:`~protector.protect.provenance`).
     """
     options.check()
     from protector.data.lists import read_categories
@@ -169,35 +173,56 @@ def protect(
                       options.recursive, options.fmt, options.run_code)
     for message in plan.warnings:
         warnings.warn(message, stacklevel=2)
+    protector_file = None
     if protector is None:
         protector, loaded_classifier = _load_networks(options)
+        protector_file = options.checkpoint
         classifier = classifier if classifier is not None else loaded_classifier
     _give_guide_model(protector, classifier)
     _set_enhancement(protector, options)
+    if options.refine_steps and classifier is None:
+        raise ValueError("--refine-steps needs the attack model: pass --classifier (e.g. --classifier resnet50)")
+    precision = options.precision or default_precision(options.accelerator)
+    provenance = Provenance.open(plan.output_dir, describe_maker(options, protector, classifier, protector_file,
+                                                                 precision))
+    zip_name = f"{options.run_code}.zip" if options.zip else None
+    removed_zips: list[Path] = []
     if launch_rank() == 0:
+        # Before any work: only files this protector with these settings made may be skipped or zipped.
+        existing = [item.output for item in plan.runnable() if item.exists]
+        provenance.check(existing + [MANIFEST_NAME] + ([zip_name] if zip_name else []), options.overwrite)
         # Before any other rank can start writing: leftovers of a killed run go.
         plan.output_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(plan)
         remove_shards(plan.output_dir)
+        removed_zips = provenance.start(options.overwrite, zip_name)
 
-    writer = ProtectedImageWriter(plan, options.quality, options.overwrite, categories)
+    writer = ProtectedImageWriter(plan, provenance, options.quality, options.overwrite, categories)
     started = time.perf_counter()
     if plan.runnable():
-        manifest = _predict(options, plan, protector, classifier, writer)
+        manifest = _predict(options, plan, protector, classifier, writer, precision)
         if manifest is None:
             return None  # not global rank zero
     else:
         manifest = [ManifestRow(index=i.index, input=i.input, output=i.output or "", label=i.label, error=i.error or "")
                     for i in plan.items]
-        write_manifest(plan.output_dir / MANIFEST_NAME, manifest)
+        provenance.write(MANIFEST_NAME, manifest_bytes(manifest), "manifest", overwrite=True)
     seconds = time.perf_counter() - started
 
     eps = getattr(protector, "eps", None)
     summary = RunSummary.from_rows(manifest, seconds, manifest=plan.output_dir / MANIFEST_NAME,
                                    eps_8bit=eps * 255 if eps is not None else None)
-    if options.zip and (summary.failed == 0 or options.allow_failures):
+    if zip_name is not None and (summary.failed == 0 or options.allow_failures):
         names = [row.output for row in manifest if row.status in ("ok", "skipped")]
-        summary.zip_path = write_submission_zip(plan.output_dir / f"{options.run_code}.zip", plan.output_dir, names)
+        summary.zip_path = write_submission_zip(
+            plan.output_dir / zip_name, plan.output_dir, names,
+            before_rename=lambda sha256: provenance.note(zip_name, "zip", sha256),
+        )
+    elif zip_name is not None:
+        summary.zip_withheld = (f"not written: {summary.failed} input(s) failed "
+                                "(--allow-failures zips the others)")
+    summary.zips_removed = [path for path in removed_zips if path != summary.zip_path]
+    provenance.commit()
     return summary
 
 
@@ -224,9 +249,8 @@ def _predict(
     protector: nn.Module,
     classifier: nn.Module | None,
     writer: ProtectedImageWriter,
+    precision: str,
 ) -> list[ManifestRow] | None:
-    if options.refine_steps and classifier is None:
-        raise ValueError("--refine-steps needs the attack model: pass --classifier (e.g. --classifier resnet50)")
     refine_quality = options.quality if options.fmt == "jpeg" else None
     predictor = ProtectPredictor(protector, classifier, options.tile_max_pixels, options.tile,
                                  options.tile_overlap, options.tile_align, options.refine_steps, refine_quality)
@@ -238,7 +262,7 @@ def _predict(
         devices=options.devices,
         strategy=options.strategy,
         num_nodes=options.num_nodes,
-        precision=options.precision or default_precision(options.accelerator),
+        precision=precision,
         callbacks=[writer],
         logger=False,
         enable_checkpointing=False,

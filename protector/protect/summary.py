@@ -23,6 +23,10 @@ class RunSummary:
         failures: (input, error) for every failed input.
         manifest: path of ``manifest.csv``.
         zip_path: the submission zip, when one was written.
+        zip_withheld: why the zip asked for was not written (failed inputs), else None.
+        zips_removed: zips an earlier run made in the folder, removed because this run
+            rewrote ``manifest.csv`` and they would no longer match it (one rewritten by
+            this run is not listed).
         eps_8bit: the protector's budget in 8-bit levels, for reference.
     """
 
@@ -35,6 +39,8 @@ class RunSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     manifest: Path | None = None
     zip_path: Path | None = None
+    zip_withheld: str | None = None
+    zips_removed: list[Path] = field(default_factory=list)
     eps_8bit: float | None = None
 
     @property
@@ -69,6 +75,10 @@ class RunSummary:
             lines.append(f"manifest: {self.manifest}")
         if self.zip_path is not None:
             lines.append(f"zip: {self.zip_path}")
+        if self.zip_withheld is not None:
+            lines.append(f"zip: {self.zip_withheld}")
+        lines.extend(f"zip: removed {path}, made by an earlier run: it would not match this run's manifest"
+                     for path in self.zips_removed)
         if self.failures:
             lines.append(f"failed inputs ({len(self.failures)}):")
             lines.extend(f"  {error or name}" for name, error in self.failures)

@@ -10,17 +10,20 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
-from protector.images import ImageReadError, encode_photo, read_photo, to_tensor, to_uint8, write_atomic
+from protector.images import ImageReadError, encode_photo, read_photo, to_tensor, to_uint8
 from protector.paths import sha256_file
-from protector.protect.manifest import ManifestRow, merge_shards, shard_path, write_manifest, MANIFEST_NAME
+from protector.protect.manifest import (MANIFEST_NAME, ManifestRow, manifest_bytes, merge_shards, shard_path,
+                                        write_manifest)
 from protector.protect.plan import Plan, PlannedPhoto
+from protector.protect.provenance import Provenance
 
 
 class ProtectedImageWriter(BasePredictionWriter):
     """Writes the protected photos of each batch on the rank that computed them.
 
-    For every photo: encode (no metadata but ICC), write atomically, never replacing an
-    existing file unless `overwrite`; then decode the file from disk and measure what a
+    For every photo: encode (no metadata but ICC), write atomically through the run
+    record (:mod:`~protector.protect.provenance`), never replacing an existing file unless
+    `overwrite`; then decode the file from disk and measure what a
     recipient gets: max |written - input| in 8-bit levels, and, with a classifier, its
     top-1 prediction. Failures are recorded per photo and the run goes on. After
     prediction, :meth:`finish` writes each rank's manifest shard and rank zero merges them
@@ -28,6 +31,7 @@ class ProtectedImageWriter(BasePredictionWriter):
 
     Args:
         plan: the run's plan (output folder, names, formats).
+        provenance: the output folder's run record; every file is written through it.
         quality: JPEG/WebP quality 1..100.
         overwrite: replace existing outputs.
         categories: class names for the manifest, index order (optional).
@@ -36,17 +40,23 @@ class ProtectedImageWriter(BasePredictionWriter):
     def __init__(
         self,
         plan: Plan,
+        provenance: Provenance,
         quality: int = 90,
         overwrite: bool = False,
         categories: list[str] | None = None,
     ) -> None:
         super().__init__(write_interval="batch")
         self.plan = plan
+        self.provenance = provenance
         self.quality = quality
         self.overwrite = overwrite
         self.categories = categories
+        self.rank = 0  # this process's global rank, set in setup()
         self.rows: list[ManifestRow] = []
         self.manifest: list[ManifestRow] | None = None  # merged, on rank zero
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.rank = trainer.global_rank
 
     def _name(self, index: int | None) -> str:
         if index is None or self.categories is None or not 0 <= index < len(self.categories):
@@ -110,10 +120,15 @@ class ProtectedImageWriter(BasePredictionWriter):
                 return None
             try:
                 data = encode_photo(to_uint8(x_adv), item.fmt, self.quality, icc_profile)
-                write_atomic(target, data, overwrite=self.overwrite)
+                self.provenance.write(item.output, data, "photo", overwrite=self.overwrite, rank=self.rank)
                 row.status = "ok"
             except FileExistsError:
-                row.status = "skipped"  # appeared since planning (another run); kept as is
+                # Appeared since planning (another run): kept, and skipped only if this maker wrote it.
+                if not self.provenance.made(item.output):
+                    row.error = (f"{item.input}: {target} appeared during the run and was not made by this protector "
+                                 "with these settings; rerun with --overwrite to replace it")
+                    return None
+                row.status = "skipped"
             except (OSError, ValueError) as err:
                 row.error = f"{item.input}: cannot write {target}: {err}"
                 return None
@@ -151,6 +166,6 @@ class ProtectedImageWriter(BasePredictionWriter):
                 for item in self.plan.failed()
             ]
             self.manifest = merge_shards(output_dir, trainer.world_size, planning_failures)
-            write_manifest(output_dir / MANIFEST_NAME, self.manifest)
+            self.provenance.write(MANIFEST_NAME, manifest_bytes(self.manifest), "manifest", overwrite=True)
         trainer.strategy.barrier("protect_manifest_merged")
         return self.manifest

@@ -1,0 +1,297 @@
+"""What made the files in an output folder, and the check that nothing else there is
+passed off as protected.
+
+``protect-run.json`` in the output folder names the *maker* of its files: the protector
+(its file's sha256), every setting that changes the bytes written, and the attack model
+when it shapes the protection (a guided protector, ``--refine-steps``). For every file a
+run puts there (photos, ``manifest.csv``, the zip) it keeps the sha256 of the bytes
+written. A later run into the folder counts an existing file as its own only when the
+record has the same maker and the file still has one of the recorded hashes. Anything
+else at a name the run would write (another protector's or other settings' output, the
+user's original photo, the user's own ``manifest.csv`` or zip) stops the run before any
+work unless ``--overwrite``.
+
+Every write goes through :meth:`Provenance.write` (the zip through :meth:`Provenance.note`),
+which appends the hash to this rank's journal ``.protect-run-rank<R>.jsonl`` *before* the
+file takes its name: a run killed at any moment leaves no file of its own the next run
+cannot account for. Rank zero folds the journals into the record when a run starts and
+when it ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
+
+import torch
+from torch import nn
+
+from protector.images import write_atomic
+from protector.paths import sha256_file
+
+RECORD_NAME = "protect-run.json"
+_JOURNAL_GLOB = ".protect-run-rank*.jsonl"
+_FORMAT = 1
+_ABOUT = (
+    "Written by protector protect. 'maker' is the protector and the settings that made the files "
+    "listed under 'files' (name -> sha256 of every version written). A rerun skips an existing "
+    "output only if it has the same maker and the file still has a recorded hash; see RELIABILITY.md."
+)
+_SHOWN = 5  # file names listed in a refusal
+
+
+class ForeignOutputError(ValueError):
+    """Files at names the run would write that it cannot account for; the message names --overwrite."""
+
+
+def module_sha256(module: nn.Module) -> str:
+    """sha256 of a module's class and weights (names, dtypes, shapes, bytes), independent of device."""
+    digest = hashlib.sha256(type(module).__qualname__.encode())
+    for key, tensor in sorted(module.state_dict().items()):
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{key}:{flat.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def describe_maker(
+    options: Any,
+    protector: nn.Module,
+    classifier: nn.Module | None,
+    protector_file: Path | None,
+    precision: str,
+) -> dict[str, Any]:
+    """The protector and every setting that changes the bytes of a protected file.
+
+    Args:
+        options: the run's ProtectOptions.
+        protector: the protector as it will run (after --enhance is applied).
+        classifier: the attack model, counted only when it shapes the protection.
+        protector_file: the file the protector was loaded from (known by its sha256);
+            None for a module passed in-process (known by its class, weights and eps).
+        precision: the Trainer precision the run uses (bf16 and float32 differ in the bytes).
+
+    Batch size, workers and devices are left out: a resumed run writes the same bytes
+    with any batching (RELIABILITY.md, section 2).
+    """
+    if protector_file is not None:
+        made_by: dict[str, Any] = {"sha256": sha256_file(protector_file)}
+    else:
+        made_by = {"weights_sha256": module_sha256(protector), "eps": getattr(protector, "eps", None)}
+    enhancer = getattr(protector, "enhancer", None)
+    shapes_with_model = bool(getattr(protector, "guided", False)) or options.refine_steps > 0
+    return {
+        "protector": made_by,
+        "format": options.fmt,
+        "quality": options.quality,
+        "refine_steps": options.refine_steps,
+        "enhance_strength": None if enhancer is None else float(options.enhance_strength),
+        "attack_model": module_sha256(classifier) if shapes_with_model and classifier is not None else None,
+        "tiling": [options.tile_max_pixels, options.tile, options.tile_overlap, options.tile_align],
+        "precision": precision,
+    }
+
+
+def _digest(maker: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(maker, sort_keys=True).encode()).hexdigest()
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, inner in value.items():
+            flat.update(_flatten(inner, f"{prefix} {key}".strip()))
+        return flat
+    return {prefix: value}
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text[:12] + "…" if len(text) == 64 else text  # a sha256
+
+
+def differences(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """'quality 90 -> 80, protector sha256 1a2b… -> 3c4d…' for the settings that differ."""
+    before, after = _flatten(old), _flatten(new)
+    keys = sorted(set(before) | set(after))
+    return ", ".join(f"{k} {_short(before.get(k))} -> {_short(after.get(k))}" for k in keys
+                     if before.get(k) != after.get(k))
+
+
+@dataclass
+class Provenance:
+    """The record of one output folder, as seen by a run with maker `maker`.
+
+    Use :meth:`open`; rank zero then calls :meth:`check`, :meth:`start` and, at the end,
+    :meth:`commit`; every rank writes through :meth:`write`.
+    """
+
+    output_dir: Path
+    maker: dict[str, Any]
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {"kind", "sha256": [...]}
+    found_maker: dict[str, Any] | None = None  # the record's maker, when a record was read
+    found_files: dict[str, dict[str, Any]] = field(default_factory=dict)  # the record's files, any maker
+    unreadable: str | None = None  # why an existing record could not be read
+
+    @classmethod
+    def open(cls, output_dir: str | Path, maker: dict[str, Any]) -> Provenance:
+        """Read the folder's record and any journals a killed run left; writes nothing."""
+        self = cls(Path(output_dir), maker)
+        path = self.output_dir / RECORD_NAME
+        if path.is_file():
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+                if record.get("format") != _FORMAT:
+                    raise ValueError(f"unknown format {record.get('format')!r}")
+                self.found_maker = record["maker"]
+                for name, entry in record["files"].items():
+                    for sha256 in entry["sha256"]:
+                        _add(self.found_files, name, entry["kind"], sha256)
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+                self.unreadable = f"{path} cannot be read as a run record ({err})"
+        if self.found_maker is not None:
+            self._fold(self.found_files, _digest(self.found_maker))
+        if self.found_maker == self.maker:
+            self.files = self.found_files
+        return self
+
+    def _journals(self) -> list[Path]:
+        return sorted(self.output_dir.glob(_JOURNAL_GLOB)) if self.output_dir.is_dir() else []
+
+    def _fold(self, files: dict[str, dict[str, Any]], maker_digest: str) -> None:
+        """Add the journal lines of `maker_digest` to `files` (lines of any other maker are dropped)."""
+        for journal in self._journals():
+            for line in journal.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    entry = json.loads(line)
+                    if entry["maker"] == maker_digest:
+                        _add(files, entry["name"], entry["kind"], entry["sha256"])
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut by a kill: its file never took its name
+
+    def made(self, name: str) -> bool:
+        """Whether the file at `name` holds bytes this maker wrote under that name."""
+        path = self.output_dir / name
+        entry = self.files.get(name)
+        return entry is not None and path.is_file() and sha256_file(path) in entry["sha256"]
+
+    def check(self, names: list[str], overwrite: bool) -> None:
+        """Refuse, before any work, when a file at one of `names` was not made by this maker.
+
+        Raises:
+            ForeignOutputError: unless `overwrite`; one line naming the files, why, and the ways out.
+        """
+        if overwrite:
+            return
+        foreign = [name for name in names if (self.output_dir / name).exists() and not self.made(name)]
+        if self.unreadable is not None:
+            foreign.insert(0, RECORD_NAME)
+        if not foreign:
+            return
+        shown = ", ".join(foreign[:_SHOWN]) + (f" and {len(foreign) - _SHOWN} more" if len(foreign) > _SHOWN else "")
+        if self.unreadable is not None:
+            why = self.unreadable
+        elif self.found_maker is None:
+            why = f"no {RECORD_NAME} there says what made them"
+        elif self.found_maker != self.maker:
+            changed = differences(self.found_maker, self.maker)
+            why = f"{RECORD_NAME} says another protector or other settings made them ({changed})"
+        else:
+            why = "they changed since this protector wrote them, or it never wrote them"
+        files = "1 existing file was" if len(foreign) == 1 else f"{len(foreign)} existing files were"
+        raise ForeignOutputError(
+            f"{self.output_dir}: {files} not made by this protector with these settings ({shown}): {why}. "
+            "A run only skips and zips files it made itself: pass --overwrite to replace them, "
+            "or choose a new --output folder"
+        )
+
+    def start(self, overwrite: bool, zip_name: str | None) -> list[Path]:
+        """Rank zero, before any file is written: fold the journals into the record, write it,
+        and remove the zips earlier runs made here (this run rewrites manifest.csv, which they
+        would no longer match; the zip is made again at the end when the run qualifies).
+
+        Returns:
+            The zips removed.
+        """
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        removed = []
+        for name, entry in self.found_files.items():
+            path = self.output_dir / name
+            if entry["kind"] == "zip" and path.is_file() and sha256_file(path) in entry["sha256"]:
+                path.unlink()  # a user's edited copy is theirs: its hash is not recorded, it stays
+                removed.append(path)
+        if overwrite and zip_name is not None and (self.output_dir / zip_name).is_file():
+            (self.output_dir / zip_name).unlink()  # replaced: a failed run must not leave it looking current
+            removed.append(self.output_dir / zip_name)
+        self._save()
+        return removed
+
+    def commit(self) -> None:
+        """Rank zero, after every rank is done: fold the journals into the record.
+
+        Photos keep every hash (a deterministic protector writes one per name); the
+        manifest and the zip change with every run, so only the version on disk is kept.
+        """
+        self._fold(self.files, _digest(self.maker))
+        for name, entry in list(self.files.items()):
+            if entry["kind"] != "photo":
+                path = self.output_dir / name
+                current = sha256_file(path) if path.is_file() else None
+                if current in entry["sha256"]:
+                    entry["sha256"] = [current]
+                else:
+                    del self.files[name]
+        self._save()
+
+    def _save(self) -> None:
+        record = {"format": _FORMAT, "about": _ABOUT, "maker": self.maker,
+                  "files": {name: {"kind": e["kind"], "sha256": sorted(e["sha256"])}
+                            for name, e in sorted(self.files.items())}}
+        write_atomic(self.output_dir / RECORD_NAME, (json.dumps(record, indent=1) + "\n").encode("utf-8"),
+                     overwrite=True)
+        for journal in self._journals():
+            journal.unlink(missing_ok=True)
+
+    def note(self, name: str, kind: str, sha256: str, rank: int = 0) -> None:
+        """Journal that this maker is about to give `name` the bytes with `sha256`."""
+        _add(self.files, name, kind, sha256)
+        line = json.dumps({"maker": _digest(self.maker), "name": name, "kind": kind, "sha256": sha256}) + "\n"
+        # One write() per line on an O_APPEND file: a kill leaves whole lines, or a cut last one.
+        fd = os.open(self.output_dir / f".protect-run-rank{rank}.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, line.encode("utf-8"))
+        finally:
+            os.close(fd)
+
+    def write(self, name: str, data: bytes, kind: str, overwrite: bool, rank: int = 0) -> None:
+        """Journal, then write atomically (``FileExistsError`` when there and not `overwrite`)."""
+        self.note(name, kind, hashlib.sha256(data).hexdigest(), rank)
+        write_atomic(self.output_dir / name, data, overwrite=overwrite)
+
+
+def _add(files: dict[str, dict[str, Any]], name: str, kind: str, sha256: str) -> None:
+    paths = (PurePosixPath(name), PureWindowsPath(name))
+    if not name or any(path.is_absolute() or ".." in path.parts for path in paths):
+        return  # a record edited to reach outside the folder: start() must never remove such a file
+    entry = files.setdefault(name, {"kind": kind, "sha256": []})
+    if sha256 not in entry["sha256"]:
+        entry["sha256"].append(sha256)
+
+
+def recorded_maker(folder: str | Path, names: list[str]) -> tuple[dict[str, Any] | None, list[str]]:
+    """For a reader of a finished run (``protector evaluate``): what made the files in `folder`.
+
+    Returns:
+        The maker its ``protect-run.json`` names (None when there is no readable record),
+        and the names among `names` whose bytes that record does not account for (empty
+        without a record: nothing is known either way).
+    """
+    found = Provenance.open(folder, {})
+    if found.found_maker is None:
+        return None, []
+    found.files = found.found_files
+    return found.found_maker, [name for name in names if not found.made(name)]
