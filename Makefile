@@ -22,6 +22,9 @@ NIMA ?= weights/weights_mobilenet_aesthetic_0.07.hdf5
 TRAIN_PATHS = --data.images $(DATA)/val_256.tar --data.train_list $(DATA)/MEPP18val.csv \
 	--data.labels_file $(DATA)/places365_val.txt --data.predict_list $(DATA)/MEPP19test.csv \
 	--model.sensitive_categories $(DATA)/MEPP18senscats.txt --model.classifier.init_args.checkpoint $(ATTACK_MODEL)
+# A rerun resumes only the files this protector with these settings made; after retraining
+# (or changing a setting) the old submission is refused unless OVERWRITE=1 replaces it.
+OVERWRITE ?=
 # White-box gradient steps after the generator (through JPEG at the output quality): on the
 # stand-in, 2 steps take the saved files from 98.0%/82.4% to 99.0%/96.1% top-1/top-5 fooled.
 REFINE_STEPS ?= 2
@@ -44,7 +47,7 @@ run: $(STAMP)
 	$(PY) -m protector data fetch --root $(DATA) --weights $(dir $(ATTACK_MODEL)) $(if $(KEEP_MISMATCHED),--keep-mismatched)
 	$(PY) train.py fit --config configs/mepp19.yaml --trainer.default_root_dir $(RUN) $(TRAIN_PATHS) $(TRAIN_CHECKSUM)
 	$(PY) infer.py --checkpoint $(RUN)/protector.pt --list $(DATA)/MEPP19test.csv --images $(DATA)/val_256.tar \
-		--output $(RUN)/submission --format jpeg --quality 90 --run-code $(RUN_CODE) --zip --refine-steps $(REFINE_STEPS) \
+		--output $(RUN)/submission --format jpeg --quality 90 --run-code $(RUN_CODE) --zip --refine-steps $(REFINE_STEPS) $(if $(OVERWRITE),--overwrite) \
 		--classifier resnet50 --classifier-checkpoint $(ATTACK_MODEL) $(CHECKSUM) --categories $(DATA)/categories_places365.txt
 	$(PY) -m protector evaluate --protected $(RUN)/submission --run-code $(RUN_CODE) --list $(DATA)/MEPP19test.csv \
 		--original $(DATA)/val_256.tar --labels $(DATA)/places365_val.txt --categories $(DATA)/categories_places365.txt \

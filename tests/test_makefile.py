@@ -50,6 +50,7 @@ def test_opt_ins_reach_their_steps(tmp_path) -> None:
     fetch, *_, evaluate = dry_run(f"NIMA={nima}")
     assert "--keep-mismatched" not in fetch and "--nima" not in evaluate  # no NIMA file there yet
     nima.write_bytes(b"weights")
-    fetch, *_, evaluate = dry_run(f"NIMA={nima}", "KEEP_MISMATCHED=1")
-    assert "--keep-mismatched" in fetch
+    assert "--overwrite" not in dry_run()[2]
+    fetch, _, protect, evaluate = dry_run(f"NIMA={nima}", "KEEP_MISMATCHED=1", "OVERWRITE=1")
+    assert "--keep-mismatched" in fetch and "--overwrite" in protect
     assert dict(zip(evaluate, evaluate[1:]))["--nima"] == str(nima)

@@ -81,7 +81,8 @@ def describe_maker(
     if protector_file is not None:
         made_by: dict[str, Any] = {"sha256": sha256_file(protector_file)}
     else:
-        made_by = {"weights_sha256": module_sha256(protector), "eps": getattr(protector, "eps", None)}
+        made_by = {"weights_sha256": module_sha256(protector)}
+    made_by["eps"] = getattr(protector, "eps", None)  # also read by `evaluate` (its baselines' budget)
     enhancer = getattr(protector, "enhancer", None)
     shapes_with_model = bool(getattr(protector, "guided", False)) or options.refine_steps > 0
     return {
