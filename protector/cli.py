@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "train": "train the generator (LightningCLI: fit, validate, ...)",
     "protect": "protect photos in one forward pass and write the files",
     "evaluate": "measure protected files as the organizers do; JSON, Markdown and HTML report",
+    "submission": "check a submission zip as the organizers receive it",
 }
 
 
