@@ -253,6 +253,38 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(tmp_path):
     assert outputs(interrupted) == outputs(tmp_path / "reference")  # same names, same bytes, zip included
 
 
+@pytest.mark.slow
+def test_sigterm_stops_protect_like_ctrl_c_and_the_rerun_resumes(tmp_path):
+    """SIGTERM (`kill`, a scheduler's stop) used to be swallowed: the run went on and exited 0."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(40):
+        Image.fromarray(photo(96, 64, i)).save(folder / f"img_{i:03d}.png")
+    torch.manual_seed(0)
+    checkpoint = save_protector(tmp_path / "protector.pt", UNetGenerator(base_channels=16, depth=2), EPS)
+    out = tmp_path / "out"
+    command = [sys.executable, str(REPO / "infer.py"), "--checkpoint", str(checkpoint), "--input", str(folder),
+               "--output", str(out), "--batch-size", "2", "--num-workers", "0", "--no-progress"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if out.is_dir() and len(list(out.glob("*.jpg"))) >= 4:
+            break
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    done = len(list(out.glob("*.jpg")))
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert "stopped by SIGTERM" in stderr and "Run the same command again to resume" in stderr
+    assert 4 <= done < 40, f"{done} files: the signal was not what stopped the run"
+    assert not (out / "manifest.csv").exists() and not list(out.glob(".*.tmp"))  # no partial files
+
+    resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"skipped (already there): {done}" in resumed.stdout
+    assert len(list(out.glob("*.jpg"))) == 40
+
+
 def test_single_files_with_one_output_name_both_fail(tmp_path):
     for folder in ("day1", "day2"):
         (tmp_path / folder).mkdir()

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from protector.images import MAX_PIXELS, OUTPUT_FORMATS
@@ -109,11 +113,41 @@ def run(args: argparse.Namespace) -> int:
     fields = ProtectOptions.__dataclass_fields__
     options = ProtectOptions(**{key: value for key, value in vars(args).items() if key in fields})
     try:
-        summary = protect(options)
+        with sigterm_as_interrupt() as terminated:
+            summary = protect(options)
     except (ValueError, FileNotFoundError) as err:
         print(f"protector protect: error: {err}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, SystemExit):
+        # Lightning turns the interrupt into SystemExit(1) after its own clean-up.
+        if not terminated:
+            raise
+        print("protector protect: stopped by SIGTERM; every file written so far is whole and recorded. Run the "
+              "same command again to resume.", file=sys.stderr)
+        return 128 + signal.SIGTERM
     if summary is None:  # a non-zero rank of a distributed run; rank zero reports
         return 0
     print(summary.format())
     return 0 if summary.failed == 0 or options.allow_failures else 1
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[list[int]]:
+    """Within the block SIGTERM stops the run like Ctrl-C (Lightning's predict loop ignores it).
+
+    Yields a list that is non-empty once SIGTERM arrived.
+    """
+    received: list[int] = []
+
+    def interrupt(signum: int, frame: object) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield received  # only the main thread may set handlers; an embedding program owns signals
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
