@@ -22,6 +22,11 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 from protector.paths import NotAFileError, read_regular_file
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
+# Photos a folder may hold that are not read here (no decoder in the allow-list): a run says so.
+UNREAD_PHOTO_SUFFIXES = frozenset({
+    ".heic", ".heif", ".avif", ".jxl", ".jp2", ".j2k", ".psd", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf",
+    ".rw2", ".raf", ".pef", ".srw",
+})
 
 # Pillow's own decompression-bomb threshold (about 89 megapixels): far above a
 # 12-megapixel phone photo, far below what would exhaust memory.

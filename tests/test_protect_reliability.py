@@ -299,6 +299,16 @@ def test_single_files_with_one_output_name_both_fail(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").glob("*.jpg")) == ["IMG_0002.jpg"]
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_single_input_that_is_not_a_file_says_what_it_is(tmp_path):
+    os.mkfifo(tmp_path / "pipe.jpg")
+    os.symlink("loop.jpg", tmp_path / "loop.jpg")
+    summary = run(tmp_path / "out", [tmp_path / "pipe.jpg", tmp_path / "loop.jpg"])
+    errors = dict(summary.failures)
+    assert errors[str(tmp_path / "pipe.jpg")].endswith("pipe.jpg: a FIFO, not a regular file")
+    assert errors[str(tmp_path / "loop.jpg")].endswith("loop.jpg: a symbolic link that loops")
+
+
 # ------------------------------------------------------------ nothing at the output path is passed off as protected
 # One mechanism (protector/protect/provenance.py, the folder's protect-run.json) decides every
 # case below: a file at a name the run writes is skipped or zipped only if this protector file

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import io
 import os
+import stat
 import pickle
 import signal
 import struct
@@ -102,6 +103,8 @@ def tree_state(folder: Path) -> dict[str, tuple]:
             key = str(path.relative_to(folder))
             if path.is_symlink():
                 state[key] = ("link", os.readlink(path))
+            elif stat.S_ISFIFO(path.stat().st_mode):
+                state[key] = ("fifo", path.stat().st_mtime_ns)  # reading it would block
             else:
                 state[key] = ("file", hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
     return state
@@ -145,6 +148,12 @@ BAD_INPUTS: dict[str, tuple[bytes | None, str]] = {
     # Written specially below: a name that is not UTF-8, and a link to a file that cannot be read.
     "caf\\xe9.jpg": (None, "the file name is not valid UTF-8"),
     "unreadable.jpg": (None, "cannot be read ([Errno 5] Input/output error)"),
+    # Not regular files, and photos in formats not read here: each gets a row, none is skipped in silence.
+    "fifo.jpg": (None, "a FIFO, not a regular file"),
+    "loop.jpg": (None, "a symbolic link that loops"),
+    "dangling.png": (None, "a symbolic link that leads nowhere"),
+    "phone.heic": (b"\x00\x00\x00\x18ftypheic", ".heic photos are not read here"),
+    "modern.avif": (b"\x00\x00\x00\x1cftypavif", ".avif photos are not read here"),
 }
 
 # name -> (bytes, displayed (width, height)). Each is protected.
@@ -177,6 +186,9 @@ def bad_run(tmp_path_factory, protector_file):
     # Latin-1 "café.jpg": the byte 0xE9 is not UTF-8; Python keeps it as a surrogate.
     (folder / os.fsdecode(b"caf\xe9.jpg")).write_bytes(GOOD_INPUTS["fine.jpg"][0])
     os.symlink(PROC_MEM, folder / "unreadable.jpg")
+    os.mkfifo(folder / "fifo.jpg")
+    os.symlink("loop.jpg", folder / "loop.jpg")
+    os.symlink(root / "deleted.png", folder / "dangling.png")
     before = tree_state(folder)
     output = root / "out"
     code, stdout, stderr = run_cli(*protect_args(protector_file, output, "--input", str(folder)))

@@ -6,14 +6,16 @@ use, so a list entry can be looked up in any source.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tarfile
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import NamedTuple
 
-from protector.images import IMAGE_EXTENSIONS
+from protector.images import DECODER_FORMATS, IMAGE_EXTENSIONS, UNREAD_PHOTO_SUFFIXES
 from protector.paths import UnsafePathError, read_regular_file, safe_relative_name
 
 
@@ -23,6 +25,24 @@ class SourceError(ValueError):
 
 def _is_image_name(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def not_a_file_reason(path: Path) -> str | None:
+    """None for a regular file (or a link to one), else what `path` is instead, in words."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "a symbolic link that leads nowhere" if path.is_symlink() else "file not found"
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "a symbolic link that loops"
+        return f"cannot be read ({err.strerror or err})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a directory, not an image file"
+    kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    return f"{kind}, not a regular file"
 
 
 class ImageSource(ABC):
@@ -90,6 +110,7 @@ class FolderSource(ImageSource):
             raise FileNotFoundError(f"{self.root}: image folder not found")
         self.recursive = recursive
         self._names: list[str] | None = None
+        self._left_out: list[tuple[str, str]] = []
 
     def names(self) -> list[str]:
         # Listed once: a training run must see the same files from the first epoch to the last.
@@ -97,16 +118,36 @@ class FolderSource(ImageSource):
             self._names = sorted(self._scan())
         return list(self._names)
 
+    def left_out(self) -> list[tuple[str, str]]:
+        """(name, why) for what looks like a photo but is not listed by `names()`.
+
+        A photo in a format not read here (``.heic``, ``.avif``, ...), or an image name that is
+        not a regular file (FIFO, device, a link that loops or leads nowhere): a protection run
+        reports each one instead of leaving it out in silence.
+        """
+        self.names()
+        return list(self._left_out)
+
     def _scan(self) -> list[str]:
         found = []
         for dirpath, dirnames, filenames in os.walk(self.root):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")] if self.recursive else []
             relative_dir = Path(dirpath).relative_to(self.root)
             for filename in filenames:
-                if filename.startswith(".") or not _is_image_name(filename):
+                name = (relative_dir / filename).as_posix()
+                suffix = Path(filename).suffix.lower()
+                if filename.startswith("."):
                     continue
-                if (Path(dirpath) / filename).is_file():
-                    found.append((relative_dir / filename).as_posix())
+                if suffix in UNREAD_PHOTO_SUFFIXES:
+                    self._left_out.append((name, f"{suffix} photos are not read here (formats read: "
+                                                 f"{', '.join(DECODER_FORMATS)}); convert it to JPEG or PNG first"))
+                elif _is_image_name(filename):
+                    why = not_a_file_reason(Path(dirpath) / filename)
+                    if why is None:
+                        found.append(name)
+                    else:
+                        self._left_out.append((name, why))
+        self._left_out.sort()
         return found
 
     def _lookup(self, name: str) -> Path | None:

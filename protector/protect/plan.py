@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 from protector.data.lists import read_image_list
-from protector.data.sources import FolderSource, ImageSource, SourceError, open_source
+from protector.data.sources import FolderSource, ImageSource, SourceError, not_a_file_reason, open_source
 from protector.images import DECODER_FORMATS
 from protector.protect.naming import find_collisions, output_format, output_name
 
@@ -160,15 +160,19 @@ def _add_folder(builder: _Builder, folder: Path, recursive: bool) -> None:
     if _inside(builder.output_dir, folder):
         # The output folder inside the input folder: its files are results, not inputs.
         names = [name for name in names if not _inside(folder / name, builder.output_dir)]
-    if not names:
+    left_out = source.left_out()
+    if not names and not left_out:
         builder.warnings.append(f"{folder}: no image files ({'recursive' if recursive else 'top level only'})")
     for name in names:
         builder.add(name, source=source_id, key=name)
+    for name, why in left_out:
+        builder.add(name, error=f"{name}: {why}")  # a row in the manifest, never a silent gap
 
 
 def _add_file(builder: _Builder, path: Path) -> None:
-    if not path.is_file():
-        builder.add(str(path), error=f"{path}: file not found")
+    why = not_a_file_reason(path)
+    if why is not None:
+        builder.add(str(path), error=f"{path}: {why}")
         return
     folder = path.parent.resolve()
     if folder not in builder.file_folders:
