@@ -5,7 +5,8 @@ no resize or crop), next to its original: top-1/top-5 accuracy before and after 
 ground truth where known, else the clean prediction), fooling rate, per-category accuracy
 for the sensitive classes, privacy leakage (with ``--senscats``: how often the protected photo
 still lands in a sensitive category, or in the same privacy criterion as the clean one),
-transfer to other models, fidelity (PSNR, SSIM, CIEDE2000) and appeal (NIMA). Optional FGSM/PGD baselines at the same budget are evaluated side by side.
+transfer to other models, fidelity (PSNR, SSIM, CIEDE2000) and appeal (NIMA). Optional
+FGSM/PGD baselines at the same budget are evaluated side by side.
 """
 
 from __future__ import annotations

@@ -232,7 +232,8 @@ def _sensitive_indices(sensitive: Union[str, Path, Sequence[int]]) -> tuple[dict
         return senscats, tuple(senscats)
     indices = tuple(sorted({int(i) for i in sensitive}))
     if not indices or indices[0] < 0:
-        raise ValueError(f"sensitive must be a senscats file or a non-empty list of class indices >= 0, got {sensitive!r}")
+        raise ValueError(f"sensitive must be a senscats file or a non-empty list of class indices >= 0, "
+                         f"got {sensitive!r}")
     return None, indices
 
 

@@ -162,7 +162,8 @@ class ProtectorModule(LightningModule):
         self.robustifier = (
             Robustifier(jpeg_quality=jpeg_quality, jpeg_prob=jpeg_prob, resize_prob=resize_prob) if robust else None
         )
-        self.objective = loss if isinstance(loss, AttackLoss) else attack_loss_by_name(loss, top_k, kappa, sensitive_categories)
+        self.objective = (loss if isinstance(loss, AttackLoss)
+                          else attack_loss_by_name(loss, top_k, kappa, sensitive_categories))
         self.fidelity_term = fidelity if isinstance(fidelity, FidelityTerm) else fidelity_by_name(fidelity)
         self.label_source = label_source
         self.sensitive_ids = _read_sensitive_ids(sensitive_categories)

@@ -1,9 +1,9 @@
 """Write an evaluation as ``results.json``, ``summary.md`` and a one-page ``report.html``.
 
 The HTML page is what a person judges a run by: headline numbers, the comparison with the
-baselines, plots, the per-category table, the privacy leakage (with ``--senscats``) and a gallery of originals beside their protected
-files with the attack model's top-5 before and after (as in Figure 1 of the Pixel Privacy
-2018 overview). Images and plots are files beside the page, linked relatively, so the
+baselines, plots, the per-category table, the privacy leakage (with ``--senscats``) and a
+gallery of originals beside their protected files with the attack model's top-5 before and
+after (as in Figure 1 of the Pixel Privacy 2018 overview). Images and plots are files beside the page, linked relatively, so the
 folder can be moved or zipped as a whole.
 """
 

@@ -184,7 +184,8 @@ def test_sensitive_safe_by_hand_and_its_scopes(tmp_path) -> None:
         math.log(math.e**2 + math.e + math.e**0.5))
     # k = 2: below the second best other class (class 2, logit 0)
     assert SensitiveSafe([0, 1], k=2)(logits, torch.tensor([0])).item() == pytest.approx(math.log(math.e**2 + math.e))
-    assert SensitiveSafe([0, 1], kappa=0.5)(torch.tensor([[-5.0, -5.0, 3.0, 0.0, 0.0]]), torch.tensor([0])).item() == -0.5
+    beaten = torch.tensor([[-5.0, -5.0, 3.0, 0.0, 0.0]])
+    assert SensitiveSafe([0, 1], kappa=0.5)(beaten, torch.tensor([0])).item() == -0.5  # clamped at -kappa
 
     criteria = tmp_path / "criteria.csv"
     criteria.write_text("category,index,criteria\n/x/zero,0,home\n/x/one,1,health\n/x/two,2,home;alcohol\n")

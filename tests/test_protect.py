@@ -476,7 +476,8 @@ def test_refine_loss_flags_reach_the_options():
                               "--refine-loss", "sensitive_safe", "--senscats", "MEPP18senscats.txt"])
     fields = ProtectOptions.__dataclass_fields__
     options = ProtectOptions(**{key: value for key, value in vars(args).items() if key in fields})
-    assert (options.refine_loss, options.senscats, options.refine_steps) == ("sensitive_safe", Path("MEPP18senscats.txt"), 10)
+    assert (options.refine_loss, options.senscats, options.refine_steps) == (
+        "sensitive_safe", Path("MEPP18senscats.txt"), 10)
     assert parser.parse_args(["--checkpoint", "p.pt", "--output", "o"]).refine_loss == "topk"  # the default
 
 

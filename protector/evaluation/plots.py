@@ -155,8 +155,8 @@ def plot_leakage(results: dict, attack_model: str, path: Path) -> Path | None:
     for ax, criterion in zip(axes.flat, criteria):
         n = None
         for r, run in enumerate(runs):
-            by_criterion = {row["criterion"]: row for row in results["runs"][run]["leakage"][attack_model]["per_criterion"]}
-            row = by_criterion.get(criterion)
+            leak = results["runs"][run]["leakage"][attack_model]
+            row = {r["criterion"]: r for r in leak["per_criterion"]}.get(criterion)
             if row is None:
                 continue
             n = row["n"]
