@@ -55,6 +55,7 @@ from protector.data import ProtectorDataModule  # noqa: E402
 from protector.export import load_protector  # noqa: E402
 from protector.generator import BoundedProtector  # noqa: E402
 from protector.images import encode_photo, read_photo, to_tensor, to_uint8  # noqa: E402
+from protector.losses import AttackLoss  # noqa: E402
 from protector.nima import load_nima, nima_scores  # noqa: E402
 from protector.refine import refine  # noqa: E402
 
@@ -190,12 +191,13 @@ def protector_methods(name: str, protector: BoundedProtector, classifier, refine
     yield Method(f"{name} + refine{refine_steps}", "generator + refine", eps, refined, f"{queries}+{refine_steps}")
 
 
-def eot_pgd(classifier, eps: float, steps: int, quality: int) -> Attack:
+def eot_pgd(classifier, eps: float, steps: int, quality: int, loss: AttackLoss | None = None) -> Attack:
+    """Sign steps from the clean photo through a differentiable JPEG; `loss` None: refine's top-5 margin."""
     # One step goes to the boundary (FGSM-like); ten take Madry's 2.5 * eps / steps.
     step_size = {1: eps, 2: eps / 2}.get(steps, 2.5 * eps / steps)
 
     def attack(x, y):
-        return refine(x, x, classifier, y, eps, steps=steps, step_size=step_size, jpeg_quality=quality)
+        return refine(x, x, classifier, y, eps, steps=steps, step_size=step_size, loss=loss, jpeg_quality=quality)
 
     return attack
 

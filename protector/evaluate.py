@@ -3,8 +3,10 @@
 Each protected file is decoded from disk and classified at full size (normalization only,
 no resize or crop), next to its original: top-1/top-5 accuracy before and after (against
 ground truth where known, else the clean prediction), fooling rate, per-category accuracy
-for the sensitive classes, transfer to other models, fidelity (PSNR, SSIM, CIEDE2000) and
-appeal (NIMA). Optional FGSM/PGD baselines at the same budget are evaluated side by side.
+for the sensitive classes, privacy leakage (with ``--senscats``: how often the protected photo
+still lands in a sensitive category, or in the same privacy criterion as the clean one),
+transfer to other models, fidelity (PSNR, SSIM, CIEDE2000) and appeal (NIMA). Optional
+FGSM/PGD baselines at the same budget are evaluated side by side.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from protector.data.criteria import CRITERIA, criteria_of_senscats, read_privacy_criteria
 from protector.data.lists import read_categories, read_senscats
 from protector.devices import resolve_device
 from protector.evaluation import aggregate
 from protector.evaluation.baselines import BASELINES, baseline_spec, run_baseline
 from protector.evaluation.fidelity import IMPLEMENTATION as FIDELITY_IMPLEMENTATION
 from protector.evaluation.fidelity import fidelity
+from protector.evaluation.leakage import leakage_summary
 from protector.evaluation.pairs import Pair, Pairing, open_originals, pair_files, read_labels
 from protector.evaluation.records import ImageEval, RunEval
 from protector.evaluation.scoring import Top, nima_mean_std, top_k
@@ -53,6 +57,7 @@ class EvaluateOptions:
     nima_preprocess: str = "idealo"
     categories: Path | None = None
     senscats: Path | None = None
+    criteria: Path | None = None
     baselines: list[str] = field(default_factory=list)
     eps: float | None = None
     quality: int = 90
@@ -72,6 +77,8 @@ class EvaluateOptions:
             raise EvaluationError(f"--eps must be in (0, 1] (a fraction of the pixel range, e.g. 2/255), got {self.eps}")
         if self.nima_preprocess not in ("idealo", "native"):
             raise EvaluationError(f"--nima-preprocess must be idealo or native, got {self.nima_preprocess!r}")
+        if self.criteria is not None and self.senscats is None:
+            raise EvaluationError("--criteria maps the sensitive categories to privacy criteria: pass --senscats too")
         if not self.protected.is_dir():
             raise FileNotFoundError(f"{self.protected}: protected folder not found")
 
@@ -88,6 +95,7 @@ class Evaluation:
     categories: list[str] | None
     senscats: dict[int, str] | None
     settings: dict
+    criteria: dict[int, tuple[str, ...]] | None = None  # privacy criteria of each sensitive class
 
     def class_name(self, index: int) -> str:
         if self.categories and 0 <= index < len(self.categories):
@@ -111,9 +119,18 @@ class Evaluation:
                 "fidelity": aggregate.fidelity_summary(run.images),
                 "appeal": aggregate.appeal_summary(run.images),
                 "per_category": aggregate.per_category(run.images, self.attack_model, classes),
+                "leakage": self.leakage(run),
                 "images": [_image_json(im) for im in run.images],
             }
         return out
+
+    def leakage(self, run: RunEval) -> dict | None:
+        """Privacy leakage of a run per model (:func:`leakage_summary`), None without --senscats."""
+        if not self.senscats:
+            return None
+        return {model: leakage_summary([(im.clean[model][0][0], [c for c, _ in im.protected[model]])
+                                        for im in run.images], self.senscats, self.criteria or {}, list(CRITERIA))
+                for model in self.models}
 
 
 def _image_json(im: ImageEval) -> dict:
@@ -226,6 +243,7 @@ def evaluate(options: EvaluateOptions) -> Evaluation:
     nima = _load_nima(options, device)
     categories = read_categories(options.categories) if options.categories else None
     senscats = read_senscats(options.senscats) if options.senscats else None
+    criteria = criteria_of_senscats(senscats, read_privacy_criteria(options.criteria)) if senscats else None
 
     clean = _clean_pass(pairing, models, nima, device, options.batch_size)
     references = {p.name: (p.label if p.label is not None else clean[p.name].top[attack_name][0][0])
@@ -263,6 +281,9 @@ def evaluate(options: EvaluateOptions) -> Evaluation:
         "list": str(options.list_path) if options.list_path else None,
         "run_code": options.run_code,
         "protected_by": protected_by,  # the maker protect-run.json names; None: no record in the folder
+        "senscats": str(options.senscats) if options.senscats else None,
+        "privacy_criteria": (str(options.criteria) if options.criteria else
+                             "protector/data/privacy_criteria.csv (the project's own judgement)") if senscats else None,
         "baselines": baseline_settings,
         "eps": options.eps,
         "eps_8bit": options.eps * 255 if options.eps else None,
@@ -272,7 +293,7 @@ def evaluate(options: EvaluateOptions) -> Evaluation:
         "python": platform.python_version(),
     }
     return Evaluation(options, pairing, attack_name, {m: ("attack" if m == attack_name else "transfer") for m in models},
-                      runs, categories, senscats, settings)
+                      runs, categories, senscats, settings, criteria)
 
 
 def _clean_pass(pairing: Pairing, models: dict[str, nn.Module], nima: nn.Module | None,

@@ -3,7 +3,8 @@
 The margin losses (Carlini-Wagner style) push the true class down the classifier's ranking;
 each sample's term is clamped at ``-kappa``: a sample already beaten by a margin of ``kappa``
 stops pulling, so the generator spends its capacity on images that are not yet protected.
-The cross-entropy losses never stop pulling.
+The cross-entropy losses never stop pulling. :class:`SensitiveSafe` pushes a whole set of
+classes (the privacy-sensitive categories) down, not only the label.
 
 The classes are the objects training and refinement are configured with (a YAML
 ``class_path``); the functions are their arithmetic. A new objective is one
@@ -12,7 +13,9 @@ The classes are the objects training and refinement are configured with (a YAML
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal, Union
 
 import torch
 import torch.nn.functional as F
@@ -220,16 +223,151 @@ class UntargetedCE(AttackLoss):
         return f"relativistic={self.relativistic}"
 
 
-LossName = Literal["margin", "topk", "ce", "relativistic"]
+def _sensitive_indices(sensitive: Union[str, Path, Sequence[int]]) -> tuple[dict[int, str] | None, tuple[int, ...]]:
+    """(senscats {index: name} or None, sorted indices) from a senscats path or a list of indices."""
+    if isinstance(sensitive, (str, Path)):
+        from protector.data.lists import read_senscats
+
+        senscats = read_senscats(Path(sensitive))
+        return senscats, tuple(senscats)
+    indices = tuple(sorted({int(i) for i in sensitive}))
+    if not indices or indices[0] < 0:
+        raise ValueError(f"sensitive must be a senscats file or a non-empty list of class indices >= 0, "
+                         f"got {sensitive!r}")
+    return None, indices
 
 
-def attack_loss_by_name(name: LossName, top_k: int = 5, kappa: float = 0.0) -> AttackLoss:
-    """The loss a config's short name stands for (``top_k`` serves ``"topk"`` only)."""
+class SensitiveSafe(AttackLoss):
+    r"""Make the photo read as an ordinary, non-sensitive scene, not only as "not its label".
+
+    For each sample an avoided set :math:`A` of classes: the label ``y`` and every sensitive
+    class (``scope="all"``), or the label and the sensitive classes that share a privacy
+    criterion with it (``scope="criteria"``, :mod:`protector.data.criteria`). The per-sample
+    term is ``logsumexp(logits[A]) - (k-th largest logit outside A)``, clamped at ``-kappa``.
+    Since ``logsumexp(logits[A]) - logit[j] = log(P(A) / P(j))``, it is negative exactly when
+    the whole probability mass of :math:`A` is below that of the k-th best other class; then
+    no class of :math:`A` is in the top ``k``. With ``scope="criteria"`` and a label outside
+    the sensitive list it is the top-``k`` margin of the label alone (:class:`TopKMargin`).
+
+    Args:
+        sensitive: the sensitive classes: a ``MEPP18senscats.txt`` path or a list of indices.
+        k: rank the avoided classes must be pushed beyond. Default: 1 (the top-1 is an
+            ordinary scene); 5 keeps them out of the top 5.
+        kappa: margin in logit units beyond which a sample stops contributing. Default: 0.
+        scope: ``"all"`` (every sensitive class) or ``"criteria"`` (those sharing a criterion
+            with the label). Default: ``"all"``.
+        criteria: privacy-criteria file for ``scope="criteria"``; default the packaged one.
+
+    Shape:
+        - logits: :math:`(B, C)`, y: :math:`(B,)`; output: scalar.
+
+    Example::
+        >>> loss = SensitiveSafe([0, 1])
+        >>> loss(torch.tensor([[2.0, 1.0, 0.0, 0.5]]), torch.tensor([0]))  # log(e^2 + e^1) - 0.5
+        tensor(1.8133)
+    """
+
+    def __init__(
+        self,
+        sensitive: Union[str, Sequence[int]],
+        k: int = 1,
+        kappa: float = 0.0,
+        scope: Literal["all", "criteria"] = "all",
+        criteria: str | None = None,
+    ) -> None:
+        super().__init__()
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if kappa < 0:
+            raise ValueError(f"kappa must be >= 0 (a margin in logit units), got {kappa}")
+        if scope not in ("all", "criteria"):
+            raise ValueError(f"scope must be 'all' or 'criteria', got {scope!r}")
+        senscats, self.sensitive = _sensitive_indices(sensitive)
+        self.k = int(k)
+        self.kappa = float(kappa)
+        self.scope = scope
+        self.related: dict[int, tuple[int, ...]] = {}  # sensitive class -> sensitive classes sharing a criterion
+        if scope == "criteria":
+            self.related = _related_by_criteria(senscats, self.sensitive, criteria)
+        self._masks: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+    def _avoid_table(self, num_classes: int, device: torch.device) -> torch.Tensor:
+        """(C, C) bool: row y = the classes avoided for label y (built once per size and device)."""
+        key = (num_classes, device)
+        if key not in self._masks:
+            out_of_range = [i for i in self.sensitive if i >= num_classes]
+            if out_of_range:
+                raise ValueError(f"sensitive class indices {out_of_range[:5]} do not exist in a "
+                                 f"{num_classes}-class classifier")
+            table = torch.eye(num_classes, dtype=torch.bool)
+            if self.scope == "all":
+                table[:, list(self.sensitive)] = True
+            else:
+                for cls, related in self.related.items():
+                    table[cls, list(related)] = True
+            most_avoided = int(table.sum(1).max())
+            if num_classes - most_avoided < self.k:
+                raise ValueError(f"k={self.k} needs {self.k} classes outside the avoided set, but a "
+                                 f"{num_classes}-class classifier leaves {num_classes - most_avoided}")
+            self._masks[key] = table.to(device)
+        return self._masks[key]
+
+    def forward(self, logits, y, clean_logits=None, class_weights=None):
+        if logits.ndim != 2 or y.shape != logits.shape[:1]:
+            raise ValueError(f"need logits (B, C) and y (B,), got {tuple(logits.shape)} and {tuple(y.shape)}")
+        logits = logits.float()
+        avoid = self._avoid_table(logits.shape[1], logits.device)[y]  # (B, C)
+        avoided_mass = logits.masked_fill(~avoid, float("-inf")).logsumexp(dim=1)  # log P(A) + log Z
+        kth_other = logits.masked_fill(avoid, float("-inf")).topk(self.k, dim=1).values[:, -1]
+        per_sample = (avoided_mass - kth_other).clamp(min=-self.kappa)
+        if class_weights is None:
+            return per_sample.mean()
+        weights = class_weights.to(per_sample.dtype)[y]
+        return (weights * per_sample).sum() / weights.sum().clamp_min(torch.finfo(per_sample.dtype).tiny)
+
+    def extra_repr(self) -> str:
+        return f"{len(self.sensitive)} sensitive classes, k={self.k}, kappa={self.kappa:g}, scope={self.scope}"
+
+
+def _related_by_criteria(senscats: dict[int, str] | None, sensitive: tuple[int, ...],
+                         criteria_path: str | None) -> dict[int, tuple[int, ...]]:
+    """For each sensitive class, the sensitive classes sharing one of its privacy criteria (itself included)."""
+    from protector.data.criteria import PrivacyCriteriaError, criteria_of_senscats, read_privacy_criteria
+
+    mapping = read_privacy_criteria(criteria_path)
+    if senscats is not None:
+        criteria = criteria_of_senscats(senscats, mapping)
+    else:
+        missing = [i for i in sensitive if i not in mapping]
+        if missing:
+            raise PrivacyCriteriaError(f"sensitive classes {missing[:10]} have no privacy criteria in "
+                                       f"{criteria_path or 'the packaged mapping'}")
+        criteria = {i: mapping[i].criteria for i in sensitive}
+    return {a: tuple(b for b in sensitive if set(criteria[a]) & set(criteria[b])) for a in sensitive}
+
+
+LossName = Literal["margin", "topk", "ce", "relativistic", "sensitive_safe"]
+
+
+def attack_loss_by_name(
+    name: LossName, top_k: int = 5, kappa: float = 0.0, sensitive: Union[str, Sequence[int], None] = None
+) -> AttackLoss:
+    """The loss a config's short name stands for.
+
+    ``top_k`` serves ``"topk"`` and ``"sensitive_safe"``; ``sensitive`` (a senscats path or
+    class indices) is what ``"sensitive_safe"`` keeps out of the top ``top_k``.
+    """
+    def sensitive_safe() -> AttackLoss:
+        if sensitive is None:
+            raise ValueError("the sensitive_safe loss needs the sensitive categories (a MEPP18senscats.txt path)")
+        return SensitiveSafe(sensitive, k=top_k, kappa=kappa)
+
     losses = {
         "margin": lambda: TopKMargin(1, kappa),
         "topk": lambda: TopKMargin(top_k, kappa),
         "ce": lambda: UntargetedCE(),
         "relativistic": lambda: UntargetedCE(relativistic=True),
+        "sensitive_safe": sensitive_safe,
     }
     if name not in losses:
         raise ValueError(f"loss must be one of {tuple(losses)} or an AttackLoss, got {name!r}")

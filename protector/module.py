@@ -53,14 +53,17 @@ class ProtectorModule(LightningModule):
             ``class_path``), or its short name: ``"margin"`` (push the label out of the top-1),
             ``"topk"`` (out of the top-k), ``"ce"`` (raise its cross-entropy) or
             ``"relativistic"`` (CDA's relativistic cross-entropy against the clean photo's
-            logits; one more classifier forward a step).
-        top_k: k for ``loss="topk"``.
+            logits; one more classifier forward a step) or ``"sensitive_safe"``
+            (:class:`~protector.losses.SensitiveSafe`: every class of ``sensitive_categories``
+            out of the top-k too; needs ``sensitive_categories``).
+        top_k: k for ``loss="topk"`` and ``loss="sensitive_safe"``.
         kappa: margin in logit units beyond which a sample stops contributing (>= 0), for
-            the short names ``"margin"`` and ``"topk"``.
+            the short names ``"margin"``, ``"topk"`` and ``"sensitive_safe"``.
         label_source: label to push away: ``"truth"`` (the dataset label; all must be known),
             ``"predicted"`` (the classifier's prediction on the clean photo) or ``"auto"``
             (the dataset label where known, the clean prediction where it is -1).
-        sensitive_categories: path to ``MEPP18senscats.txt``; its classes get ``sensitive_weight``.
+        sensitive_categories: path to ``MEPP18senscats.txt``; its classes get ``sensitive_weight``
+            (and ``loss="sensitive_safe"`` keeps them out of the top-k).
         sensitive_weight: loss weight of samples whose label is sensitive (others weigh 1).
         robust: train through :class:`~protector.robust.Robustifier`.
         jpeg_quality: JPEG quality range of the training-time differentiable JPEG.
@@ -159,7 +162,8 @@ class ProtectorModule(LightningModule):
         self.robustifier = (
             Robustifier(jpeg_quality=jpeg_quality, jpeg_prob=jpeg_prob, resize_prob=resize_prob) if robust else None
         )
-        self.objective = loss if isinstance(loss, AttackLoss) else attack_loss_by_name(loss, top_k, kappa)
+        self.objective = (loss if isinstance(loss, AttackLoss)
+                          else attack_loss_by_name(loss, top_k, kappa, sensitive_categories))
         self.fidelity_term = fidelity if isinstance(fidelity, FidelityTerm) else fidelity_by_name(fidelity)
         self.label_source = label_source
         self.sensitive_ids = _read_sensitive_ids(sensitive_categories)

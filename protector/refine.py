@@ -45,7 +45,8 @@ def refine(
         step_size: per-step size; default eps / 2.
         loss: what the steps descend; default ``TopKMargin(k=5, kappa=2.0)``: push the label
             out of the top 5 until it is 2 logits below the 5th other class, a margin that
-            survives JPEG. A loss that needs the clean logits gets them at ``x_clean``.
+            survives JPEG. ``SensitiveSafe`` pushes every sensitive class out as well. A loss
+            that needs the clean logits gets them at ``x_clean``.
         jpeg_quality: quality of the differentiable JPEG in the loop (None: no JPEG).
 
     Shape:
@@ -67,7 +68,7 @@ def refine(
             seen = x_adv if jpeg_quality is None else differentiable_jpeg(x_adv, jpeg_quality)
             (grad,) = torch.autograd.grad(loss(classifier(seen), y, clean_logits), x_adv)
         with torch.no_grad():
-            # The loss is the margin of the true label: descending it pushes the label out.
+            # The loss is a margin of the label (or of the avoided classes): descending it pushes them out.
             x_adv = x_adv - step_size * grad.sign()
             x_adv = project_to_budget(x_adv, x_clean, eps)
     return x_adv.detach()

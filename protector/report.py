@@ -1,9 +1,9 @@
 """Write an evaluation as ``results.json``, ``summary.md`` and a one-page ``report.html``.
 
 The HTML page is what a person judges a run by: headline numbers, the comparison with the
-baselines, plots, the per-category table and a gallery of originals beside their protected
-files with the attack model's top-5 before and after (as in Figure 1 of the Pixel Privacy
-2018 overview). Images and plots are files beside the page, linked relatively, so the
+baselines, plots, the per-category table, the privacy leakage (with ``--senscats``) and a
+gallery of originals beside their protected files with the attack model's top-5 before and
+after (as in Figure 1 of the Pixel Privacy 2018 overview). Images and plots are files beside the page, linked relatively, so the
 folder can be moved or zipped as a whole.
 """
 
@@ -53,6 +53,7 @@ def write_report(evaluation: Evaluation, out_dir: str | Path) -> dict[str, Path]
         "per_category": plots.plot_per_category(results, out_dir / "plots" / "per_category.png"),
         "nima": plots.plot_nima(runs, out_dir / "plots" / "nima_scatter.png"),
         "psnr": plots.plot_psnr(runs, out_dir / "plots" / "psnr.png"),
+        "leakage": plots.plot_leakage(results, evaluation.attack_model, out_dir / "plots" / "leakage.png"),
     }
     paths.update({k: v for k, v in figures.items() if v is not None})
     gallery = _write_gallery(evaluation, out_dir / "gallery")
@@ -216,10 +217,61 @@ def _markdown(evaluation: Evaluation, results: dict) -> str:
         rows = [[str(row["class"]), row["name"], str(row["n"]), _pct(row["top1_before"])]
                 + [_pct(by_run[r].get(row["class"], {}).get("top1_after")) for r in runs] for row in per_category]
         parts += [f"## Per-category top-1 accuracy ({title}, {evaluation.attack_model})", "", _md_table(header, rows), ""]
+    leakage = _leakage_tables(evaluation, results)
+    if leakage:
+        parts += [f"## Privacy leakage ({evaluation.attack_model})", "",
+                  LEAKAGE_NOTE.format(criteria=s["privacy_criteria"]), "", _md_table(leakage[0][1], leakage[0][2]), ""]
+        for title, header, rows in leakage[1:]:
+            parts += [f"### {title}", "", _md_table(header, rows), ""]
     problems = _problems(evaluation, results)
     if problems:
         parts += ["## Problems", ""] + [f"- {p}" for p in problems] + [""]
     return "\n".join(parts)
+
+
+def _leakage_tables(evaluation: Evaluation, results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) of the privacy-leakage tables for the attack model; [] without --senscats."""
+    model = evaluation.attack_model
+    leaks = {r: (run.get("leakage") or {}).get(model) for r, run in results["runs"].items()}
+    leaks = {r: leak for r, leak in leaks.items() if leak}
+    if not leaks:
+        return []
+    k = next(iter(leaks.values()))["k"]
+    overview = [[r, str(leak["sensitive"]["n"]), _pct(leak["sensitive"]["top1_sensitive"]),
+                 _pct(leak["sensitive"]["topk_sensitive"]), _pct(leak["sensitive"]["same_criterion_top1"]),
+                 _pct(leak["sensitive"]["same_criterion_topk"]), str(leak["other"]["n"]),
+                 _pct(leak["other"]["top1_sensitive"]), _pct(leak["other"]["topk_sensitive"])]
+                for r, leak in leaks.items()]
+    overview_header = ["run", "photos predicted sensitive", "top-1 still sensitive", f"sensitive in top-{k}",
+                       "top-1 same criterion", f"same criterion in top-{k}", "photos predicted not sensitive",
+                       "→ top-1 sensitive", f"→ sensitive in top-{k}"]
+    first = next(iter(leaks.values()))
+    by_criterion = {r: {row["criterion"]: row for row in leak["per_criterion"]} for r, leak in leaks.items()}
+    criterion_rows = [[row["criterion"].replace("_", " "), str(row["n"])]
+                      + [cell for r in leaks for cell in (
+                          _pct(by_criterion[r].get(row["criterion"], {}).get("top1_sensitive")),
+                          _pct(by_criterion[r].get(row["criterion"], {}).get("still_in_criterion_top1")))]
+                      for row in first["per_criterion"]]
+    criterion_header = ["criterion", "photos"] + [h for r in leaks for h in (
+        f"top-1 sensitive ({r})", f"top-1 still this criterion ({r})")]
+    by_category = {r: {row["class"]: row for row in leak["per_category"]} for r, leak in leaks.items()}
+    category_rows = [[str(row["class"]), row["name"], "; ".join(row["criteria"]), str(row["n"])]
+                     + [cell for r in leaks for cell in (
+                         _pct(by_category[r].get(row["class"], {}).get("top1_sensitive")),
+                         _pct(by_category[r].get(row["class"], {}).get("topk_sensitive")))]
+                     for row in first["per_category"]]
+    category_header = ["class", "name", "criteria", "photos"] + [h for r in leaks for h in (
+        f"top-1 sensitive ({r})", f"sensitive in top-{k} ({r})")]
+    return [("Privacy leakage", overview_header, overview),
+            ("Leakage per privacy criterion of the clean prediction", criterion_header, criterion_rows),
+            ("Leakage per sensitive category of the clean prediction", category_header, category_rows)]
+
+
+LEAKAGE_NOTE = ("Photos are grouped by the attack model's clean top-1. Of those predicted in a sensitive "
+                "category: how often the protected file is still predicted in one (top-1, or anywhere in the "
+                "top-5), and still in a privacy criterion of the clean prediction. Photos predicted outside the "
+                "list are reported apart: how often protection moved them into it. Lower is better. Criteria: "
+                "{criteria}.")
 
 
 def _problems(evaluation: Evaluation, results: dict) -> list[str]:
@@ -289,6 +341,11 @@ def _cards(evaluation: Evaluation, results: dict) -> str:
         ("SSIM", _num(fid["ssim_mean"], 4), f"CIEDE2000 {_num(fid['ciede2000_mean'], 3)}"),
         ("max |Δ|", f"{fid['max_delta_8bit']}", "8-bit levels, file vs original"),
     ]
+    leak = (run.get("leakage") or {}).get(evaluation.attack_model)
+    if leak and leak["sensitive"]["n"]:
+        cards.append(("still sensitive", _pct(leak["sensitive"]["top1_sensitive"]),
+                      f"top-1 of {leak['sensitive']['n']} photos predicted sensitive; "
+                      f"top-{leak['k']}: {_pct(leak['sensitive']['topk_sensitive'])}"))
     if app:
         cards.append(("NIMA", f"{app['nima_before_mean']:.3f} → {app['nima_after_mean']:.3f}",
                       f"Δ {app['nima_diff_mean']:+.3f}; {app['improved']}/{app['n']} improved"))
@@ -353,7 +410,7 @@ def _html(evaluation: Evaluation, results: dict, figures: dict[str, str], galler
     header, rows = _transfer_rows(results)
     if rows:
         sections += ["<h2>Transfer to other models</h2>", _html_table(header, rows)]
-    grid = {k: src for k, src in figures.items() if k != "per_category"}
+    grid = {k: src for k, src in figures.items() if k not in ("per_category", "leakage")}
     if grid:
         sections.append("<h2>Plots</h2><div class=\"plots\">" + "".join(
             f"<a href=\"{src}\"><img src=\"{src}\" alt=\"{html.escape(k)}\"></a>" for k, src in grid.items()) + "</div>")
@@ -371,6 +428,17 @@ def _html(evaluation: Evaluation, results: dict, figures: dict[str, str], galler
         sections += ["<details><summary>show the table</summary>",
                      _html_table(["category", "photos", "top-1 before"] + [f"after ({r})" for r in runs], cat_rows),
                      "</details>"]
+    leakage = _leakage_tables(evaluation, results)
+    if leakage:
+        sections += ["<h2>Privacy leakage</h2>",
+                     f"<p class=\"sub\">{html.escape(LEAKAGE_NOTE.format(criteria=s['privacy_criteria']))}</p>",
+                     _html_table(leakage[0][1], leakage[0][2])]
+        plot = figures.get("leakage")
+        if plot:
+            sections.append(f"<a href=\"{plot}\"><img class=\"wide\" src=\"{plot}\" alt=\"leakage per criterion\"></a>")
+        for title, header, rows in leakage[1:]:
+            sections += [f"<details><summary>{html.escape(title.lower())}</summary>", _html_table(header, rows),
+                         "</details>"]
     if gallery:
         sections += ["<h2>Examples</h2>",
                      "<p class=\"sub\">Original and protected file side by side with the attack model's top-5; the "

@@ -13,6 +13,13 @@ centres. By hand:
 
 top-1 75% -> 50%, top-5 75% -> 75%, top-1 fooling rate 50% (b, d), top-5 fooling rate 0%;
 PSNR = 10 log10(255^2 / 2^2) = 42.1102 dB for every photo; max |delta| = 2.
+
+Privacy leakage: classes 1, 2, 6 are sensitive (criteria: 1 home; 2 home and health; 6
+alcohol). Clean top-1 sensitive: a (1) and b (2). Protected top-1: a 1 (sensitive, same
+criterion), b 3 (not sensitive); both protected top-5s hold 1 and 2. So of the 2 photos
+predicted sensitive: top-1 still sensitive 50%, sensitive in top-5 100%, top-1 same
+criterion 50%. Predicted not sensitive: c (4 -> 4, top-5 4 5 3 6 2) and d (5 -> 6): top-1
+now sensitive 50% (d), sensitive in top-5 100%.
 """
 
 from __future__ import annotations
@@ -71,15 +78,19 @@ def build_hand_case(root: Path, shift: int = 2, run_code: str = "hand") -> dict[
     (root / "list.csv").write_text("".join(f"{name}.png,{LABELS[name]}\n" for name in LEVELS))
     (root / "categories.txt").write_text("".join(f"/c/class_{k} {k}\n" for k in range(8)))
     (root / "senscats.txt").write_text("\ufeff/c/class_1 1 \n/c/class_2 2\n/c/class_6 6\n")
+    (root / "criteria.csv").write_text("# hand-made\ncategory,index,criteria\n/c/class_1,1,home\n"
+                                       "/c/class_2,2,home;health\n/c/class_6,6,alcohol\n")
     (protected / "manifest.csv").write_text("not an image, ignored\n")
     return {"originals": originals, "protected": protected, "models": models, "list": root / "list.csv",
-            "categories": root / "categories.txt", "senscats": root / "senscats.txt", "out": root / "report"}
+            "categories": root / "categories.txt", "senscats": root / "senscats.txt",
+            "criteria": root / "criteria.csv", "out": root / "report"}
 
 
 def hand_options(case: dict[str, Path], **overrides) -> EvaluateOptions:
     options = dict(protected=case["protected"], original=case["originals"], out=case["out"], classifier=ATTACK,
                    classifier_path=case["models"], run_code="hand", list_path=case["list"],
-                   categories=case["categories"], senscats=case["senscats"], device="cpu", gallery=4)
+                   categories=case["categories"], senscats=case["senscats"], criteria=case["criteria"],
+                   device="cpu", gallery=4)
     options.update(overrides)
     return EvaluateOptions(**options)
 
@@ -231,14 +242,45 @@ def test_evaluate_command_writes_the_report(case, capsys):
     args = parser.parse_args([
         "--protected", str(case["protected"]), "--run-code", "hand", "--original", str(case["originals"]),
         "--list", str(case["list"]), "--classifier", ATTACK, "--classifier-path", str(case["models"]),
-        "--categories", str(case["categories"]), "--senscats", str(case["senscats"]), "--device", "cpu",
-        "--out", str(case["out"]),
+        "--categories", str(case["categories"]), "--senscats", str(case["senscats"]),
+        "--criteria", str(case["criteria"]), "--device", "cpu", "--out", str(case["out"]),
     ])
     assert evaluate_command.run(args) == 0
     printed = capsys.readouterr().out
     assert "75.0% → 50.0%" in printed and "42.11 dB" in printed
-    for name in ("results.json", "summary.md", "report.html", "plots/accuracy.png"):
+    for name in ("results.json", "summary.md", "report.html", "plots/accuracy.png", "plots/leakage.png"):
         assert (case["out"] / name).is_file()
+    assert "## Privacy leakage" in printed
+
+
+def test_hand_computed_privacy_leakage(case):
+    evaluation = evaluate(hand_options(case))
+    leak = evaluation.summary()["runs"]["protector"]["leakage"][evaluation.attack_model]
+    assert leak["k"] == 5
+    assert leak["sensitive"] == {"n": 2, "top1_sensitive": 0.5, "topk_sensitive": 1.0,
+                                 "same_criterion_top1": 0.5, "same_criterion_topk": 1.0}
+    assert leak["other"] == {"n": 2, "top1_sensitive": 0.5, "topk_sensitive": 1.0}
+    rows = {row["criterion"]: row for row in leak["per_criterion"]}
+    assert set(rows) == {"home", "health"}  # no photo is predicted "alcohol" (class 6) before protection
+    assert (rows["home"]["n"], rows["home"]["still_in_criterion_top1"], rows["home"]["top1_sensitive"]) == (2, 0.5, 0.5)
+    assert (rows["health"]["n"], rows["health"]["still_in_criterion_top1"]) == (1, 0.0)  # b: 2 -> 3
+    assert rows["health"]["still_in_criterion_topk"] == 1.0  # class 2 is still in b's top-5
+    by_class = {row["class"]: row for row in leak["per_category"]}
+    assert by_class[1]["top1_sensitive"] == 1.0 and by_class[2]["top1_sensitive"] == 0.0
+    assert by_class[2]["criteria"] == ["home", "health"]
+
+
+def test_without_senscats_there_is_no_leakage(case):
+    evaluation = evaluate(hand_options(case, senscats=None, criteria=None))
+    assert evaluation.summary()["runs"]["protector"]["leakage"] is None
+
+
+def test_senscats_without_criteria_are_refused_by_name(case, tmp_path):
+    (tmp_path / "partial.csv").write_text("category,index,criteria\n/c/class_1,1,home\n")
+    with pytest.raises(ValueError, match="class_2.*--criteria"):
+        evaluate(hand_options(case, criteria=tmp_path / "partial.csv"))
+    with pytest.raises(ValueError, match="no privacy criteria"):  # the packaged mapping knows Places365 only
+        evaluate(hand_options(case, criteria=None))
 
 
 def test_brisque_scores_a_degraded_photo_worse(shared) -> None:

@@ -1,4 +1,4 @@
-"""margin_loss, topk_margin_loss and untargeted_ce_loss."""
+"""margin_loss, topk_margin_loss, untargeted_ce_loss and SensitiveSafe."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from protector.losses import (
     L2Fidelity,
+    SensitiveSafe,
     SSIMFidelity,
     TopKMargin,
     UntargetedCE,
@@ -155,3 +156,76 @@ def test_fidelity_terms_are_zero_at_the_reference_and_grow_with_the_delta() -> N
     assert SSIMFidelity()(noisy, reference, eps) > SSIMFidelity()(at_budget, reference, eps) >= 0
     with pytest.raises(ValueError, match="fidelity must be one of"):
         fidelity_by_name("l1")
+
+
+@settings(max_examples=60, deadline=None)
+@given(batch=st.integers(1, 6), k=st.integers(1, 3), seed=st.integers(0, 10_000))
+def test_negative_sensitive_safe_means_the_avoided_mass_is_below_the_kth_other(batch: int, k: int, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    logits = 3 * torch.randn(batch, 10, generator=gen)
+    y = torch.randint(0, 10, (batch,), generator=gen)
+    sensitive = [0, 1, 2, 3]
+    per_sample = torch.stack([SensitiveSafe(sensitive, k=k, kappa=100.0)(row[None], label[None])
+                              for row, label in zip(logits, y)])
+    for row, label, value in zip(logits.softmax(1), y, per_sample):
+        avoided = sorted(set(sensitive) | {int(label)})
+        others = sorted(set(range(10)) - set(avoided), key=lambda c: -row[c])
+        assert bool(value < 0) == bool(row[avoided].sum() < row[others[k - 1]])
+        if value < 0:  # then no avoided class is in the top k
+            assert not set(row.topk(k).indices.tolist()) & set(avoided)
+
+
+def test_sensitive_safe_by_hand_and_its_scopes(tmp_path) -> None:
+    logits = torch.tensor([[2.0, 1.0, 0.0, 0.5, -1.0]])
+    # avoided {0, 1} (label 0 is sensitive): log(e^2 + e^1) - 0.5
+    assert SensitiveSafe([0, 1])(logits, torch.tensor([0])).item() == pytest.approx(math.log(math.e**2 + math.e) - 0.5)
+    # a label outside the list is avoided with them: log(e^2 + e^1 + e^0.5) - 0
+    assert SensitiveSafe([0, 1])(logits, torch.tensor([3])).item() == pytest.approx(
+        math.log(math.e**2 + math.e + math.e**0.5))
+    # k = 2: below the second best other class (class 2, logit 0)
+    assert SensitiveSafe([0, 1], k=2)(logits, torch.tensor([0])).item() == pytest.approx(math.log(math.e**2 + math.e))
+    beaten = torch.tensor([[-5.0, -5.0, 3.0, 0.0, 0.0]])
+    assert SensitiveSafe([0, 1], kappa=0.5)(beaten, torch.tensor([0])).item() == -0.5  # clamped at -kappa
+
+    criteria = tmp_path / "criteria.csv"
+    criteria.write_text("category,index,criteria\n/x/zero,0,home\n/x/one,1,health\n/x/two,2,home;alcohol\n")
+    loss = SensitiveSafe([0, 1, 2], kappa=100.0, scope="criteria", criteria=str(criteria))
+    assert loss.related == {0: (0, 2), 1: (1,), 2: (0, 2)}
+    # label 1 (health) avoids itself only: its top-1 margin against the best other class, 2
+    assert loss(logits, torch.tensor([1])).item() == pytest.approx(1.0 - 2.0)
+    # label 3 is not sensitive: the plain top-1 margin
+    assert loss(logits, torch.tensor([3])).item() == pytest.approx(
+        margin_loss(logits, torch.tensor([3]), kappa=100.0).item())
+
+
+def test_sensitive_safe_reads_the_real_senscats_and_criteria(shared) -> None:
+    path = shared.path("data/mepp/MEPP18senscats.txt")
+    loss = SensitiveSafe(str(path), k=5, scope="criteria")
+    assert len(loss.sensitive) == 60 and 52 in loss.related[45]  # bedroom and bathroom: both "home"
+    assert 178 not in loss.related[52]  # hospital is not a home
+    built = attack_loss_by_name("sensitive_safe", top_k=5, kappa=2.0, sensitive=str(path))
+    assert isinstance(built, SensitiveSafe) and (built.k, built.kappa, built.scope) == (5, 2.0, "all")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"sensitive": []}, "non-empty list"),
+        ({"sensitive": [-1]}, "non-empty list"),
+        ({"sensitive": [0], "k": 0}, "k must be"),
+        ({"sensitive": [0], "kappa": -1.0}, "kappa"),
+        ({"sensitive": [0], "scope": "some"}, "scope"),
+    ],
+)
+def test_sensitive_safe_refuses_bad_settings(kwargs, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        SensitiveSafe(**kwargs)
+
+
+def test_sensitive_safe_checks_the_classifier_size() -> None:
+    with pytest.raises(ValueError, match="do not exist"):
+        SensitiveSafe([0, 7])(torch.zeros(1, 5), torch.tensor([0]))
+    with pytest.raises(ValueError, match="leaves 1"):
+        SensitiveSafe([0, 1, 2], k=2)(torch.zeros(1, 5), torch.tensor([3]))
+    with pytest.raises(ValueError, match="needs the sensitive categories"):
+        attack_loss_by_name("sensitive_safe")

@@ -297,6 +297,18 @@ def test_sensitive_categories_from_the_real_list(shared, tiny_classifier) -> Non
     assert int((weights == 2.0).sum()) == 60 and int((weights == 1.0).sum()) == 305
 
 
+def test_sensitive_safe_short_name_keeps_the_sensitive_categories_out(tmp_path, tiny_classifier) -> None:
+    senscats = tmp_path / "senscats.txt"
+    senscats.write_text("/b/bedroom 52\n/b/bathroom 45\n", encoding="utf-8")
+    module = make_module(tiny_classifier, loss="sensitive_safe", sensitive_categories=str(senscats), top_k=1,
+                         kappa=100.0)
+    assert module.objective.sensitive == (45, 52) and module.objective.k == 1
+    logits = torch.zeros(1, 365)
+    logits[0, 52], logits[0, 45], logits[0, 7] = 3.0, 2.0, 1.0  # bedroom, then bathroom, then class 7
+    expected = math.log(math.exp(3.0) + math.exp(2.0)) - 1.0  # both sensitive classes against class 7
+    assert module.attack_loss(logits, torch.tensor([52])).item() == pytest.approx(expected)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -311,6 +323,7 @@ def test_sensitive_categories_from_the_real_list(shared, tiny_classifier) -> Non
         ({"sensitive_weight": 0.0}, "sensitive_weight"),
         ({"jpeg_quality": (95, 70)}, "jpeg_quality"),
         ({"train_crop": 8}, "train_crop"),
+        ({"loss": "sensitive_safe"}, "sensitive categories"),
     ],
 )
 def test_bad_arguments_raise_where_they_enter(tiny_classifier, kwargs: dict, match: str) -> None:

@@ -20,6 +20,7 @@ from protector.classifiers import import_class
 from protector.export import save_protector
 from protector.generator import BoundedProtector, UNetGenerator
 from protector.images import read_photo, to_tensor
+from protector.losses import SensitiveSafe
 from protector.paths import sha256_file
 from protector.protect import ProtectOptions, protect
 from protector.protect.batching import SizeBatchSampler, size_batches
@@ -421,6 +422,63 @@ def test_refine_steps_push_the_clean_prediction_down_within_budget(tmp_path, pho
                 total += float(logits[clean] - logits.scatter(0, torch.tensor([clean]), float("-inf")).max())
             margins[name] = total
     assert margins["refined"] < margins["plain"]
+
+
+def test_refine_loss_sensitive_safe_pushes_the_whole_set_down(tmp_path, photo_dir, tiny_net_dir):
+    # The "sensitive" set: the top-3 classes of every clean photo. The same 5 refine steps with
+    # --refine-loss sensitive_safe leave every written file with less of the set's probability
+    # mass (against the 5th class outside it) than the default top-5 margin does.
+    model = import_class("tiny_protect_net.TinyNet", tiny_net_dir)().eval()
+    photos = sorted(p for p in photo_dir.iterdir())
+    with torch.no_grad():
+        clean_tops = {p.stem: model(to_tensor(read_photo(p).pixels)[None])[0].topk(3).indices.tolist() for p in photos}
+    sensitive = sorted({c for top in clean_tops.values() for c in top})
+    senscats = tmp_path / "senscats.txt"
+    senscats.write_text("".join(f"/x/class_{c} {c}\n" for c in sensitive))
+    objective = SensitiveSafe(sensitive, k=5, kappa=100.0)
+    scores = {}
+    for loss in ("topk", "sensitive_safe"):
+        torch.manual_seed(0)
+        protector = BoundedProtector(UNetGenerator(base_channels=8, depth=2), EPS).eval()
+        options = ProtectOptions(output=tmp_path / loss, inputs=[photo_dir], fmt="png", refine_steps=5,
+                                 refine_loss=loss, senscats=senscats, num_workers=0, progress=False)
+        protect(options, protector=protector, classifier=model)
+        with torch.no_grad():
+            for row in read_manifest_csv(tmp_path / loss / "manifest.csv"):
+                assert row["status"] == "ok" and int(row["max_delta_8bit"]) <= round(EPS * 255)
+                logits = model(to_tensor(read_photo(tmp_path / loss / row["output"]).pixels)[None])
+                clean = torch.tensor([clean_tops[Path(row["input"]).stem][0]])
+                scores[loss, row["input"]] = objective(logits, clean).item()
+    for photo in photos:
+        assert scores["sensitive_safe", photo.name] < scores["topk", photo.name]
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"refine_loss": "sensitive_safe", "refine_steps": 2}, "needs the sensitive categories"),
+        ({"refine_loss": "margin"}, "pass --refine-steps"),
+    ],
+)
+def test_refine_loss_settings_are_checked(tmp_path, photo_dir, options, match):
+    with pytest.raises(ValueError, match=match):
+        ProtectOptions(output=tmp_path / "o", inputs=[photo_dir], **options).check()
+
+
+def test_refine_loss_flags_reach_the_options():
+    import argparse
+
+    from protector.commands import protect as protect_command
+
+    parser = argparse.ArgumentParser()
+    protect_command.add_arguments(parser)
+    args = parser.parse_args(["--checkpoint", "p.pt", "--output", "o", "--refine-steps", "10",
+                              "--refine-loss", "sensitive_safe", "--senscats", "MEPP18senscats.txt"])
+    fields = ProtectOptions.__dataclass_fields__
+    options = ProtectOptions(**{key: value for key, value in vars(args).items() if key in fields})
+    assert (options.refine_loss, options.senscats, options.refine_steps) == (
+        "sensitive_safe", Path("MEPP18senscats.txt"), 10)
+    assert parser.parse_args(["--checkpoint", "p.pt", "--output", "o"]).refine_loss == "topk"  # the default
 
 
 def test_refine_needs_a_classifier(tmp_path, photo_dir):

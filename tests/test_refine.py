@@ -2,8 +2,9 @@
 
 import pytest
 import torch
+from torch import nn
 
-from protector.losses import TopKMargin, UntargetedCE, topk_margin
+from protector.losses import SensitiveSafe, TopKMargin, UntargetedCE, topk_margin
 from protector.refine import refine
 
 
@@ -52,3 +53,27 @@ def test_refine_descends_the_loss_object_it_is_given(tiny_classifier):
     x_adv = refine(x, x, tiny_classifier, y, 8 / 255, steps=3, loss=loss, jpeg_quality=None)
     with torch.no_grad():
         assert loss(tiny_classifier(x_adv), y, clean_logits) < loss(clean_logits, y, clean_logits)
+
+
+def test_sensitive_safe_moves_the_prediction_out_of_a_class_set():
+    # A tiny real classifier (linear on 8x8 photos, 12 classes) and the 4 classes it ranks
+    # highest on average as the "sensitive" set. Pushing only the label out (TopKMargin) lands
+    # most photos on another class of the set; SensitiveSafe takes every photo out of it.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 12)).eval()
+    x = torch.rand(8, 3, 8, 8)
+    with torch.no_grad():
+        logits = model(x)
+    y = logits.argmax(1)
+    avoided = logits.mean(0).topk(4).indices.tolist()
+    assert all(int(c) in avoided for c in y)  # every photo starts in the set
+    eps, steps = 0.1, 20
+    runs = {}
+    for name, loss in (("label", TopKMargin(k=1, kappa=1.0)), ("set", SensitiveSafe(avoided, k=1, kappa=1.0))):
+        x_adv = refine(x, x, model, y, eps, steps=steps, step_size=eps / 5, loss=loss, jpeg_quality=None)
+        assert (x_adv - x).abs().max() <= eps + 1e-6
+        with torch.no_grad():
+            runs[name] = model(x_adv).argmax(1)
+    assert bool((runs["label"] != y).all()) and bool((runs["set"] != y).all())  # both fool the top-1
+    assert sum(int(c) in avoided for c in runs["label"]) >= 6
+    assert not any(int(c) in avoided for c in runs["set"])

@@ -62,6 +62,10 @@ def test_summary_markdown_states_numbers_and_settings(report):
     assert "labels: ground truth" in text and "scikit-image" in text
     assert "NIMA not measured" in text
     assert "| 2 | /c/class_2 | 1 | 100.0% | 0.0% |" in text  # per-category row: b fooled
+    # privacy leakage: of a and b (predicted sensitive) a is still class 1; c and d: d moved to 6
+    assert "| protector | 2 | 50.0% | 100.0% | 50.0% | 100.0% | 2 | 50.0% | 100.0% |" in text
+    assert "| health | 1 | 0.0% | 0.0% |" in text
+    assert "| 2 | /c/class_2 | home; health | 1 | 0.0% | 100.0% |" in text
 
 
 def test_html_page_is_complete_and_self_contained(report):
@@ -74,7 +78,8 @@ def test_html_page_is_complete_and_self_contained(report):
     assert parser.open_tags == []
     images = [s for s in parser.sources if s.endswith(".png")]
     assert len([s for s in images if s.startswith("gallery/")]) >= 3 * 4  # original, protected, difference
-    assert "plots/accuracy.png" in images and "plots/per_category.png" in images
+    assert "plots/accuracy.png" in images and "plots/per_category.png" in images and "plots/leakage.png" in images
+    assert "Privacy leakage" in page and "still sensitive" in page
     for source in parser.sources:
         assert not source.startswith(("/", "file:", "http")), source  # relative links only
         target = out / source

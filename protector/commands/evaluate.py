@@ -48,7 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="idealo: resize to 224 (nearest); native: full size (as the organizers). Default: idealo")
     models.add_argument("--categories", type=Path, metavar="FILE", help="categories_places365.txt, for class names")
     models.add_argument("--senscats", type=Path, metavar="FILE",
-                        help="MEPP18senscats.txt: the per-category table covers these classes")
+                        help="MEPP18senscats.txt: the per-category table covers these classes, and the report "
+                             "says how often a protected photo still lands in one of them (privacy leakage)")
+    models.add_argument("--criteria", type=Path, metavar="FILE",
+                        help="privacy criteria of the --senscats categories (category,index,criteria lines). "
+                             "Default: the project's mapping, protector/data/privacy_criteria.csv")
 
     base = parser.add_argument_group("baselines")
     base.add_argument("--baselines", type=_baselines, default=[], metavar="fgsm,pgd,eot-pgd",

@@ -12,6 +12,9 @@ from pathlib import Path
 
 from protector.images import MAX_PIXELS, OUTPUT_FORMATS
 
+# protector.losses.attack_loss_by_name's short names (the losses module imports torch: kept lazy)
+REFINE_LOSSES = ("topk", "sensitive_safe", "margin", "ce", "relativistic")
+
 DESCRIPTION = """\
 Protect photos in one forward pass each and write them with no metadata but the ICC profile.
 Inputs: folders and files (--input), or a list file read from a folder or val_256.tar
@@ -66,6 +69,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="after the generator, N white-box gradient steps against --classifier through a "
                           "differentiable JPEG at --quality, within the same budget: stronger protection, "
                           "N extra classifier passes. Photos above --tile-max-pixels are not refined. Default: 0")
+    cls.add_argument("--refine-loss", choices=REFINE_LOSSES, default="topk",
+                     help="what the refine steps descend: topk (the clean prediction out of the top 5 by a margin "
+                          "of 2 logits), sensitive_safe (also every --senscats category: the photo reads as an "
+                          "ordinary non-sensitive scene, all sensitive classes below the 5th other class), margin "
+                          "(out of the top 1), ce, relativistic. Default: topk")
+    cls.add_argument("--senscats", type=Path, metavar="FILE",
+                     help="MEPP18senscats.txt: the sensitive categories --refine-loss sensitive_safe keeps out")
 
     edit = parser.add_argument_group("appeal (protectors trained with an enhancer)")
     edit.add_argument("--enhance", choices=("auto", "off"), default="auto",

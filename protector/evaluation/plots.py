@@ -128,3 +128,54 @@ def plot_psnr(runs: list[RunEval], path: Path) -> Path | None:
     ax.legend(frameon=False, fontsize=8)
     ax.spines[["top", "right"]].set_visible(False)
     return _save(fig, path)
+
+
+LEAK_MEASURES = (("top1_sensitive", "top-1 sensitive"), ("topk_sensitive", "sensitive in top-5"),
+                 ("still_in_criterion_top1", "top-1 same criterion"))
+
+
+def plot_leakage(results: dict, attack_model: str, path: Path) -> Path | None:
+    """Privacy leakage per criterion: one small bar chart per criterion, a bar per run and measure.
+
+    Over the photos whose clean top-1 meets the criterion: the share whose protected top-1 is
+    still sensitive, that still have a sensitive class in the top-5, and whose top-1 still
+    meets this criterion. Lower is better; None without leakage numbers.
+    """
+    runs = [r for r in results["runs"] if (results["runs"][r].get("leakage") or {}).get(attack_model)]
+    if not runs:
+        return None
+    first = results["runs"][runs[0]]["leakage"][attack_model]
+    criteria = [row["criterion"] for row in first["per_criterion"]]
+    if not criteria:
+        return None
+    columns = min(5, len(criteria))
+    rows = math.ceil(len(criteria) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.3 * columns, 2.1 * rows + 0.5), sharey=True, squeeze=False)
+    width = 0.8 / len(runs)
+    for ax, criterion in zip(axes.flat, criteria):
+        n = None
+        for r, run in enumerate(runs):
+            leak = results["runs"][run]["leakage"][attack_model]
+            row = {r["criterion"]: r for r in leak["per_criterion"]}.get(criterion)
+            if row is None:
+                continue
+            n = row["n"]
+            values = [100 * (row[key] or 0.0) for key, _ in LEAK_MEASURES]
+            ax.bar([m + r * width for m in range(len(LEAK_MEASURES))], values, width, color=run_color(r),
+                   label=run)
+        ax.set_title(f"{criterion.replace('_', ' ')} ({n})", fontsize=9)
+        ax.set_xticks([m + width * (len(runs) - 1) / 2 for m in range(len(LEAK_MEASURES))],
+                      [label for _, label in LEAK_MEASURES], fontsize=6, rotation=30, ha="right")
+        ax.set_ylim(0, 105)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.spines[["top", "right"]].set_visible(False)
+    for ax in list(axes.flat)[len(criteria):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("photos (%)", fontsize=8)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, frameon=False, fontsize=8, ncol=len(runs), loc="lower center")
+    fig.suptitle(f"Privacy leakage per criterion of the clean prediction (photos), lower is better\n{attack_model}",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return _save(fig, path)

@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from protector.losses import AttackLoss
 from protector.protect.tiling import TiledProtector
 from protector.refine import refine
 
@@ -28,6 +29,8 @@ class ProtectPredictor(pl.LightningModule):
         refine_steps: gradient steps against `classifier` after the generator
             (:func:`protector.refine.refine`); photos above `tile_max_pixels` are not refined.
         refine_quality: JPEG quality inside the refinement loop (None: the file is lossless).
+        refine_loss: what the refinement descends (None: :func:`~protector.refine.refine`'s
+            default, the top-5 margin of the clean prediction).
 
     Example:
         >>> predictor = ProtectPredictor(nn.Identity())
@@ -46,6 +49,7 @@ class ProtectPredictor(pl.LightningModule):
         tile_align: int = 64,
         refine_steps: int = 0,
         refine_quality: int | None = 90,
+        refine_loss: AttackLoss | None = None,
     ) -> None:
         super().__init__()
         # With more ranks than batches some ranks get none; they still take part in the
@@ -57,6 +61,7 @@ class ProtectPredictor(pl.LightningModule):
             raise ValueError("refine_steps needs a classifier")
         self.refine_steps = refine_steps
         self.refine_quality = refine_quality
+        self.refine_loss = refine_loss
         self.tile_max_pixels = tile_max_pixels
 
     @torch.no_grad()
@@ -91,4 +96,4 @@ class ProtectPredictor(pl.LightningModule):
         eps = float(self.protector.protector.eps)
         with torch.autocast(device_type=reference.device.type, enabled=False):
             return refine(reference.float(), x_adv.float(), self.classifier, y, eps, self.refine_steps,
-                          jpeg_quality=self.refine_quality)
+                          loss=self.refine_loss, jpeg_quality=self.refine_quality)

@@ -14,6 +14,7 @@ from torch import nn
 
 from protector.generator import BoundedProtector
 from protector.images import MAX_PIXELS, OUTPUT_FORMATS
+from protector.losses import attack_loss_by_name
 from protector.protect.datamodule import ProtectDataModule
 from protector.protect.manifest import MANIFEST_NAME, ManifestRow, manifest_bytes, remove_shards
 from protector.protect.naming import check_run_code
@@ -52,6 +53,8 @@ class ProtectOptions:
     classifier_path: Path | None = None
     categories: Path | None = None
     refine_steps: int = 0
+    refine_loss: str = "topk"
+    senscats: Path | None = None
     enhance: str = "auto"
     enhance_strength: float = 1.0
     batch_size: int = 16
@@ -86,6 +89,12 @@ class ProtectOptions:
             raise ValueError("--classifier-checkpoint needs --classifier (e.g. --classifier resnet50)")
         if self.refine_steps < 0:
             raise ValueError(f"--refine-steps must be >= 0, got {self.refine_steps}")
+        if self.refine_loss != "topk" and not self.refine_steps:
+            raise ValueError(f"--refine-loss {self.refine_loss} is what the refine steps descend: "
+                             "pass --refine-steps N too (e.g. --refine-steps 10)")
+        if self.refine_loss == "sensitive_safe" and self.senscats is None:
+            raise ValueError("--refine-loss sensitive_safe needs the sensitive categories: pass --senscats "
+                             "MEPP18senscats.txt")
         if self.enhance not in ("auto", "off"):
             raise ValueError(f"--enhance must be auto or off, got {self.enhance!r}")
         if not 0.0 <= self.enhance_strength <= 1.0:
@@ -252,8 +261,12 @@ def _predict(
     precision: str,
 ) -> list[ManifestRow] | None:
     refine_quality = options.quality if options.fmt == "jpeg" else None
+    # k=5, kappa=2: the margins of refine's default (TopKMargin(5, 2)), for every loss.
+    refine_loss = attack_loss_by_name(options.refine_loss, top_k=5, kappa=2.0,
+                                      sensitive=str(options.senscats) if options.senscats else None)
     predictor = ProtectPredictor(protector, classifier, options.tile_max_pixels, options.tile,
-                                 options.tile_overlap, options.tile_align, options.refine_steps, refine_quality)
+                                 options.tile_overlap, options.tile_align, options.refine_steps, refine_quality,
+                                 refine_loss)
     workers = default_workers() if options.num_workers is None else options.num_workers
     datamodule = ProtectDataModule(plan, options.batch_size, options.max_batch_pixels, workers,
                                    options.min_side, options.max_pixels, options.overwrite)
