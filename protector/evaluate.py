@@ -71,8 +71,6 @@ class EvaluateOptions:
         unknown = [b for b in self.baselines if b not in BASELINES]
         if unknown:
             raise EvaluationError(f"unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}")
-        if self.baselines and self.eps is None:
-            raise EvaluationError("--baselines needs --eps, the budget to attack with (e.g. --eps 2/255)")
         if self.eps is not None and not 0 < self.eps <= 1:
             raise EvaluationError(f"--eps must be in (0, 1] (a fraction of the pixel range, e.g. 2/255), got {self.eps}")
         if self.nima_preprocess not in ("idealo", "native"):
@@ -238,6 +236,12 @@ def evaluate(options: EvaluateOptions) -> Evaluation:
             "folder holding only that run's files"
         )
 
+    made = (protected_by or {}).get("protector") or {}
+    eps, eps_source = (options.eps, "--eps") if options.eps is not None else (made.get("eps"), RECORD_NAME)
+    if options.baselines and eps is None:
+        raise EvaluationError(f"--baselines needs --eps, the budget to attack with (e.g. --eps 2/255): "
+                              f"{options.protected} has no {RECORD_NAME} naming the protector's budget")
+
     device = resolve_device(options.device)
     attack_name, models = _load_models(options, device)
     nima = _load_nima(options, device)
@@ -253,7 +257,7 @@ def evaluate(options: EvaluateOptions) -> Evaluation:
                                     options.batch_size)}
     baseline_settings = {}
     for name in options.baselines:
-        spec = baseline_spec(name, options.eps)
+        spec = baseline_spec(name, eps)
         folder = Path(options.out) / "baselines" / name
         seconds = _make_baseline(spec, models[attack_name], pairing, references, folder, options, device)
         runs[name] = _score_run(name, str(folder), spec.describe(), folder, pairing, clean, references,
@@ -285,8 +289,12 @@ def evaluate(options: EvaluateOptions) -> Evaluation:
         "privacy_criteria": (str(options.criteria) if options.criteria else
                              "protector/data/privacy_criteria.csv (the project's own judgement)") if senscats else None,
         "baselines": baseline_settings,
-        "eps": options.eps,
-        "eps_8bit": options.eps * 255 if options.eps else None,
+        "eps": eps,
+        "eps_8bit": eps * 255 if eps else None,
+        "eps_source": eps_source if eps is not None else None,
+        "refine_steps": (protected_by or {}).get("refine_steps"),
+        "ranked": "top-1 accuracy of the attack model on the saved files (lower is better)",
+        "warnings": clean_accuracy_warnings(options.list_path, runs["protector"], attack_name),
         "baseline_quality": options.quality if options.baselines else None,
         "device": str(device),
         "torch": torch.__version__,
@@ -294,6 +302,23 @@ def evaluate(options: EvaluateOptions) -> Evaluation:
     }
     return Evaluation(options, pairing, attack_name, {m: ("attack" if m == attack_name else "transfer") for m in models},
                       runs, categories, senscats, settings, criteria)
+
+
+# Clean accuracy of the official ResNet50-places365 on the task's lists (../shared/docs/TASK.md):
+# far from these, the attack model or its checkpoint is not the task's.
+KNOWN_CLEAN_TOP1 = {"MEPP19test": 100.0, "MEPP18val": 59.60}
+CLEAN_TOLERANCE_POINTS = 10.0
+
+
+def clean_accuracy_warnings(list_path: Path | None, run: RunEval, model: str) -> list[str]:
+    """A warning when the clean top-1 on a task list is far from the official model's."""
+    reference = KNOWN_CLEAN_TOP1.get(Path(list_path).stem) if list_path is not None else None
+    measured = run.clean_top1_percent(model)
+    if reference is None or measured is None or abs(measured - reference) <= CLEAN_TOLERANCE_POINTS:
+        return []
+    return [f"clean top-1 of {model} on {Path(list_path).name} is {measured:.1f}%, but the task's ResNet50-places365 "
+            f"gets {reference:.2f}% there: the attack model or its checkpoint is probably not the task's, and the "
+            "numbers here do not say how the submission will score"]
 
 
 def _clean_pass(pairing: Pairing, models: dict[str, nn.Module], nima: nn.Module | None,

@@ -200,6 +200,10 @@ def _markdown(evaluation: Evaluation, results: dict) -> str:
         f"- labels: {s['labels']}",
         f"- fidelity: {s['fidelity_implementation']}",
         f"- appeal: {s['nima'] or 'NIMA not measured (pass --nima WEIGHTS)'}",
+        f"- the task ranks: {s['ranked']}",
+        "- budget: " + (f"eps {s['eps_8bit']:.2f}/255 (from {s['eps_source']})" if s["eps"] else "not known (no --eps, "
+                        "no protect-run.json in the protected folder)")
+        + (f"; refine steps {s['refine_steps']}" if s.get("refine_steps") is not None else ""),
     ]
     if s["baselines"]:
         parts.append(f"- baselines (saved as the protected files' format, quality {s['baseline_quality']}): "
@@ -275,7 +279,8 @@ LEAKAGE_NOTE = ("Photos are grouped by the attack model's clean top-1. Of those 
 
 
 def _problems(evaluation: Evaluation, results: dict) -> list[str]:
-    problems = [f"missing protected file: {m}" for m in results["missing"]]
+    problems = [f"warning: {w}" for w in results["settings"].get("warnings", [])]
+    problems += [f"missing protected file: {m}" for m in results["missing"]]
     problems += [f"protected file without an original: {u}" for u in results["unmatched"]]
     problems += [f"ambiguous: {a}" for a in results["ambiguous"]]
     for name, run in results["runs"].items():
@@ -403,6 +408,10 @@ def _html(evaluation: Evaluation, results: dict, figures: dict[str, str], galler
         f"<h1>{html.escape(title)}</h1>",
         f"<p class=\"sub\">{len(evaluation.runs['protector'].images)} photos · attack model "
         f"{html.escape(s['attack_model'])} · labels: {html.escape(s['labels'])} · {html.escape(results['created'])}</p>",
+        "<p class='sub'>the task ranks: " + html.escape(s["ranked"]) + " · budget: "
+        + (f"eps {s['eps_8bit']:.2f}/255 (from {html.escape(s['eps_source'])})" if s["eps"] else "not known")
+        + (f" · refine steps {s['refine_steps']}" if s.get("refine_steps") is not None else "") + "</p>",
+        *["<p class='problems'>warning: " + html.escape(w) + "</p>" for w in s.get("warnings", [])],
         _cards(evaluation, results),
         "<h2>Runs side by side</h2>",
         _html_table(COMPARISON_HEADER, _comparison_rows(evaluation, results)),

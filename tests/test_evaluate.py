@@ -306,7 +306,11 @@ def test_files_the_run_record_does_not_account_for_are_not_scored(tmp_path):
     protect(ProtectOptions(output=protected, inputs=[case["originals"]], checkpoint=protector_file, fmt="png",
                            run_code="hand", num_workers=0, progress=False))
     evaluation = evaluate(hand_options(case, protected=protected, gallery=0))
-    assert evaluation.settings["protected_by"]["protector"] == {"sha256": sha256_file(protector_file)}
+    assert evaluation.settings["protected_by"]["protector"] == {"sha256": sha256_file(protector_file), "eps": 4 / 255}
+    # The budget comes from the run record when --eps is not given: the baselines attack with the protector's own.
+    assert evaluation.settings["eps"] == 4 / 255 and evaluation.settings["eps_source"] == "protect-run.json"
+    with_baseline = evaluate(hand_options(case, protected=protected, gallery=0, baselines=["fgsm"]))
+    assert with_baseline.runs["fgsm"].images and with_baseline.settings["eps_8bit"] == pytest.approx(4.0)
 
     # The original put back at a protected name would be scored as the protector's work: refused.
     (protected / "hand_b.png").write_bytes((case["originals"] / "b.png").read_bytes())
@@ -315,3 +319,21 @@ def test_files_the_run_record_does_not_account_for_are_not_scored(tmp_path):
         evaluate(hand_options(case, protected=protected, gallery=0))
     # A folder with no record (another team's submission, files made by hand) is scored as before.
     assert evaluate(hand_options(case, gallery=0)).settings["protected_by"] is None
+
+
+def test_clean_accuracy_far_from_the_official_models_is_a_warning() -> None:
+    from protector.evaluate import clean_accuracy_warnings
+    from protector.evaluation.records import ImageEval, RunEval
+
+    def run_with(correct: int, total: int) -> RunEval:
+        images = [ImageEval(name=f"{i}.jpg", file=f"{i}.jpg", label=7, reference=7, width=8, height=8,
+                            clean={"resnet50": [(7 if i < correct else 3, 0.9)]}, protected={}, fidelity=None)
+                  for i in range(total)]
+        return RunEval("protector", "out", "as given", images)
+
+    # A wrong checkpoint on MEPP19test (the official model gets all 600 right): named.
+    (warning,) = clean_accuracy_warnings(Path("data/MEPP19test.csv"), run_with(1, 60), "resnet50")
+    assert "is 1.7%" in warning and "100.00%" in warning and "not the task's" in warning
+    assert clean_accuracy_warnings(Path("data/MEPP19test.csv"), run_with(60, 60), "resnet50") == []
+    assert clean_accuracy_warnings(Path("data/MEPP18val.csv"), run_with(55, 100), "resnet50") == []  # 55% vs 59.6%
+    assert clean_accuracy_warnings(Path("my_list.csv"), run_with(1, 60), "resnet50") == []  # no known reference

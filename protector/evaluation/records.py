@@ -52,3 +52,10 @@ class RunEval:
     images: list[ImageEval] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     seconds_per_image: float | None = None
+
+    def clean_top1_percent(self, model: str) -> float | None:
+        """`model`'s top-1 accuracy on the originals against ground truth; None when no photo has a label."""
+        labelled = [im for im in self.images if im.label is not None]
+        if not labelled:
+            return None
+        return 100.0 * sum(im.clean[model][0][0] == im.label for im in labelled) / len(labelled)
