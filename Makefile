@@ -6,7 +6,9 @@ STAMP := $(VENV)/.installed
 
 DATA ?= data
 RUN ?= runs/mepp19
-RUN_CODE ?= protector_unet
+# The task's run codes include the team name (rteam_base -> rteam_base.zip): set TEAM.
+TEAM ?= myteam
+RUN_CODE ?= $(TEAM)_unet
 ATTACK_MODEL ?= weights/resnet50_places365.pth.tar
 # No sha256 of the official checkpoint is published: set ATTACK_SHA256 to pin the file you
 # downloaded; without it the unpinned file is accepted explicitly.

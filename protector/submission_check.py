@@ -22,7 +22,7 @@ from protector.images import ImageReadError, read_photo
 from protector.protect.naming import check_run_code
 
 TASK_SIZE = (256, 256)
-DEFAULT_RUN_CODE = "protector_unet"
+DEFAULT_RUN_CODES = ("protector_unet", "myteam_unet")  # the defaults of older and current make run
 # A member larger than this is not a 256 px JPEG; reading it could exhaust memory (zip bomb).
 MAX_MEMBER_BYTES = 20 * 1024 * 1024
 # Metadata keys Pillow exposes for what must not be published; the ICC profile is colour, allowed.
@@ -73,10 +73,10 @@ def check_submission(zip_path: str | Path, list_path: str | Path, originals: Ima
     except ValueError as err:
         report.problems.append(str(err))
         return report
-    if run_code == DEFAULT_RUN_CODE or "_" not in run_code:
+    if run_code in DEFAULT_RUN_CODES or "_" not in run_code:
         report.warnings.append(
             f"run code {run_code!r} does not name a team: the task asks for team_run (e.g. rteam_base); "
-            "protect with --run-code TEAM_RUN"
+            "protect with --run-code TEAM_RUN (make run TEAM=yourteam)"
         )
     try:
         archive = zipfile.ZipFile(zip_path)

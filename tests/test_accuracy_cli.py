@@ -98,6 +98,15 @@ def test_hand_computed_accuracy(colour_case, capsys):
     assert "50.00%  (3/6)" in out and "66.67%  (4/6)" in out
 
 
+def test_progress_lines_when_stderr_is_not_a_terminal(colour_case, capsys):
+    """Written to a log (no progress bar there), the run still says how far it is."""
+    main(_argv(colour_case, "--batch-size", "1"))
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("accuracy: ")]
+    assert lines and lines[-1].startswith("accuracy: 6/7 photos scored")  # the 7th is unreadable
+    assert main(_argv(colour_case, "--batch-size", "1", "--no-progress")) == 1
+    assert "accuracy: " not in capsys.readouterr().err
+
+
 def test_full_size_batches_of_equal_size(colour_case):
     main(_argv(colour_case, "--batch-size", "2"))
     model_module = sys.modules["tiny_colour_model"]

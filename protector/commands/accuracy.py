@@ -123,6 +123,9 @@ def measure_accuracy(
     buckets: dict[tuple[int, int], list[tuple[str, int, torch.Tensor]]] = {}
     start = time.perf_counter()
     bar = tqdm(total=len(items), unit="img", disable=None if progress else True, file=sys.stderr)
+    # No bar when stderr is a file or pipe (a log, CI): a plain line every ~5% instead of silence.
+    line_every = max(1, len(items) // 20) if progress and bar.disable else 0
+    lines_done = [0]
 
     def classify(batch: list[tuple[str, int, torch.Tensor]]) -> None:
         x = torch.stack([image for _, _, image in batch]).to(device)  # (B, 3, H, W)
@@ -138,6 +141,11 @@ def measure_accuracy(
         for (name, label, _), row in zip(batch, top5.cpu().tolist()):
             result.images.append(ImageResult(name, label, row))
         bar.update(len(batch))
+        if line_every and result.n_images // line_every > lines_done[0]:
+            lines_done[0] = result.n_images // line_every
+            rate = result.n_images / max(time.perf_counter() - start, 1e-9)
+            print(f"accuracy: {result.n_images}/{len(items)} photos scored ({rate:.1f} photos/s)", file=sys.stderr,
+                  flush=True)
 
     try:
         for name, label, image in _decoded(source, items, result):
@@ -202,6 +210,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--limit", type=int, metavar="N", help="score only the first N labelled images")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write counts and per-image top-5 as JSON")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1. Default: auto")
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="no progress bar (on a terminal) or progress lines (otherwise)")
     parser.set_defaults(func=run)
 
 
@@ -232,7 +242,7 @@ def _run(args: argparse.Namespace) -> int:
     model = build_classifier(args.model, args.checkpoint, args.sha256, args.allow_unpinned, args.search_path)
     model = model.to(device).eval()
 
-    result = measure_accuracy(model, source, items, args.batch_size, device)
+    result = measure_accuracy(model, source, items, args.batch_size, device, progress=args.progress)
     result.skipped_unknown_label = skipped
     label = classifier_label(args.model, args.checkpoint)
     print(format_summary(result, f"protector accuracy: {label} on {args.list_path.name} ({source.describe()})", device))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import time
 import warnings
@@ -270,6 +272,24 @@ def _predict(
     workers = default_workers() if options.num_workers is None else options.num_workers
     datamodule = ProtectDataModule(plan, options.batch_size, options.max_batch_pixels, workers,
                                    options.min_side, options.max_pixels, options.overwrite)
+    with _quiet_lightning():
+        return _run_trainer(options, predictor, datamodule, writer, precision)
+
+
+@contextlib.contextmanager
+def _quiet_lightning():
+    """Lightning's hardware lines and tips on every run are noise for a one-shot command; warnings still show."""
+    logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _run_trainer(options: ProtectOptions, predictor: ProtectPredictor, datamodule: ProtectDataModule,
+                 writer: ProtectedImageWriter, precision: str) -> list[ManifestRow] | None:
     trainer = pl.Trainer(
         accelerator=options.accelerator,
         devices=options.devices,
