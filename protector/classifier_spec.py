@@ -10,7 +10,8 @@ from pathlib import Path
 
 from torch import nn
 
-from protector.classifiers import ARCHITECTURES, ExternalClassifier, FrozenClassifier, Places365Classifier
+from protector.architectures import REGISTRY
+from protector.classifiers import ExternalClassifier, FrozenClassifier, Places365Classifier
 
 STANDIN_CLASS_PATH = "squeezenet_places.StandinPlaces365"
 # The stand-in lives in ../shared/standin beside the repository (see its README).
@@ -27,7 +28,7 @@ def build_classifier(
     """A frozen classifier (RGB [0, 1] in, logits out) named by `spec`.
 
     Args:
-        spec: an architecture of :data:`protector.classifiers.ARCHITECTURES` (``resnet50``
+        spec: an architecture of :data:`protector.architectures.REGISTRY` (``resnet50``
             is the task's attack model; needs `checkpoint`), ``standin`` (the SqueezeNet
             stand-in in ``../shared/standin``), or a class path ``module.Class``.
         checkpoint: the official ``<arch>_places365.pth.tar`` for an architecture. Random
@@ -42,7 +43,7 @@ def build_classifier(
         ValueError: an architecture without a checkpoint, or a checkpoint given for a
             class path (which loads its own weights).
     """
-    if spec in ARCHITECTURES:
+    if spec in REGISTRY:
         if checkpoint is None:
             raise ValueError(
                 f"classifier {spec!r} needs its checkpoint ({spec}_places365.pth.tar, see weights/README.md): "
@@ -52,7 +53,7 @@ def build_classifier(
     else:
         if checkpoint is not None:
             raise ValueError(
-                f"--classifier-checkpoint applies to the architectures {', '.join(ARCHITECTURES)}; "
+                f"--classifier-checkpoint applies to the architectures {', '.join(REGISTRY)}; "
                 f"classifier {spec!r} loads its own weights"
             )
         class_path = STANDIN_CLASS_PATH if spec == "standin" else spec

@@ -17,14 +17,13 @@ import sys
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torchvision.models import densenet161, resnet18, resnet50
-from torchvision.models.resnet import BasicBlock, ResNet
-
+from protector.architectures import PLACES365_CLASSES, REGISTRY, build_architecture, get_architecture
+from protector.checksums import ChecksumError, verify_sha256
 from protector.paths import sha256_file
 
 try:  # numpy >= 2
@@ -33,131 +32,37 @@ except ImportError:  # numpy 1.x
     from numpy.core import multiarray as np_multiarray
 
 __all__ = [
-    "ARCHITECTURES",
     "CheckpointError",
     "ChecksumError",
     "ClassPathError",
     "ExternalClassifier",
     "FrozenClassifier",
-    "KnownCheckpoint",
     "Places365Classifier",
-    "WideResNet18",
-    "build_architecture",
     "import_class",
-    "known_checkpoints",
     "load_places365_state_dict",
     "resolve_sha256",
-    "verify_sha256",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-PLACES365_CLASSES = 365
 
 
 class CheckpointError(ValueError):
     """A checkpoint file cannot be used; the message names the file and the cause."""
 
 
-class ChecksumError(CheckpointError):
-    """A file's sha256 differs from the expected one, or no sha256 was there to check."""
-
-
 class ClassPathError(ValueError):
     """A `module.Class` path cannot be imported or does not name a torch module."""
 
 
-class KnownCheckpoint(NamedTuple):
-    """An official CSAIL Places365 checkpoint: where it lives and how to check it."""
-
-    url: str
-    sha256: str | None  # None: not pinned yet, loading needs sha256=... or allow_unpinned=True
-    arch: str
-
-    @property
-    def filename(self) -> str:
-        return self.url.rsplit("/", 1)[-1]
-
-
-_CSAIL_MODELS = "http://places2.csail.mit.edu/models_places365"
-
-# The official files could not be downloaded where this table was written, so their sha256
-# is unknown: each stays None until someone who has the file pins it here. Until then a file
-# loads only with an explicit sha256 or allow_unpinned=True (and the warning prints its sha256).
-known_checkpoints: dict[str, KnownCheckpoint] = {
-    arch: KnownCheckpoint(f"{_CSAIL_MODELS}/{arch}_places365.pth.tar", None, arch)
-    for arch in ("resnet50", "resnet18", "densenet161", "wideresnet18")
-}
-
-ARCHITECTURES = tuple(known_checkpoints)
-
-# Name of the final linear layer of each architecture (its weight is (num_classes, features)).
-_HEADS = {"resnet50": "fc", "resnet18": "fc", "wideresnet18": "fc", "densenet161": "classifier"}
-
-# Old DenseNet checkpoints name the layers inside a dense layer `norm.1`, `conv.2`, ...;
-# current torchvision calls them `norm1`, `conv2`.
-_OLD_DENSENET_KEY = re.compile(r"(denselayer\d+\.(?:norm|relu|conv))\.([12])\.")
-
-
-class WideResNet18(ResNet):
-    """CSAIL's `wideresnet18` Places365 network: ResNet-18 without the stem max-pool.
-
-    Dropping the max-pool keeps feature maps twice as large in each direction (14x14 after
-    `layer4` at 224x224 input instead of 7x7); layer names and shapes equal torchvision's
-    `resnet18`, so CSAIL's state_dict loads as is. CSAIL averaged with a fixed 14x14 pool;
-    here the pool is global (adaptive), identical at 224x224 and defined at every size.
-
-    Args:
-        num_classes: number of output logits (365 for Places365).
-
-    Shape:
-        (B, 3, H, W) normalized -> (B, num_classes).
-    """
-
-    def __init__(self, num_classes: int = PLACES365_CLASSES):
-        super().__init__(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
-        self.maxpool = nn.Identity()
-
-
-def build_architecture(arch: str, num_classes: int = PLACES365_CLASSES) -> nn.Module:
-    """A randomly initialized network of one of `ARCHITECTURES` (no normalization)."""
-    if arch == "resnet50":
-        return resnet50(num_classes=num_classes)
-    if arch == "resnet18":
-        return resnet18(num_classes=num_classes)
-    if arch == "densenet161":
-        return densenet161(num_classes=num_classes)
-    if arch == "wideresnet18":
-        return WideResNet18(num_classes=num_classes)
-    raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
-
-
 # ----------------------------------------------------------------------------- checksums
-
-
-def verify_sha256(path: str | Path, expected: str) -> str:
-    """Check that the file's sha256 is `expected` (hex, any case); return it.
-
-    Raises:
-        ChecksumError: naming the file, the expected and the actual digest.
-    """
-    expected = expected.strip().lower()
-    if not re.fullmatch(r"[0-9a-f]{64}", expected):
-        raise ChecksumError(f"{path}: {expected!r} is not a sha256 (64 hex digits)")
-    actual = sha256_file(path)
-    if actual != expected:
-        raise ChecksumError(
-            f"{path}: sha256 mismatch: expected {expected}, actual {actual}. "
-            "The file is damaged, incomplete, or not the one expected; download it again."
-        )
-    return actual
 
 
 def resolve_sha256(path: str | Path, sha256: str | None = None, allow_unpinned: bool = False) -> str | None:
     """The sha256 a checkpoint must have before it is used, or None if accepted unverified.
 
     An explicit `sha256` wins; otherwise a file named like an official checkpoint uses the
-    digest pinned in `known_checkpoints`. A file with no digest to check is refused unless
+    digest pinned in its `architectures.REGISTRY` entry. A file with no digest to check is refused unless
     `allow_unpinned` is True, in which case a warning gives its sha256 so it can be pinned.
 
     Raises:
@@ -166,7 +71,7 @@ def resolve_sha256(path: str | Path, sha256: str | None = None, allow_unpinned: 
     if sha256:
         return sha256
     name = Path(path).name
-    for known in known_checkpoints.values():
+    for known in REGISTRY.values():
         if known.filename == name and known.sha256:
             return known.sha256
     if not Path(path).is_file():
@@ -174,6 +79,7 @@ def resolve_sha256(path: str | Path, sha256: str | None = None, allow_unpinned: 
     actual = sha256_file(path)
     if not allow_unpinned:
         raise ChecksumError(
+            path, None, None, actual,
             f"{path}: no sha256 is pinned for this file, so it cannot be verified before use "
             f"(its sha256 is {actual}). Pass sha256={actual} if you trust it "
             "(--sha256 on the command line), or accept it unverified with allow_unpinned=True "
@@ -272,7 +178,7 @@ def load_places365_state_dict(
 
     Args:
         path: the checkpoint file.
-        arch: one of `ARCHITECTURES`.
+        arch: a name in `architectures.REGISTRY`.
         sha256: expected hex digest; checked before anything is unpickled.
         num_classes: classes the head must have.
 
@@ -283,8 +189,7 @@ def load_places365_state_dict(
             another number of classes (e.g. a 1000-class ImageNet model), or keys/shapes that
             do not belong to `arch`.
     """
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    architecture = get_architecture(arch)
     path = Path(path)
     if sha256 is not None:
         if not path.is_file():
@@ -292,7 +197,7 @@ def load_places365_state_dict(
         verify_sha256(path, sha256)
     loaded = _read_checkpoint(path)
     raw, file_arch = _unwrap(path, loaded)
-    state_dict = {_clean_key(key, arch): value for key, value in raw.items()}
+    state_dict = {architecture.fix_key(key.removeprefix("module.")): value for key, value in raw.items()}
     _check_against(path, state_dict, arch, num_classes, file_arch)
     return state_dict
 
@@ -315,13 +220,6 @@ def _unwrap(path: Path, loaded: Any) -> tuple[dict[str, torch.Tensor], str | Non
     return raw, file_arch if isinstance(file_arch, str) else None
 
 
-def _clean_key(key: str, arch: str) -> str:
-    key = key.removeprefix("module.")
-    if arch == "densenet161":
-        key = _OLD_DENSENET_KEY.sub(r"\1\2.", key)
-    return key
-
-
 def _check_against(
     path: Path, state_dict: dict[str, torch.Tensor], arch: str, num_classes: int, file_arch: str | None
 ) -> None:
@@ -329,7 +227,7 @@ def _check_against(
     with torch.device("meta"):
         reference = build_architecture(arch, num_classes).state_dict()
     problems = []
-    head = _HEADS[arch]
+    head = get_architecture(arch).head
     head_weight = state_dict.get(f"{head}.weight")
     if head_weight is not None and head_weight.dim() == 2 and head_weight.shape[0] != num_classes:
         found = head_weight.shape[0]
@@ -455,7 +353,7 @@ class Places365Classifier(nn.Module):
         checkpoint: official `<arch>_places365.pth.tar` (or a bare state_dict). None gives
             random weights, with a warning: only for tests.
         sha256: expected sha256 of `checkpoint`; defaults to the one pinned in
-            `known_checkpoints` for an official file name.
+            its `architectures.REGISTRY` entry for an official file name.
         num_classes: number of classes (365).
         allow_unpinned: accept a checkpoint with no sha256 to verify against.
 
@@ -477,8 +375,7 @@ class Places365Classifier(nn.Module):
         allow_unpinned: bool = False,
     ):
         super().__init__()
-        if arch not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+        get_architecture(arch)  # ValueError naming the choices
         self.arch = arch
         self.normalize = _Normalize(IMAGENET_MEAN, IMAGENET_STD)
         self.net = build_architecture(arch, num_classes)

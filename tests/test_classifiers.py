@@ -15,6 +15,7 @@ from jsonargparse import ArgumentParser
 from torch import nn
 from torchvision.models import resnet18
 
+from protector.architectures import REGISTRY, WideResNet18
 from protector.classifiers import (
     CheckpointError,
     ChecksumError,
@@ -22,8 +23,6 @@ from protector.classifiers import (
     ExternalClassifier,
     FrozenClassifier,
     Places365Classifier,
-    WideResNet18,
-    known_checkpoints,
     load_places365_state_dict,
 )
 from protector.images import read_photo, to_tensor
@@ -262,7 +261,7 @@ def test_sha256_mismatch_names_file_expected_and_actual(resnet18_file):
 
 def test_unpinned_checkpoint_needs_explicit_acceptance(resnet18_file):
     source, path = resnet18_file
-    assert known_checkpoints["resnet18"].filename == path.name and known_checkpoints["resnet18"].sha256 is None
+    assert REGISTRY["resnet18"].filename == path.name and REGISTRY["resnet18"].sha256 is None
     with pytest.raises(ChecksumError, match=r"no sha256 is pinned.*allow_unpinned") as info:
         Places365Classifier("resnet18", str(path))
     assert sha256_file(path) in str(info.value)  # so the user can pin it
@@ -482,3 +481,23 @@ def test_legacy_checkpoint_with_numpy_scalars_loads(tmp_path):
     path.write_bytes(path.read_bytes().replace(b"numpy._core", b"numpy.core"))
     state = load_places365_state_dict(path, "resnet18")
     assert torch.equal(state["fc.weight"], model.state_dict()["fc.weight"])
+
+
+def test_one_registry_entry_per_architecture_and_one_checksum_error() -> None:
+    from protector import checksums
+    from protector.architectures import build_architecture, get_architecture
+    from protector.data.fetch import ChecksumError as FetchChecksumError
+    from protector.data.fetch import OFFICIAL_FILES
+
+    assert set(REGISTRY) == {"resnet50", "resnet18", "densenet161", "wideresnet18"}
+    for name, entry in REGISTRY.items():
+        with torch.device("meta"):
+            head = dict(build_architecture(name, 7).named_modules())[entry.head]
+        assert isinstance(head, nn.Linear) and head.out_features == 7  # the head the checkpoint check reads
+        assert entry.url.endswith(f"/{name}_places365.pth.tar")
+    assert OFFICIAL_FILES["resnet50_places365.pth.tar"].urls == (REGISTRY["resnet50"].url,)
+    assert REGISTRY["densenet161"].fix_key("features.denseblock1.denselayer1.norm.1.weight") == \
+        "features.denseblock1.denselayer1.norm1.weight"
+    with pytest.raises(ValueError, match="unknown architecture 'vgg16'; choose one of resnet50"):
+        get_architecture("vgg16")
+    assert ChecksumError is checksums.ChecksumError is FetchChecksumError

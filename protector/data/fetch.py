@@ -32,6 +32,8 @@ from typing import Literal
 
 from tqdm.auto import tqdm
 
+from protector.architectures import REGISTRY
+from protector.checksums import ChecksumError
 from protector.paths import UnsafePathError, safe_relative_name
 
 _MEPP18 = (
@@ -144,22 +146,11 @@ OFFICIAL_FILES: dict[str, OfficialFile] = _official(
     # No published checksum for the attack model; presence is all that can be checked.
     OfficialFile(
         "resnet50_places365.pth.tar", "resnet50_places365.pth.tar",
-        ("http://places2.csail.mit.edu/models_places365/resnet50_places365.pth.tar",),
+        (REGISTRY["resnet50"].url,),
         "the attack model, ResNet50-places365 (protector.classifiers)",
         in_weights=True,
     ),
 )
-
-
-class ChecksumError(ValueError):
-    """A file's size or digest differs from the pinned value.
-
-    Attributes: path, algorithm ("md5", "sha256" or "size"), expected, actual.
-    """
-
-    def __init__(self, path: str | Path, algorithm: str, expected: str, actual: str):
-        self.path, self.algorithm, self.expected, self.actual = Path(path), algorithm, expected, actual
-        super().__init__(f"{path}: {algorithm} mismatch: expected {expected}, got {actual}")
 
 
 class DownloadError(OSError):
