@@ -88,7 +88,7 @@ class ProtectedImageWriter(BasePredictionWriter):
                 row.clean_top1_name = self._name(row.clean_top1)
             clean = to_uint8(batch["image"][k])  # (H, W, 3): exactly the decoded input
             reference = to_uint8(prediction["reference"][k])  # what the budget is measured from
-            written = self._write_one(item, row, x_adv[k] if batch["write"][k] else None, batch["icc_profile"][k],
+            written = self._write_one(item, row, x_adv[k] if batch["write"][k] else None,
                                       clean, reference)
             if written is not None:
                 measured.append((row, written))
@@ -105,7 +105,6 @@ class ProtectedImageWriter(BasePredictionWriter):
         item: PlannedPhoto,
         row: ManifestRow,
         x_adv: torch.Tensor | None,
-        icc_profile: bytes | None,
         clean: np.ndarray,
         reference: np.ndarray,
     ) -> np.ndarray | None:
@@ -119,7 +118,7 @@ class ProtectedImageWriter(BasePredictionWriter):
                 row.error = f"{item.input}: the protector produced {row.nan_count} NaN values; nothing written"
                 return None
             try:
-                data = encode_photo(to_uint8(x_adv), item.fmt, self.quality, icc_profile)
+                data = encode_photo(to_uint8(x_adv), item.fmt, self.quality)
                 self.provenance.write(item.output, data, "photo", overwrite=self.overwrite, rank=self.rank)
                 row.status = "ok"
             except FileExistsError:
