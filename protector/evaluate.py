@@ -73,6 +73,9 @@ class EvaluateOptions:
             raise EvaluationError(f"unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}")
         if self.eps is not None and not 0 < self.eps <= 1:
             raise EvaluationError(f"--eps must be in (0, 1] (a fraction of the pixel range, e.g. 2/255), got {self.eps}")
+        if self.batch_size < 1 or self.gallery < 0 or not 1 <= self.quality <= 100:
+            raise EvaluationError(f"--batch-size must be >= 1 (got {self.batch_size}), --gallery >= 0 "
+                                  f"(got {self.gallery}) and --quality in 1..100 (got {self.quality})")
         if self.nima_preprocess not in ("idealo", "native"):
             raise EvaluationError(f"--nima-preprocess must be idealo or native, got {self.nima_preprocess!r}")
         if self.criteria is not None and self.senscats is None:
@@ -146,14 +149,15 @@ def _image_json(im: ImageEval) -> dict:
 
 
 def parse_eps(text: str) -> float:
-    """'2/255' or '0.0078' -> float."""
+    """'2/255' or '0.0078' -> float in (0, 1] (the check `--eps` gets on the command line)."""
+    from argparse import ArgumentTypeError
+
+    from protector.commands.argtypes import budget
+
     try:
-        if "/" in text:
-            numerator, denominator = text.split("/", 1)
-            return float(numerator) / float(denominator)
-        return float(text)
-    except (ValueError, ZeroDivisionError):
-        raise EvaluationError(f"--eps {text!r}: expected a number like 0.0078 or a fraction like 2/255") from None
+        return budget(text)
+    except ArgumentTypeError as err:
+        raise EvaluationError(f"--eps {err}") from None
 
 
 def _parse_transfer(spec: str) -> tuple[str, Path | None]:

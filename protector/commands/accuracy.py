@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from protector.commands.argtypes import positive_int
+
 DESCRIPTION = """\
 Measure clean top-1/top-5 accuracy of a Places365 classifier on a labelled image list.
 
@@ -198,8 +200,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="folder of images or val_256.tar (read in place)")
     parser.add_argument("--labels", type=Path, metavar="FILE",
                         help="places365_val.txt: labels for list entries that have none (e.g. MEPP19test.csv)")
-    parser.add_argument("--batch-size", type=int, default=32, help="photos per model call. Default: 32")
-    parser.add_argument("--limit", type=int, metavar="N", help="score only the first N labelled images")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="photos per model call. Default: 32")
+    parser.add_argument("--limit", type=positive_int, metavar="N", help="score only the first N labelled images")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write counts and per-image top-5 as JSON")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1. Default: auto")
     parser.set_defaults(func=run)

@@ -83,8 +83,20 @@ class ProtectOptions:
             check_run_code(self.run_code)
         if self.zip and not self.run_code:
             raise ValueError("--zip names the archive after the run: pass --run-code too (e.g. --run-code rteam_base)")
-        if self.batch_size < 1 or (self.num_workers or 0) < 0 or self.min_side < 1:
-            raise ValueError("--batch-size and --min-side must be >= 1 and --num-workers >= 0")
+        counts = {"--batch-size": self.batch_size, "--min-side": self.min_side, "--num-nodes": self.num_nodes,
+                  "--max-batch-pixels": self.max_batch_pixels, "--max-pixels": self.max_pixels,
+                  "--tile-max-pixels": self.tile_max_pixels, "--tile": self.tile, "--tile-align": self.tile_align}
+        for flag, value in counts.items():
+            if value < 1:
+                raise ValueError(f"{flag} must be at least 1, got {value}")
+        if (self.num_workers or 0) < 0:
+            raise ValueError(f"--num-workers must be at least 0, got {self.num_workers}")
+        if not 0 <= self.tile_overlap < self.tile:
+            raise ValueError(f"--tile-overlap must be at least 0 and smaller than --tile ({self.tile}), "
+                             f"got {self.tile_overlap}")
+        if self.devices == 0 or self.devices == "0":
+            raise ValueError("--devices 0 would run on no device: give a count >= 1, auto, -1 (all), "
+                             "or indices like '0,' or '0,1'")
         if self.classifier is None and self.classifier_checkpoint is not None:
             raise ValueError("--classifier-checkpoint needs --classifier (e.g. --classifier resnet50)")
         if self.refine_steps < 0:
