@@ -232,7 +232,21 @@ def write_atomic(path: str | Path, data: bytes, overwrite: bool = False) -> None
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: already exists (pass overwrite=True to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp_name = _write_temporary(path.parent, path.name, data)
+    try:
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def _write_temporary(folder: Path, name: str, data: bytes) -> str:
+    """Write `data` to a new hidden ``.name.*.tmp`` file in `folder`, flushed to disk; its path.
+
+    The one place bytes reach the disk for write_atomic and probe_writable (tests make it fail
+    with ENOSPC or EROFS to stand in for a full disk or a read-only folder).
+    """
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
     try:
         # mkstemp creates 0600; give the photo the permissions a plain open() would.
         os.fchmod(fd, 0o666 & ~_current_umask())
@@ -240,10 +254,18 @@ def write_atomic(path: str | Path, data: bytes, overwrite: bool = False) -> None
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+    return tmp_name
+
+
+def probe_writable(folder: str | Path) -> None:
+    """Create and remove a small file in `folder`: raises OSError when files cannot be written there.
+
+    Permission bits say nothing as root or on a read-only mount; writing says it all.
+    """
+    Path(_write_temporary(Path(folder), "protector-probe", b"probe")).unlink()
 
 
 def _current_umask() -> int:

@@ -91,7 +91,14 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"protector evaluate: error: {err}", file=sys.stderr)
         return 2
-    paths = write_report(evaluation, options.out)
+    from protector.outputs import OutputError, write_failures
+
+    try:
+        with write_failures(f"the report in {options.out}"):
+            paths = write_report(evaluation, options.out)
+    except OutputError as err:
+        print(f"protector evaluate: error: {err}", file=sys.stderr)
+        return 2
     print(paths["summary"].read_text(encoding="utf-8"))
     print(f"report: {paths['html']}")
     return 0
