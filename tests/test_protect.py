@@ -102,6 +102,11 @@ def run_infer(*args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+def manifest_of(output: Path) -> Path:
+    """Where a run puts its manifest: beside the output folder, never in it (it names the originals)."""
+    return output.parent / f"{output.name}.manifest.csv"
+
+
 def read_manifest_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
@@ -139,7 +144,7 @@ def test_infer_run_code_zip_and_manifest_predictions(tmp_path, protector_file, p
 
     # The manifest's predictions are those of the classifier on the files as written.
     model = import_class("tiny_protect_net.TinyNet", tiny_net_dir)().eval()
-    rows = read_manifest_csv(out / "manifest.csv")
+    rows = read_manifest_csv(manifest_of(out))
     assert [r["output"] for r in rows] == expected
     with torch.no_grad():
         for row in rows:
@@ -386,9 +391,9 @@ def test_ddp_two_cpu_processes_write_the_same_files(tmp_path, protector_file, ph
                     "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp")
     assert ddp.returncode == 0, ddp.stderr
     assert image_files(tmp_path / "ddp") == image_files(tmp_path / "single")
-    rows = read_manifest_csv(tmp_path / "ddp" / "manifest.csv")
+    rows = read_manifest_csv(manifest_of(tmp_path / "ddp"))
     assert len(rows) == 8 and all(r["status"] == "ok" for r in rows)
-    assert not list((tmp_path / "ddp").glob(".manifest-rank*"))
+    assert not list(tmp_path.glob(".ddp.manifest.csv.rank*")) and not (tmp_path / "ddp" / "manifest.csv").exists()
 
 
 @pytest.mark.gpu
@@ -414,7 +419,7 @@ def test_refine_steps_push_the_clean_prediction_down_within_budget(tmp_path, pho
     with torch.no_grad():
         for name in ("plain", "refined"):
             total = 0.0
-            for row in read_manifest_csv(tmp_path / name / "manifest.csv"):
+            for row in read_manifest_csv(manifest_of(tmp_path / name)):
                 assert row["status"] == "ok"
                 assert int(row["max_delta_8bit"]) <= round(EPS * 255)  # PNG: the budget holds on disk
                 logits = model(to_tensor(read_photo(tmp_path / name / row["output"]).pixels)[None])[0]
@@ -444,7 +449,7 @@ def test_refine_loss_sensitive_safe_pushes_the_whole_set_down(tmp_path, photo_di
                                  refine_loss=loss, senscats=senscats, num_workers=0, progress=False)
         protect(options, protector=protector, classifier=model)
         with torch.no_grad():
-            for row in read_manifest_csv(tmp_path / loss / "manifest.csv"):
+            for row in read_manifest_csv(manifest_of(tmp_path / loss)):
                 assert row["status"] == "ok" and int(row["max_delta_8bit"]) <= round(EPS * 255)
                 logits = model(to_tensor(read_photo(tmp_path / loss / row["output"]).pixels)[None])
                 clean = torch.tensor([clean_tops[Path(row["input"]).stem][0]])
@@ -505,7 +510,7 @@ def test_guided_protector_needs_the_classifier_and_uses_its_gradient(tmp_path, p
         assert result.returncode == 0, result.stderr
         total = 0.0
         with torch.no_grad():
-            for row in read_manifest_csv(tmp_path / name / "manifest.csv"):
+            for row in read_manifest_csv(manifest_of(tmp_path / name)):
                 assert row["status"] == "ok" and int(row["max_delta_8bit"]) <= round(EPS * 255)
                 logits = model(to_tensor(read_photo(tmp_path / name / row["output"]).pixels)[None])[0]
                 clean = int(row["clean_top1"])

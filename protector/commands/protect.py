@@ -18,7 +18,8 @@ from protector.images import MAX_PIXELS, OUTPUT_FORMATS
 REFINE_LOSSES = ("topk", "sensitive_safe", "margin", "ce", "relativistic")
 
 DESCRIPTION = """\
-Protect photos in one forward pass each and write them with no metadata but the ICC profile.
+Protect photos in one forward pass each and write them as sRGB with no metadata (no EXIF,
+XMP, IPTC, comments or ICC profile: a profile's colours are applied while reading).
 Inputs: folders and files (--input), or a list file read from a folder or val_256.tar
 (--list with --images). Each photo keeps its size; outputs keep the input's relative name
 with the new extension, or get the run-code prefix of the task's submission format.
@@ -26,9 +27,11 @@ Inputs whose output names would collide (a.jpg and a.png -> a.jpg) fail before t
 rename one, or use --format same. protect-run.json in the output folder records the
 protector file's sha256, the settings and each written file's sha256: a rerun with the same
 protector and settings resumes (keeps what it wrote); any other file at an output name, or
-manifest.csv / the zip not written by it, stops the run unless --overwrite. manifest.csv
-records every input; the exit code is 1 if any input failed (see --allow-failures), 2 for
-unusable settings or such files.
+a manifest / zip not written by it, stops the run unless --overwrite. The manifest records
+every input with its original path, label and predictions: it is private, so it goes
+beside the output folder (OUTPUT.manifest.csv, or --manifest), never into it or the zip.
+The exit code is 1 if any input failed (see --allow-failures), 2 for unusable settings,
+such files, or a place that cannot be written.
 """
 
 
@@ -43,13 +46,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="list of image names to protect (e.g. MEPP19test.csv); needs --images")
     io.add_argument("--images", type=Path, metavar="DIR_OR_TAR", help="folder or val_256.tar holding the listed images")
     io.add_argument("--output", type=Path, required=True, metavar="DIR", help="folder for the protected files")
+    io.add_argument("--manifest", type=Path, metavar="FILE",
+                    help="where the manifest goes; outside --output (it names the originals and their labels). "
+                         "Default: OUTPUT.manifest.csv beside the output folder")
     io.add_argument("--format", dest="fmt", choices=OUTPUT_FORMATS, default="jpeg",
                     help="output format; 'same' keeps each input's format (GIF becomes PNG). Default: jpeg")
-    io.add_argument("--quality", type=int, default=90, help="JPEG/WebP quality 1..100. Default: 90")
+    io.add_argument("--quality", type=quality, default=90, help="JPEG/WebP quality 1..100. Default: 90")
     io.add_argument("--run-code", metavar="CODE",
                     help="prefix every output name with CODE_ (task submission naming, e.g. rteam_base)")
     io.add_argument("--zip", action="store_true", help="also write OUTPUT/CODE.zip of the outputs (needs --run-code)")
-    io.add_argument("--overwrite", action="store_true", help="replace existing outputs, manifest.csv and the zip; without it a rerun skips only "
+    io.add_argument("--overwrite", action="store_true", help="replace existing outputs, the manifest and the zip; without it a rerun skips only "
                          "the files this protector with these settings wrote and refuses any other")
     io.add_argument("--allow-failures", action="store_true",
                     help="exit 0 and still write the zip when some inputs failed")
