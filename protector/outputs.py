@@ -49,7 +49,8 @@ def refuse_unusable_folder(path: str | Path, flag: str) -> None:
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise OutputError(f"{flag} {path} is a file, not a folder: give a folder (one that does not exist yet is created)")
+        raise OutputError(f"{flag} {path} is a file, not a folder: give a folder "
+                          "(one that does not exist yet is created)")
     existing = _first_existing(path)
     if existing.exists() and not existing.is_dir():
         raise OutputError(f"{flag} {path}: {existing} is a file, so no folder can be made there")

@@ -386,6 +386,19 @@ def test_a_report_folder_that_is_a_file_or_read_only_is_refused(case, capsys, mo
     assert code == 2 and stderr.strip() == (f"protector evaluate: error: --out {case['out']}: cannot write there "
                                             "(Read-only file system: choose another place)")
 
+    real = monkeypatch.undo() or images_module._write_temporary
+
+    def full_at_the_summary(folder, name, data):  # the disk fills while the report is written
+        if name == "summary.md":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(folder, name, data)
+
+    monkeypatch.setattr(images_module, "_write_temporary", full_at_the_summary)
+    code, stdout, stderr = evaluate_cli(capsys, case, "--list", str(case["list"]), "--out", str(case["out"]))
+    assert code == 2 and stdout == "" and "Traceback" not in stderr
+    assert stderr.strip() == (f"protector evaluate: error: the report in {case['out']}: cannot be written (No space "
+                              "left on device: free some space)")
+
 
 def test_without_a_list_originals_without_a_protected_file_are_reported(case, capsys):
     """Before: 1 of 4 originals scored and `missing=[]`, with nothing said."""

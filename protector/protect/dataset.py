@@ -16,9 +16,10 @@ class PhotoDataset(Dataset):
     """The runnable photos of a plan, decoded to tensors.
 
     Each item is a dict: ``index`` (the plan index), ``input`` (its name), ``image``
-    (3, H, W) float32 in [0, 1] or None (sRGB: a colour profile is applied while decoding), ``write``
-    (whether its output is to be written), ``error`` (None, or a message naming the file). Decoding failures (empty, truncated, not an image, decompression bomb, too
-    small) are returned, not raised, so one bad file never stops a batch.
+    (3, H, W) float32 sRGB in [0, 1] (a colour profile is applied while decoding) or None,
+    ``write`` (whether its output is to be written), ``error`` (None, or a message naming the
+    file). Decoding failures (empty, truncated, not an image, decompression bomb, too small)
+    are returned, not raised, so one bad file never stops a batch.
 
     Args:
         sources: the plan's image sources (picklable, one copy per worker).
