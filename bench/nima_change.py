@@ -94,12 +94,12 @@ def main() -> None:
         protect_s = time.perf_counter() - start
         if summary.failed:
             raise SystemExit(f"protection failed for {summary.failed} photos: {summary.failures[:3]}")
-        with open(tmp / "out" / "manifest.csv", newline="") as f:
+        with open(summary.manifest, newline="") as f:
             output_of = {Path(row["input"]).name: row["output"] for row in csv.DictReader(f)}
 
         originals = [read_photo(f) for f in files]
         protected = [read_photo(tmp / "out" / output_of[f.name]) for f in files]
-        controls = [read_photo(encode_photo(p.pixels, "jpeg", args.quality, p.icc_profile)) for p in originals]
+        controls = [read_photo(encode_photo(p.pixels, "jpeg", args.quality)) for p in originals]
         start = time.perf_counter()
         before, after, control = (score(nima, photos, args.batch_size) for photos in (originals, protected, controls))
         nima_s = time.perf_counter() - start

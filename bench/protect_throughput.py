@@ -92,7 +92,7 @@ def stage_times(protector: torch.nn.Module, files: list[Path], out_dir: Path, ba
             else:  # mixed sizes: one at a time, as the DataModule would not batch them either
                 protected.extend(protector(x[None])[0] for x in group)
     t2 = time.perf_counter()
-    encoded = [encode_photo(to_uint8(x), "jpeg", quality, p.icc_profile) for x, p in zip(protected, photos)]
+    encoded = [encode_photo(to_uint8(x), "jpeg", quality) for x in protected]
     t3 = time.perf_counter()
     targets = [out_dir / (f.stem + ".jpg") for f in files]
     for target, data in zip(targets, encoded):

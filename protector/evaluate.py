@@ -30,7 +30,9 @@ from protector.evaluation.leakage import leakage_summary
 from protector.evaluation.pairs import Pair, Pairing, open_originals, pair_files, read_labels
 from protector.evaluation.records import ImageEval, RunEval
 from protector.evaluation.scoring import Top, nima_mean_std, top_k
+from protector.data.sources import SourceError
 from protector.images import ImageReadError, read_photo
+from protector.outputs import inside, prepare_folder, refuse_unusable_folder
 
 
 class EvaluationError(ValueError):
@@ -73,12 +75,21 @@ class EvaluateOptions:
             raise EvaluationError(f"unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}")
         if self.eps is not None and not 0 < self.eps <= 1:
             raise EvaluationError(f"--eps must be in (0, 1] (a fraction of the pixel range, e.g. 2/255), got {self.eps}")
+        if self.batch_size < 1 or self.gallery < 0 or not 1 <= self.quality <= 100:
+            raise EvaluationError(f"--batch-size must be >= 1 (got {self.batch_size}), --gallery >= 0 "
+                                  f"(got {self.gallery}) and --quality in 1..100 (got {self.quality})")
         if self.nima_preprocess not in ("idealo", "native"):
             raise EvaluationError(f"--nima-preprocess must be idealo or native, got {self.nima_preprocess!r}")
         if self.criteria is not None and self.senscats is None:
             raise EvaluationError("--criteria maps the sensitive categories to privacy criteria: pass --senscats too")
         if not self.protected.is_dir():
             raise FileNotFoundError(f"{self.protected}: protected folder not found")
+        if inside(self.out, self.protected):
+            # The gallery holds the unprotected originals: inside the folder they would be published with it.
+            raise EvaluationError(f"--out {self.out} is inside --protected {self.protected}: the report's gallery "
+                                  "holds the unprotected originals, which must not land in the folder that is "
+                                  "published; give a report folder outside it")
+        refuse_unusable_folder(self.out, "--out")
 
 
 @dataclass
@@ -102,8 +113,16 @@ class Evaluation:
 
     def summary(self) -> dict:
         """The numbers of every run, as written to results.json."""
-        out = {"settings": self.settings, "missing": self.pairing.missing, "unmatched": self.pairing.unmatched,
-               "ambiguous": self.pairing.ambiguous, "runs": {}}
+        pairing = self.pairing
+        out = {"settings": self.settings, "missing": pairing.missing, "unmatched": pairing.unmatched,
+               "ambiguous": pairing.ambiguous, "unreadable_originals": pairing.unreadable_originals,
+               "coverage": {
+                   "originals": (len(pairing.pairs) + len(pairing.missing) + len(pairing.ambiguous)
+                                 + len(pairing.unreadable_originals)),
+                   "paired": len(pairing.pairs), "missing": len(pairing.missing),
+                   "ambiguous": len(pairing.ambiguous), "unreadable_originals": len(pairing.unreadable_originals),
+                   "of": "the listed originals" if pairing.listed else "every original in --original"},
+               "runs": {}}
         classes = self.senscats or {c: self.class_name(c) for c in sorted({
             im.reference for run in self.runs.values() for im in run.images})}
         for name, run in self.runs.items():
@@ -146,14 +165,15 @@ def _image_json(im: ImageEval) -> dict:
 
 
 def parse_eps(text: str) -> float:
-    """'2/255' or '0.0078' -> float."""
+    """'2/255' or '0.0078' -> float in (0, 1] (the check `--eps` gets on the command line)."""
+    from argparse import ArgumentTypeError
+
+    from protector.commands.argtypes import budget
+
     try:
-        if "/" in text:
-            numerator, denominator = text.split("/", 1)
-            return float(numerator) / float(denominator)
-        return float(text)
-    except (ValueError, ZeroDivisionError):
-        raise EvaluationError(f"--eps {text!r}: expected a number like 0.0078 or a fraction like 2/255") from None
+        return budget(text)
+    except ArgumentTypeError as err:
+        raise EvaluationError(f"--eps {err}") from None
 
 
 def _parse_transfer(spec: str) -> tuple[str, Path | None]:
@@ -192,6 +212,22 @@ def _decode(data_or_path: bytes | Path, name: str) -> np.ndarray:
     return read_photo(data_or_path, name=name).pixels
 
 
+def _read_originals(pairing: Pairing, pairs: list[Pair]) -> list[tuple[Pair, np.ndarray]]:
+    """Decode the originals of `pairs`; one that cannot be read leaves the pairing, with its cause."""
+    readable = []
+    for pair in pairs:
+        try:
+            readable.append((pair, _decode(pairing.source.read_bytes(pair.name), pair.name)))
+        except (ImageReadError, SourceError, OSError) as err:  # OSError: EIO, a FIFO, vanished
+            if isinstance(err, OSError) and err.strerror:
+                message = f"{pair.name}: cannot be read ({err.strerror})"
+            else:
+                message = str(err) if pair.name in str(err) else f"{pair.name}: {err}"
+            pairing.unreadable_originals.append(message)
+            pairing.pairs.remove(pair)
+    return readable
+
+
 def _chunks(items: list, size: int):
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -214,7 +250,8 @@ def evaluate(options: EvaluateOptions) -> Evaluation:
     options.check()
     source, entries = open_originals(options.original, options.list_path)
     pairing = pair_files(options.protected, source, entries, options.run_code, read_labels(options.labels))
-    problems = pairing.missing + [f"ambiguous: {a}" for a in pairing.ambiguous]
+    # Without a list the user did not say which originals to expect: missing ones are reported, not refused.
+    problems = (pairing.missing if pairing.listed else []) + [f"ambiguous: {a}" for a in pairing.ambiguous]
     if problems and not options.allow_missing:
         shown = "\n  ".join(problems[:20]) + ("\n  ..." if len(problems) > 20 else "")
         raise EvaluationError(
@@ -242,6 +279,7 @@ def evaluate(options: EvaluateOptions) -> Evaluation:
         raise EvaluationError(f"--baselines needs --eps, the budget to attack with (e.g. --eps 2/255): "
                               f"{options.protected} has no {RECORD_NAME} naming the protector's budget")
 
+    prepare_folder(options.out, "--out")  # a read-only or full place is refused before the models load
     device = resolve_device(options.device)
     attack_name, models = _load_models(options, device)
     nima = _load_nima(options, device)
@@ -250,6 +288,12 @@ def evaluate(options: EvaluateOptions) -> Evaluation:
     criteria = criteria_of_senscats(senscats, read_privacy_criteria(options.criteria)) if senscats else None
 
     clean = _clean_pass(pairing, models, nima, device, options.batch_size)
+    if pairing.unreadable_originals and not options.allow_missing:
+        raise EvaluationError(f"{len(pairing.unreadable_originals)} original(s) cannot be read:\n  "
+                              + "\n  ".join(pairing.unreadable_originals[:20])
+                              + "\n(--allow-missing evaluates the others)")
+    if not pairing.pairs:
+        raise EvaluationError("no original of a protected file can be read")
     references = {p.name: (p.label if p.label is not None else clean[p.name].top[attack_name][0][0])
                   for p in pairing.pairs}
     runs = {"protector": _score_run("protector", str(options.protected), "the protected files as given",
@@ -324,11 +368,12 @@ def clean_accuracy_warnings(list_path: Path | None, run: RunEval, model: str) ->
 def _clean_pass(pairing: Pairing, models: dict[str, nn.Module], nima: nn.Module | None,
                 device: torch.device, batch_size: int) -> dict[str, _Clean]:
     out: dict[str, _Clean] = {}
-    for chunk in _chunks(pairing.pairs, batch_size * 4):
-        originals = [_decode(pairing.source.read_bytes(p.name), p.name) for p in chunk]
+    for chunk in _chunks(list(pairing.pairs), batch_size * 4):
+        readable = _read_originals(pairing, chunk)
+        originals = [pixels for _, pixels in readable]
         tops = {m: top_k(model, originals, device, batch_size=batch_size) for m, model in models.items()}
-        scores = nima_mean_std(nima, originals, device, batch_size) if nima is not None else [None] * len(chunk)
-        for i, pair in enumerate(chunk):
+        scores = nima_mean_std(nima, originals, device, batch_size) if nima is not None else [None] * len(readable)
+        for i, (pair, _) in enumerate(readable):
             out[pair.name] = _Clean({m: tops[m][i] for m in models}, scores[i])
     return out
 
@@ -340,7 +385,11 @@ def _score_run(name: str, folder_text: str, description: str, folder: Path, pair
     for chunk in _chunks(pairing.pairs, batch_size * 4):
         kept: list[tuple[Pair, np.ndarray, np.ndarray]] = []
         for pair in chunk:
-            original = _decode(pairing.source.read_bytes(pair.name), pair.name)
+            try:
+                original = _decode(pairing.source.read_bytes(pair.name), pair.name)
+            except (ImageReadError, SourceError, OSError) as err:  # readable in the clean pass, not now
+                run.unreadable.append(f"original {err}")
+                continue
             try:
                 protected = _decode(folder / pair.protected, str(folder / pair.protected))
             except (ImageReadError, FileNotFoundError) as err:

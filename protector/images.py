@@ -1,8 +1,10 @@
 """Photo files in and out: decode anything a user may hand us to RGB, encode without leaks.
 
-Reading applies EXIF orientation and turns every mode (alpha, palette, grayscale, 16-bit,
-CMYK) into 8-bit RGB. Writing starts from bare pixels, so no EXIF (GPS included), XMP,
-IPTC or comment block can survive; only the ICC colour profile is carried over.
+Reading applies EXIF orientation, turns every mode (alpha, palette, grayscale, 16-bit,
+CMYK) into 8-bit RGB, and converts a photo with an ICC colour profile to sRGB. Writing starts
+from bare sRGB pixels, so no EXIF (GPS included), XMP, IPTC, comment block or ICC profile can
+survive: a profile is free text (device and maker names, anything planted in a tag), and an
+untagged photo is read as sRGB everywhere, so colour needs none.
 """
 
 from __future__ import annotations
@@ -63,13 +65,11 @@ class Photo:
     """A decoded photo.
 
     Attributes:
-        pixels: (H, W, 3) uint8 RGB, EXIF orientation already applied.
-        icc_profile: the embedded ICC profile of an RGB image, to carry into the output.
+        pixels: (H, W, 3) uint8 sRGB, EXIF orientation applied, the ICC profile (if any) applied.
         format: Pillow's name of the source format ("JPEG", "PNG", ...), None if unknown.
     """
 
     pixels: np.ndarray
-    icc_profile: bytes | None
     format: str | None
 
 
@@ -118,8 +118,7 @@ def read_photo(source: str | Path | bytes, name: str | None = None, max_pixels: 
         kind = type(err).__qualname__
         kind = kind if type(err).__module__ == "builtins" else f"{type(err).__module__}.{kind}"  # struct.error
         raise ImageReadError(f"{label}: corrupt or truncated image ({kind}: {err})") from None
-    pixels, icc_profile = _to_rgb(image, gray_peak)
-    return Photo(pixels=pixels, icc_profile=icc_profile, format=source_format)
+    return Photo(pixels=_to_rgb(image, gray_peak), format=source_format)
 
 
 def _read_bytes(source: str | Path | bytes, label: str) -> bytes:
@@ -153,18 +152,17 @@ def _integer_gray_peak(image: Image.Image) -> float | None:
     return float(2 ** int(bits) - 1) if bits else 65535.0
 
 
-def _to_rgb(image: Image.Image, gray_peak: float | None = None) -> tuple[np.ndarray, bytes | None]:
+def _to_rgb(image: Image.Image, gray_peak: float | None = None) -> np.ndarray:
     icc_profile = image.info.get("icc_profile") or None
     mode = image.mode
     if mode == "CMYK":
-        image = _cmyk_to_srgb(image, icc_profile)
-        return np.asarray(image, dtype=np.uint8).copy(), None  # the CMYK profile no longer applies
+        return np.asarray(_to_srgb(image, icc_profile), dtype=np.uint8).copy()
     if mode in _INTEGER_GRAY_MODES:
         # Integer grayscale: scale to 8 bits instead of letting convert() clip at 255.
         values = np.asarray(image, dtype=np.float64)
         peak = gray_peak or 65535.0
         gray = np.clip(np.rint(values * (255.0 / peak)), 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2), None
+        return np.repeat(gray[..., None], 3, axis=2)
     if mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -172,19 +170,23 @@ def _to_rgb(image: Image.Image, gray_peak: float | None = None) -> tuple[np.ndar
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
-    keep_icc = image.mode in ("RGB", "RGBA") and mode not in ("L", "1")
-    rgb = image.convert("RGB")
-    return np.asarray(rgb, dtype=np.uint8).copy(), icc_profile if keep_icc else None
+    # An RGB profile describes the colours; a grayscale one is left aside (gray stays gray).
+    rgb_profile = icc_profile if image.mode in ("RGB", "RGBA") and mode not in ("L", "LA", "1") else None
+    return np.asarray(_to_srgb(image.convert("RGB"), rgb_profile), dtype=np.uint8).copy()
 
 
-def _cmyk_to_srgb(image: Image.Image, icc_profile: bytes | None) -> Image.Image:
+def _to_srgb(image: Image.Image, icc_profile: bytes | None) -> Image.Image:
+    """RGB or CMYK pixels under `icc_profile` as sRGB RGB pixels (the output carries no profile)."""
     if icc_profile:
         try:
             source = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
-            return ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
-        except (ImageCms.PyCMSError, OSError):
-            pass  # a broken profile: fall back to Pillow's plain conversion
+            return ImageCms.profileToProfile(image, source, _SRGB, outputMode="RGB")
+        except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+            pass  # a broken or mismatched profile: the pixels are taken as sRGB
     return image.convert("RGB")
+
+
+_SRGB = ImageCms.createProfile("sRGB")
 
 
 def normalize_format(fmt: str) -> str:
@@ -195,14 +197,13 @@ def normalize_format(fmt: str) -> str:
     return _FORMATS[key]
 
 
-def encode_photo(pixels: np.ndarray, fmt: str = "jpeg", quality: int = 90, icc_profile: bytes | None = None) -> bytes:
-    """Encode (H, W, 3) uint8 RGB pixels. Nothing but the ICC profile is written.
+def encode_photo(pixels: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:
+    """Encode (H, W, 3) uint8 sRGB pixels. Nothing but the pixels is written: no metadata, no profile.
 
     Args:
-        pixels: (H, W, 3) uint8 RGB.
+        pixels: (H, W, 3) uint8 sRGB (what :func:`read_photo` returns).
         fmt: jpeg, png, webp, bmp or tiff.
         quality: JPEG/WebP quality 1..100 (ignored by lossless formats).
-        icc_profile: embedded as is when the format supports it.
     """
     if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
         raise ValueError(f"expected (H, W, 3) uint8 pixels, got {pixels.shape} {pixels.dtype}")
@@ -211,8 +212,6 @@ def encode_photo(pixels: np.ndarray, fmt: str = "jpeg", quality: int = 90, icc_p
     pil_format = normalize_format(fmt)
     image = Image.fromarray(pixels, mode="RGB")
     options: dict = {}
-    if icc_profile and pil_format in ("JPEG", "PNG", "WEBP", "TIFF"):
-        options["icc_profile"] = icc_profile
     if pil_format in ("JPEG", "WEBP"):
         options["quality"] = quality
     buffer = io.BytesIO()
@@ -233,7 +232,21 @@ def write_atomic(path: str | Path, data: bytes, overwrite: bool = False) -> None
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: already exists (pass overwrite=True to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp_name = _write_temporary(path.parent, path.name, data)
+    try:
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def _write_temporary(folder: Path, name: str, data: bytes) -> str:
+    """Write `data` to a new hidden ``.name.*.tmp`` file in `folder`, flushed to disk; its path.
+
+    The one place bytes reach the disk for write_atomic and probe_writable (tests make it fail
+    with ENOSPC or EROFS to stand in for a full disk or a read-only folder).
+    """
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
     try:
         # mkstemp creates 0600; give the photo the permissions a plain open() would.
         os.fchmod(fd, 0o666 & ~_current_umask())
@@ -241,10 +254,18 @@ def write_atomic(path: str | Path, data: bytes, overwrite: bool = False) -> None
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+    return tmp_name
+
+
+def probe_writable(folder: str | Path) -> None:
+    """Create and remove a small file in `folder`: raises OSError when files cannot be written there.
+
+    Permission bits say nothing as root or on a read-only mount; writing says it all.
+    """
+    Path(_write_temporary(Path(folder), "protector-probe", b"probe")).unlink()
 
 
 def _current_umask() -> int:

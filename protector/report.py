@@ -196,6 +196,7 @@ def _markdown(evaluation: Evaluation, results: dict) -> str:
         "# Protection evaluation",
         "",
         f"- protected files: `{evaluation.options.protected}`" + (f" (run code `{s['run_code']}`)" if s["run_code"] else ""),
+        f"- {coverage_line(results)}",
         f"- attack model: {s['attack_model']}; {s['classification']}",
         f"- labels: {s['labels']}",
         f"- fidelity: {s['fidelity_implementation']}",
@@ -278,9 +279,30 @@ LEAKAGE_NOTE = ("Photos are grouped by the attack model's clean top-1. Of those 
                 "{criteria}.")
 
 
+_LISTED = 50  # missing files named in summary.md and the page; results.json names them all
+
+
+def coverage_line(results: dict) -> str:
+    """'scored 1 of 4 originals (every original in --original): 3 have no protected file, ...'."""
+    c = results["coverage"]
+    scored = results["runs"]["protector"]["n_images"]
+    gaps = [f"{c[key]} {what}" for key, what in (("missing", "have no protected file"),
+                                                  ("ambiguous", "have two protected files"),
+                                                  ("unreadable_originals", "cannot be read")) if c[key]]
+    unreadable = len(results["runs"]["protector"]["unreadable"])
+    if unreadable:
+        gaps.append(f"{unreadable} protected file(s) cannot be read")
+    return (f"scored {scored} of {c['originals']} originals ({c['of']})"
+            + (": " + ", ".join(gaps) + " (see Problems)" if gaps else ""))
+
+
 def _problems(evaluation: Evaluation, results: dict) -> list[str]:
     problems = [f"warning: {w}" for w in results["settings"].get("warnings", [])]
-    problems += [f"missing protected file: {m}" for m in results["missing"]]
+    missing = results["missing"]
+    problems += [f"missing protected file: {m}" for m in missing[:_LISTED]]
+    if len(missing) > _LISTED:
+        problems.append(f"... and {len(missing) - _LISTED} more missing protected files (all named in results.json)")
+    problems += [f"unreadable original: {u}" for u in results.get("unreadable_originals", [])]
     problems += [f"protected file without an original: {u}" for u in results["unmatched"]]
     problems += [f"ambiguous: {a}" for a in results["ambiguous"]]
     for name, run in results["runs"].items():
@@ -412,6 +434,8 @@ def _html(evaluation: Evaluation, results: dict, figures: dict[str, str], galler
         + (f"eps {s['eps_8bit']:.2f}/255 (from {html.escape(s['eps_source'])})" if s["eps"] else "not known")
         + (f" · refine steps {s['refine_steps']}" if s.get("refine_steps") is not None else "") + "</p>",
         *["<p class='problems'>warning: " + html.escape(w) + "</p>" for w in s.get("warnings", [])],
+        f"<p class=\"{'problems' if '(see Problems)' in coverage_line(results) else 'sub'}\">"
+        + html.escape(coverage_line(results)) + "</p>",
         _cards(evaluation, results),
         "<h2>Runs side by side</h2>",
         _html_table(COMPARISON_HEADER, _comparison_rows(evaluation, results)),

@@ -24,6 +24,7 @@ now sensitive 50% (d), sensitive in top-5 100%.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -337,3 +338,104 @@ def test_clean_accuracy_far_from_the_official_models_is_a_warning() -> None:
     assert clean_accuracy_warnings(Path("data/MEPP19test.csv"), run_with(60, 60), "resnet50") == []
     assert clean_accuracy_warnings(Path("data/MEPP18val.csv"), run_with(55, 100), "resnet50") == []  # 55% vs 59.6%
     assert clean_accuracy_warnings(Path("my_list.csv"), run_with(1, 60), "resnet50") == []  # no known reference
+
+
+def evaluate_cli(capsys, case: dict[str, Path], *more: str) -> tuple[int, str, str]:
+    from protector.cli import main
+
+    try:
+        code = main(["evaluate", "--protected", str(case["protected"]), "--run-code", "hand", "--original",
+                     str(case["originals"]), "--classifier", ATTACK, "--classifier-path", str(case["models"]),
+                     "--device", "cpu", "--gallery", "2", *more])
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("where", ["same", "inside"])
+def test_a_report_inside_the_protected_folder_is_refused(case, capsys, where):
+    """The gallery holds the unprotected originals: inside the published folder they would be published."""
+    out = case["protected"] if where == "same" else case["protected"] / "report"
+    before = sorted(p.name for p in case["protected"].iterdir())
+    code, stdout, stderr = evaluate_cli(capsys, case, "--list", str(case["list"]), "--out", str(out))
+    assert code == 2 and stdout == "" and "Traceback" not in stderr
+    assert stderr.strip() == (f"protector evaluate: error: --out {out} is inside --protected {case['protected']}: "
+                              "the report's gallery holds the unprotected originals, which must not land in the "
+                              "folder that is published; give a report folder outside it")
+    assert sorted(p.name for p in case["protected"].iterdir()) == before
+
+
+def test_a_report_folder_that_is_a_file_or_read_only_is_refused(case, capsys, monkeypatch):
+    import errno
+    import os
+
+    import protector.images as images_module
+
+    a_file = case["out"].parent / "report.txt"
+    a_file.write_text("mine\n")
+    code, _, stderr = evaluate_cli(capsys, case, "--list", str(case["list"]), "--out", str(a_file))
+    assert code == 2 and stderr.strip() == (f"protector evaluate: error: --out {a_file} is a file, not a folder: "
+                                            "give a folder (one that does not exist yet is created)")
+
+    def read_only(folder, name, data):  # the one low-level write (see test_user_mistakes._fail_writes)
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(images_module, "_write_temporary", read_only)
+    code, _, stderr = evaluate_cli(capsys, case, "--list", str(case["list"]), "--out", str(case["out"]))
+    assert code == 2 and stderr.strip() == (f"protector evaluate: error: --out {case['out']}: cannot write there "
+                                            "(Read-only file system: choose another place)")
+
+    real = monkeypatch.undo() or images_module._write_temporary
+
+    def full_at_the_summary(folder, name, data):  # the disk fills while the report is written
+        if name == "summary.md":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(folder, name, data)
+
+    monkeypatch.setattr(images_module, "_write_temporary", full_at_the_summary)
+    code, stdout, stderr = evaluate_cli(capsys, case, "--list", str(case["list"]), "--out", str(case["out"]))
+    assert code == 2 and stdout == "" and "Traceback" not in stderr
+    assert stderr.strip() == (f"protector evaluate: error: the report in {case['out']}: cannot be written (No space "
+                              "left on device: free some space)")
+
+
+def test_without_a_list_originals_without_a_protected_file_are_reported(case, capsys):
+    """Before: 1 of 4 originals scored and `missing=[]`, with nothing said."""
+    for name in ("b", "c", "d"):
+        (case["protected"] / f"hand_{name}.png").unlink()
+    code, stdout, _ = evaluate_cli(capsys, case, "--out", str(case["out"]))
+    assert code == 0
+    line = ("scored 1 of 4 originals (every original in --original): 3 have no protected file (see Problems)")
+    assert line in stdout  # the printed summary
+    summary = (case["out"] / "summary.md").read_text()
+    assert line in summary and "- missing protected file: b.png" in summary
+    assert line in (case["out"] / "report.html").read_text()
+    results = json.loads((case["out"] / "results.json").read_text())
+    assert results["missing"] == ["b.png", "c.png", "d.png"]
+    assert results["coverage"] == {"originals": 4, "paired": 1, "missing": 3, "ambiguous": 0,
+                                   "unreadable_originals": 0, "of": "every original in --original"}
+    assert results["runs"]["protector"]["n_images"] == 1
+
+
+def test_an_unreadable_original_fails_alone(case, capsys):
+    import os
+
+    os.symlink("/proc/self/mem", case["originals"] / "e.png")  # reading fails with EIO, even as root
+    Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(case["protected"] / "hand_e.png")
+    with open(case["list"], "a") as f:
+        f.write("e.png,3\n")
+    code, stdout, stderr = evaluate_cli(capsys, case, "--list", str(case["list"]), "--out", str(case["out"]))
+    assert code == 2 and stdout == "" and "Traceback" not in stderr
+    assert stderr.startswith("protector evaluate: error: 1 original(s) cannot be read:\n"
+                             "  e.png: cannot be read (Input/output error)\n")
+    assert stderr.rstrip().endswith("(--allow-missing evaluates the others)")
+
+    code, stdout, _ = evaluate_cli(capsys, case, "--list", str(case["list"]), "--out", str(case["out"]),
+                                   "--allow-missing")
+    assert code == 0
+    assert "scored 4 of 5 originals (the listed originals): 1 cannot be read (see Problems)" in stdout
+    assert "unreadable original: e.png: cannot be read (Input/output error)" in stdout
+    results = json.loads((case["out"] / "results.json").read_text())
+    assert results["unreadable_originals"] == ["e.png: cannot be read (Input/output error)"]
+    assert results["runs"]["protector"]["n_images"] == 4

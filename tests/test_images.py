@@ -11,7 +11,7 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from PIL import Image, ImageCms
+from PIL import Image
 
 from protector.images import (
     ImageReadError,
@@ -21,6 +21,8 @@ from protector.images import (
     to_uint8,
     write_atomic,
 )
+
+from icc_profiles import rgb_profile
 
 
 def _encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -98,13 +100,28 @@ def test_exif_orientation_is_applied():
     assert photo.pixels[2, 5].mean() > 200  # the white half is now on top
 
 
-def test_icc_profile_is_read_and_written_back():
-    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    data = _encode(Image.fromarray(_gradient()), "JPEG", icc_profile=icc)
-    photo = read_photo(data)
-    assert photo.icc_profile == icc
-    written = Image.open(io.BytesIO(encode_photo(photo.pixels, "jpeg", icc_profile=photo.icc_profile)))
-    assert written.info.get("icc_profile") == icc
+def test_icc_profile_is_applied_while_reading_and_never_written():
+    """Before: the profile was carried byte for byte (with any text it held). Now its colours are
+    applied (pixels become sRGB) and the written file has no profile."""
+    planted = "PLANTED-SECRET owner Alice, iPhone 15"
+    icc = rgb_profile(planted, copyright_text="PLANTED-COPYRIGHT")  # Adobe-RGB-like primaries
+    raw = np.array([[[100, 150, 100], [128, 128, 128], [200, 60, 60], [255, 255, 255]]], np.uint8)
+    photo = read_photo(_encode(Image.fromarray(raw), "PNG", icc_profile=icc))
+    green, gray, red, white = (photo.pixels[0, i].astype(int) for i in range(4))
+    # Adobe RGB's green primary lies outside sRGB: the same numbers mean a more saturated green,
+    # which in sRGB numbers has less red and blue; its red primary is sRGB's, so a red gains saturation.
+    assert green[0] < 100 - 20 and abs(green[1] - 150) <= 5 and green[2] < 100
+    assert red[0] > 200 + 15 and red[1] <= 60 and red[2] <= 60
+    assert np.abs(gray - 128).max() <= 3 and (white >= 254).all()  # neutrals stay neutral
+    for fmt in ("jpeg", "png", "webp", "tiff"):
+        data = encode_photo(photo.pixels, fmt)
+        assert b"PLANTED" not in data and b"acsp" not in data, fmt  # no profile, no planted text
+        assert "icc_profile" not in Image.open(io.BytesIO(data)).info
+
+
+def test_a_broken_icc_profile_is_ignored():
+    data = _encode(Image.fromarray(_gradient()), "PNG", icc_profile=b"not a profile at all" * 10)
+    assert np.array_equal(read_photo(data).pixels, _gradient())
 
 
 def test_encode_writes_no_metadata():

@@ -99,7 +99,7 @@ EXPECTED_FAILURES = {
 def test_bad_files_fail_alone_with_clear_messages(tmp_path, messy_folder):
     before = tree_digest(messy_folder)
     summary = run(tmp_path / "out", [messy_folder], batch_size=4)
-    rows = {row.input: row for row in read_manifest(tmp_path / "out" / "manifest.csv")}
+    rows = {row.input: row for row in read_manifest(tmp_path / "out.manifest.csv")}
     failed = {name for name, row in rows.items() if row.status == "failed"}
     assert failed == set(EXPECTED_FAILURES)
     for name, fragment in EXPECTED_FAILURES.items():
@@ -239,7 +239,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(tmp_path):
     process.wait()
     done_at_kill = len(list(interrupted.glob("*.jpg")))
     assert 4 <= done_at_kill < 40, f"the kill landed after {done_at_kill} files; the run was not interrupted"
-    assert not (interrupted / "manifest.csv").exists()
+    assert not (tmp_path / "interrupted.manifest.csv").exists()
 
     resumed = subprocess.run(command(interrupted), cwd=REPO, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
@@ -248,7 +248,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(tmp_path):
     def outputs(out: Path) -> dict[str, bytes]:
         # The manifest and the run record differ: the resumed run's rows say "skipped".
         return {p.name: p.read_bytes() for p in sorted(out.iterdir())
-                if p.name not in ("manifest.csv", "protect-run.json")}
+                if p.name != "protect-run.json"}
 
     assert outputs(interrupted) == outputs(tmp_path / "reference")  # same names, same bytes, zip included
 
@@ -277,7 +277,7 @@ def test_sigterm_stops_protect_like_ctrl_c_and_the_rerun_resumes(tmp_path):
     assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
     assert "stopped by SIGTERM" in stderr and "Run the same command again to resume" in stderr
     assert 4 <= done < 40, f"{done} files: the signal was not what stopped the run"
-    assert not (out / "manifest.csv").exists() and not list(out.glob(".*.tmp"))  # no partial files
+    assert not (out.parent / f"{out.name}.manifest.csv").exists() and not list(out.glob(".*.tmp"))  # no partial files
 
     resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
@@ -336,9 +336,9 @@ def cli(capsys, checkpoint: Path, output: Path, inputs: Path, *more: str) -> tup
 
 
 def files(folder_or_digest: Path | dict[str, str]) -> dict[str, str]:
-    """sha256 of the photos and the zip (a rerun's manifest says "skipped", and the record holds its hash)."""
+    """sha256 of the photos and the zip (the record holds the manifest's hash, which a rerun changes)."""
     digest = tree_digest(folder_or_digest) if isinstance(folder_or_digest, Path) else folder_or_digest
-    return {name: value for name, value in digest.items() if name not in ("manifest.csv", "protect-run.json")}
+    return {name: value for name, value in digest.items() if name != "protect-run.json"}
 
 
 @pytest.fixture
@@ -359,8 +359,9 @@ def test_rerun_with_another_protector_or_settings_is_refused(tmp_path, three_pho
     code, stdout, stderr = cli(capsys, second, out, three_photos)  # retrained: another protector file
     assert code == 2 and stdout == ""
     assert stderr.startswith(f"protector protect: error: {out}: 5 existing files were not made by this protector "
-                             "with these settings (team_p0.jpg, team_p1.jpg, team_p2.jpg, manifest.csv, team.zip): "
-                             "protect-run.json says another protector or other settings made them (protector sha256 ")
+                             f"with these settings (team_p0.jpg, team_p1.jpg, team_p2.jpg, {tmp_path}/out.manifest.csv, "
+                             "team.zip): protect-run.json says another protector or other settings made them "
+                             "(protector sha256 ")
     assert stderr.rstrip().endswith("pass --overwrite to replace them, or choose a new --output folder")
     assert tree_digest(out) == before  # refused before any work: not one byte changed
 
@@ -390,7 +391,8 @@ def test_original_photo_at_an_output_name_is_never_skipped_or_zipped(tmp_path, t
     assert code == 2
     assert (f"{out}: 1 existing file was not made by this protector with these settings (team_p1.jpg): "
             "no protect-run.json there says what made them") in stderr
-    assert sorted(p.name for p in out.iterdir()) == ["team_p1.jpg"]  # no zip, no manifest, no record
+    assert sorted(p.name for p in out.iterdir()) == ["team_p1.jpg"]  # no zip, no record
+    assert not (tmp_path / "out.manifest.csv").exists()  # no manifest
 
     # In a folder this protector filled, a photo put over one of its outputs is refused the same way.
     assert cli(capsys, protector_file, out, three_photos, "--overwrite")[0] == 0
@@ -405,20 +407,23 @@ def test_original_photo_at_an_output_name_is_never_skipped_or_zipped(tmp_path, t
     assert (out / "team_p1.jpg").read_bytes() == protected
 
 
-@pytest.mark.parametrize("name", ["manifest.csv", "team.zip"])
+@pytest.mark.parametrize("name", ["out.manifest.csv", "out/team.zip"])
 def test_users_own_manifest_or_zip_is_not_replaced_without_overwrite(tmp_path, three_photos, capsys, name):
     protector_file, _ = protector_files(tmp_path)
     out = tmp_path / "out"
     out.mkdir()
-    (out / name).write_bytes(b"the user's own file\n")
+    users = tmp_path / name  # the user's own file where the manifest (beside the folder) or the zip goes
+    users.write_bytes(b"the user's own file\n")
+    shown = str(users) if name.endswith(".csv") else users.name
 
     code, _, stderr = cli(capsys, protector_file, out, three_photos)
-    assert code == 2 and f"1 existing file was not made by this protector with these settings ({name})" in stderr
-    assert tree_digest(out) == {name: hashlib.sha256(b"the user's own file\n").hexdigest()}
+    assert code == 2 and f"1 existing file was not made by this protector with these settings ({shown})" in stderr
+    assert users.read_bytes() == b"the user's own file\n"
+    assert [p.name for p in out.iterdir()] == ([] if name.endswith(".csv") else ["team.zip"])
 
     code, stdout, _ = cli(capsys, protector_file, out, three_photos, "--overwrite")
     assert code == 0 and "written: 3" in stdout
-    assert (out / name).read_bytes() != b"the user's own file\n"
+    assert users.read_bytes() != b"the user's own file\n"
 
 
 def test_failed_rerun_leaves_no_zip_that_looks_current(tmp_path, three_photos, capsys):

@@ -41,11 +41,13 @@ from protector.paths import sha256_file
 from protector.protect.manifest import read_manifest
 from protector.protect.plan import build_plan
 
+from icc_profiles import rgb_profile
 from photo_files import encoded, photo, png_claiming
 
 REPO = Path(__file__).resolve().parents[1]
 EPS = 4 / 255
 ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+PLANTED_ICC = rgb_profile("PLANTED owner Alice, iPhone 15", copyright_text="PLANTED tag")
 PROC_MEM = Path("/proc/self/mem")  # a real file whose read fails with EIO (Linux), even for root
 
 
@@ -192,7 +194,7 @@ def bad_run(tmp_path_factory, protector_file):
     before = tree_state(folder)
     output = root / "out"
     code, stdout, stderr = run_cli(*protect_args(protector_file, output, "--input", str(folder)))
-    rows = {row.input: row for row in read_manifest(output / "manifest.csv")}
+    rows = {row.input: row for row in read_manifest(root / "out.manifest.csv")}
     return {"folder": folder, "output": output, "before": before, "code": code, "stdout": stdout,
             "stderr": stderr, "rows": rows, "checkpoint": protector_file}
 
@@ -228,7 +230,7 @@ def test_bad_run_goes_on_lists_failures_and_exits_non_zero(bad_run):
     assert f"failed inputs ({len(BAD_INPUTS)}):" in bad_run["stdout"]
     assert "my holiday ü 写真.jpg" in {row.output for row in rows.values()}
     outputs = sorted(p.name for p in bad_run["output"].iterdir())
-    assert outputs == sorted(["manifest.csv", "protect-run.json", *(rows[name].output for name in GOOD_INPUTS)])  # no temporaries
+    assert outputs == sorted(["protect-run.json", *(rows[name].output for name in GOOD_INPUTS)])  # no temporaries
 
 
 def test_bad_run_leaves_every_input_untouched(bad_run):
@@ -308,7 +310,7 @@ def test_list_entries_missing_or_escaping_fail_alone(tmp_path, protector_file, k
     code, stdout, _ = run_cli(*protect_args(protector_file, output, "--list", str(list_path), "--images", str(images)))
 
     assert code == 1
-    rows = read_manifest(output / "manifest.csv")
+    rows = read_manifest(tmp_path / "out.manifest.csv")
     assert {r.input for r in rows if r.status == "ok"} == {"café 1.jpg", "good.jpg", "sub/inner.jpg"}
     failed = {r.input: r.error for r in rows if r.status == "failed"}
     assert "missing.jpg: listed in" in failed["missing.jpg"] and "not found" in failed["missing.jpg"]
@@ -324,7 +326,7 @@ def test_list_entries_missing_or_escaping_fail_alone(tmp_path, protector_file, k
     for line in failed.values():
         assert f"  {line}" in stdout
     written = sorted(str(p.relative_to(output)) for p in output.rglob("*") if p.is_file())
-    assert written == ["café 1.jpg", "good.jpg", "manifest.csv", "protect-run.json", "sub/inner.jpg"]  # the secret never came out
+    assert written == ["café 1.jpg", "good.jpg", "protect-run.json", "sub/inner.jpg"]  # the secret never came out
     assert tree_state(root) == outside_before  # nothing written or changed beside the image root
 
 
@@ -376,11 +378,11 @@ def test_sigkill_while_replacing_outputs_keeps_the_old_files_whole(tmp_path, pro
     temporaries = list(output.glob(".p*.jpg.*.tmp"))
     assert len(temporaries) == 1 and temporaries[0].stat().st_size > 0  # killed mid-write
     assert {p.name: p.read_bytes() for p in output.glob("*.jpg")} == old  # every old output whole
-    assert not (output / "manifest.csv").exists()
+    assert not (tmp_path / "out.manifest.csv").exists()
 
     code, stdout, _ = run_cli(*protect_args(protector_file, output, "--input", str(folder), "--overwrite"))
     assert code == 0 and "written: 3" in stdout
-    assert sorted(p.name for p in output.iterdir()) == ["manifest.csv", "p0.jpg", "p1.jpg", "p2.jpg",
+    assert sorted(p.name for p in output.iterdir()) == ["p0.jpg", "p1.jpg", "p2.jpg",
                                                         "protect-run.json"]  # no .tmp, no journal
     for name in old:
         assert (output / name).read_bytes() == (reference / name).read_bytes()
@@ -516,7 +518,7 @@ def test_classifier_checkpoint_is_verified_before_use(tmp_path, protector_file, 
             assert fragment in stderr
         assert not (tmp_path / "out" / "a.jpg").exists()
     else:
-        row = read_manifest(tmp_path / "out" / "manifest.csv")[0]
+        row = read_manifest(tmp_path / "out.manifest.csv")[0]
         assert row.status == "ok" and row.clean_top1 is not None and row.protected_top1 is not None
     if case == "unpinned-accepted-explicitly":
         assert any("unpinned" in str(w.message) and sha256_file(classifier_checkpoint) in str(w.message)
@@ -599,17 +601,17 @@ def _exif_with_location() -> Image.Exif:
 
 
 @pytest.mark.parametrize("fmt", ["webp", "tiff"])
-def test_same_format_output_drops_gps_xmp_iptc_applies_orientation_keeps_icc(tmp_path, protector_file, fmt):
+def test_same_format_output_drops_gps_xmp_iptc_icc_applies_orientation(tmp_path, protector_file, fmt):
     folder = tmp_path / "in"
     folder.mkdir()
     image = Image.fromarray(photo(48, 40, 70))
     exif = _exif_with_location()
     source = folder / f"phone.{'webp' if fmt == 'webp' else 'tif'}"
     if fmt == "webp":
-        image.save(source, "WEBP", lossless=True, exif=exif.tobytes(), icc_profile=ICC,
+        image.save(source, "WEBP", lossless=True, exif=exif.tobytes(), icc_profile=PLANTED_ICC,
                    xmp=b"<x:xmpmeta>secret-xmp-location</x:xmpmeta>")
     else:
-        image.save(source, "TIFF", exif=exif, icc_profile=ICC)
+        image.save(source, "TIFF", exif=exif, icc_profile=PLANTED_ICC)
     data = source.read_bytes()
     assert b"secret-xmp-location" in data and b"PhoneMaker" in data
     assert Image.open(source).getexif().get_ifd(0x8825)  # the GPS block is there
@@ -618,7 +620,7 @@ def test_same_format_output_drops_gps_xmp_iptc_applies_orientation_keeps_icc(tmp
     assert code == 0
     written_path = tmp_path / "out" / source.name
     written = written_path.read_bytes()
-    for leak in (b"secret-xmp-location", b"xmpmeta", b"PhoneMaker", b"Secretly"):
+    for leak in (b"secret-xmp-location", b"xmpmeta", b"PhoneMaker", b"Secretly", b"PLANTED"):
         assert leak not in written, leak
     out = Image.open(written_path)
     assert out.format == ("WEBP" if fmt == "webp" else "TIFF")
@@ -626,7 +628,7 @@ def test_same_format_output_drops_gps_xmp_iptc_applies_orientation_keeps_icc(tmp
     assert not tags.get_ifd(0x8825) and 0x8825 not in tags and 0x8769 not in tags  # no GPS, no Exif IFD
     assert not {0x0112, 0x010F, 700, 33723} & set(tags)  # orientation, make, XMP, IPTC
     assert "xmp" not in out.info and "exif" not in out.info
-    assert out.info.get("icc_profile") == ICC
+    assert "icc_profile" not in out.info  # applied while reading: the pixels are sRGB, no text travels
     assert out.size == (40, 48)  # orientation applied: portrait now
     assert data == source.read_bytes()  # input untouched
 

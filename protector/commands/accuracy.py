@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from protector.commands.argtypes import positive_int
+
 DESCRIPTION = """\
 Measure clean top-1/top-5 accuracy of a Places365 classifier on a labelled image list.
 
@@ -81,13 +83,15 @@ def labelled_entries(
 
 
 def _decoded(source, items: list[tuple[str, int]], result: AccuracyResult) -> Iterator[tuple[str, int, torch.Tensor]]:
+    from protector.data.sources import SourceError
     from protector.images import ImageReadError, read_photo, to_tensor
 
     for name, label in items:
         try:
             pixels = read_photo(source.read_bytes(name), name=name).pixels
-        except (FileNotFoundError, ImageReadError) as err:
-            result.unreadable.append((name, str(err)))
+        except (ImageReadError, SourceError, OSError) as err:  # OSError: missing, EIO, a FIFO
+            plain = isinstance(err, OSError) and err.strerror and not isinstance(err, FileNotFoundError)
+            result.unreadable.append((name, f"{name}: cannot be read ({err.strerror})" if plain else str(err)))
             continue
         yield name, label, to_tensor(pixels)  # (3, H, W) at the photo's own size
 
@@ -206,8 +210,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="folder of images or val_256.tar (read in place)")
     parser.add_argument("--labels", type=Path, metavar="FILE",
                         help="places365_val.txt: labels for list entries that have none (e.g. MEPP19test.csv)")
-    parser.add_argument("--batch-size", type=int, default=32, help="photos per model call. Default: 32")
-    parser.add_argument("--limit", type=int, metavar="N", help="score only the first N labelled images")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="photos per model call. Default: 32")
+    parser.add_argument("--limit", type=positive_int, metavar="N", help="score only the first N labelled images")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write counts and per-image top-5 as JSON")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1. Default: auto")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
@@ -229,6 +233,7 @@ def _run(args: argparse.Namespace) -> int:
     from protector.data.sources import open_source
     from protector.devices import resolve_device
     from protector.images import write_atomic
+    from protector.outputs import prepare_file, write_failures
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
@@ -238,6 +243,8 @@ def _run(args: argparse.Namespace) -> int:
         hint = "" if args.labels else "; pass --labels places365_val.txt for lists without labels"
         raise ValueError(f"{args.list_path}: no labelled images to score ({skipped} without a label){hint}")
     source = open_source(args.images)
+    if args.json is not None:
+        prepare_file(args.json, "--json")  # a folder, a read-only or full place: refused before the work
     device = resolve_device(args.device)
     model = build_classifier(args.model, args.checkpoint, args.sha256, args.allow_unpinned, args.search_path)
     model = model.to(device).eval()
@@ -265,6 +272,7 @@ def _run(args: argparse.Namespace) -> int:
             "seconds": round(result.seconds, 3),
             "per_image": [asdict(image) for image in result.images],
         }
-        write_atomic(args.json, (json.dumps(report, indent=1) + "\n").encode("utf-8"), overwrite=True)
+        with write_failures(str(args.json)):
+            write_atomic(args.json, (json.dumps(report, indent=1) + "\n").encode("utf-8"), overwrite=True)
         print(f"  json     {args.json}")
     return 1 if result.unreadable else 0

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from protector.commands.argtypes import budget, non_negative_int, positive_int, quality, seed
+
 DESCRIPTION = """\
 Evaluate protected files as the task organizers did: decode each file from disk, classify it
 at full size (normalization only), compare with its original. Writes results.json, summary.md,
@@ -59,14 +61,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="also run FGSM and/or PGD-10 (torchattacks, no JPEG in their loss) and/or EOT-PGD-10 "
                            "(through a differentiable JPEG at --quality: the strongest of the three) at --eps on the "
                            "same photos, saved like the protected files, and evaluate them side by side")
-    base.add_argument("--eps", metavar="E", help="baseline budget, a fraction of the pixel range: 2/255 or 0.00784")
-    base.add_argument("--quality", type=int, default=90, help="JPEG quality the baselines are saved with. Default: 90")
-    base.add_argument("--seed", type=int, default=0, help="seed of PGD's random start. Default: 0")
+    base.add_argument("--eps", type=budget, metavar="E", help="baseline budget, a fraction of the pixel range: 2/255 or 0.00784")
+    base.add_argument("--quality", type=quality, default=90, help="JPEG quality the baselines are saved with. Default: 90")
+    base.add_argument("--seed", type=seed, default=0, help="seed of PGD's random start. Default: 0")
 
     run = parser.add_argument_group("running")
-    run.add_argument("--gallery", type=int, default=8, help="examples in the report's gallery. Default: 8")
+    run.add_argument("--gallery", type=non_negative_int, default=8, help="examples in the report's gallery. Default: 8")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1. Default: auto")
-    run.add_argument("--batch-size", type=int, default=16, help="photos per model call. Default: 16")
+    run.add_argument("--batch-size", type=positive_int, default=16, help="photos per model call. Default: 16")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -79,18 +81,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from protector.evaluate import EvaluateOptions, evaluate, parse_eps
+    from protector.evaluate import EvaluateOptions, evaluate
     from protector.report import write_report
 
     values = {key: value for key, value in vars(args).items() if key in EvaluateOptions.__dataclass_fields__}
     try:
-        values["eps"] = parse_eps(args.eps) if args.eps is not None else None
         options = EvaluateOptions(**values)
         evaluation = evaluate(options)
     except (ValueError, FileNotFoundError) as err:
         print(f"protector evaluate: error: {err}", file=sys.stderr)
         return 2
-    paths = write_report(evaluation, options.out)
+    from protector.outputs import OutputError, write_failures
+
+    try:
+        with write_failures(f"the report in {options.out}"):
+            paths = write_report(evaluation, options.out)
+    except OutputError as err:
+        print(f"protector evaluate: error: {err}", file=sys.stderr)
+        return 2
     print(paths["summary"].read_text(encoding="utf-8"))
     print(f"report: {paths['html']}")
     return 0

@@ -190,12 +190,13 @@ class FileStatus:
     """The state of one official file on disk.
 
     state: "ok" (checksum matches), "unpinned" (present, checksum not pinned), "missing",
-    or "bad" (size or checksum differs; `detail` says how).
+    "bad" (size or checksum differs; `detail` says how), or "unreadable" (present, but
+    reading it fails: `detail` gives the cause).
     """
 
     name: str
     path: Path
-    state: Literal["ok", "unpinned", "missing", "bad"]
+    state: Literal["ok", "unpinned", "missing", "bad", "unreadable"]
     detail: str
     file: OfficialFile
 
@@ -210,7 +211,10 @@ def _status(file: OfficialFile, root: Path, weights_dir: Path) -> FileStatus:
         return FileStatus(file.name, path, "missing", "not found", file)
     if not file.pinned and file.size is None:
         return FileStatus(file.name, path, "unpinned", "present, checksum not pinned", file)
-    problem = _problem(file, path)
+    try:
+        problem = _problem(file, path)
+    except OSError as err:  # EIO, a vanished file: this file's row says so, the others are still checked
+        return FileStatus(file.name, path, "unreadable", f"cannot be read ({err.strerror or err})", file)
     if problem is not None:
         return FileStatus(
             file.name, path, "bad", f"{problem.algorithm} expected {problem.expected}, got {problem.actual}", file
@@ -427,6 +431,10 @@ def fetch(
             continue
         if status.ok:
             results.append(FetchResult(file.name, status.path, "present", status.detail))
+            continue
+        if status.state == "unreadable":
+            failed[file.name] = (f"{status.path}: {status.detail}; move it away (or repair the disk) so "
+                                 f"{file.name} can be checked or downloaded again")
             continue
         if status.state == "bad" and keep_mismatched:
             results.append(FetchResult(file.name, status.path, "kept", f"checksum differs: {status.detail}"))

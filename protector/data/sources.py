@@ -161,6 +161,9 @@ class FolderSource(ImageSource):
             raise FileNotFoundError(f"{self.describe()}: refusing {name!r}: {err}") from None
         path = self._lookup(safe)
         if path is None:
+            reason = not_a_file_reason(self.root / safe)
+            if reason not in (None, "file not found"):  # a FIFO, a directory, a dangling link: say so
+                raise FileNotFoundError(f"{self.describe()}: {name}: {reason}")
             raise self._not_found(name)
         return read_regular_file(path)
 

@@ -37,9 +37,11 @@ class Pairing:
 
     pairs: list[Pair]
     source: ImageSource
-    missing: list[str] = field(default_factory=list)  # listed originals with no protected file
+    missing: list[str] = field(default_factory=list)  # originals (listed, or all without a list) with no protected file
     unmatched: list[str] = field(default_factory=list)  # protected files with no original
     ambiguous: list[str] = field(default_factory=list)  # an original with two protected files
+    unreadable_originals: list[str] = field(default_factory=list)  # "name: cause" of originals that cannot be read
+    listed: bool = True  # the originals came from a list (missing ones are errors) or are all of the source
 
 
 def _key(name: str) -> tuple[str, str]:
@@ -76,7 +78,8 @@ def pair_files(
             only image files count).
         source: where the originals are.
         entries: the originals to evaluate (a list file); None evaluates every protected
-            file that has an original.
+            file that has an original, and every original without a protected file is
+            reported in ``missing`` (so a folder missing 3 of 4 files is never scored silently).
         run_code: the prefix ``CODE_`` every protected file name carries; files without it
             are reported as unmatched.
         labels: ground truth by name (``places365_val.txt``); fills in labels the list lacks.
@@ -92,10 +95,13 @@ def pair_files(
         stem = path.stem[len(prefix):]
         by_key.setdefault((str(path.parent), stem), []).append(rel)
 
+    unprotected: list[str] = []
+    listed = entries is not None
     if entries is None:
         originals_by_key: dict[tuple[str, str], str] = {}
         for name in source.names():
-            originals_by_key.setdefault(_key(name), name)
+            if originals_by_key.setdefault(_key(name), name) == name and _key(name) not in by_key:
+                unprotected.append(name)
         entries = []
         for key, files in sorted(by_key.items()):
             if key in originals_by_key:
@@ -103,7 +109,7 @@ def pair_files(
             else:
                 unmatched.extend(files)
 
-    pairing = Pairing(pairs=[], source=source, unmatched=unmatched)
+    pairing = Pairing(pairs=[], source=source, unmatched=unmatched, missing=sorted(unprotected), listed=listed)
     for entry in entries:
         files = by_key.get(_key(entry.name), [])
         label = entry.label

@@ -16,9 +16,10 @@ class PhotoDataset(Dataset):
     """The runnable photos of a plan, decoded to tensors.
 
     Each item is a dict: ``index`` (the plan index), ``input`` (its name), ``image``
-    (3, H, W) float32 in [0, 1] or None, ``icc_profile`` (bytes or None), ``write``
-    (whether its output is to be written), ``error`` (None, or a message naming the file). Decoding failures (empty, truncated, not an image, decompression bomb, too
-    small) are returned, not raised, so one bad file never stops a batch.
+    (3, H, W) float32 sRGB in [0, 1] (a colour profile is applied while decoding) or None,
+    ``write`` (whether its output is to be written), ``error`` (None, or a message naming the
+    file). Decoding failures (empty, truncated, not an image, decompression bomb, too small)
+    are returned, not raised, so one bad file never stops a batch.
 
     Args:
         sources: the plan's image sources (picklable, one copy per worker).
@@ -47,7 +48,7 @@ class PhotoDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = self.items[i]
-        sample: dict[str, Any] = {"index": item.index, "input": item.input, "image": None, "icc_profile": None, "error": None,
+        sample: dict[str, Any] = {"index": item.index, "input": item.input, "image": None, "error": None,
                                   "write": self.overwrite or not item.exists}
         try:
             data = self.sources[item.source].read_bytes(item.key)
@@ -66,7 +67,6 @@ class PhotoDataset(Dataset):
             )
             return sample
         sample["image"] = to_tensor(photo.pixels)
-        sample["icc_profile"] = photo.icc_profile
         return sample
 
 
@@ -74,7 +74,7 @@ def collate_photos(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack the decoded images of one batch; failures travel beside them.
 
     Returns a dict: ``image`` (B, 3, H, W), ``index`` (B,) int64 plan indices,
-    ``icc_profile`` and ``write`` lists of B, ``failed`` list of (plan index, message).
+    ``write`` list of B, ``failed`` list of (plan index, message).
     The batch sampler groups images by header size; an image whose decoded size differs
     from the batch's (a header that lied) fails with a message instead of breaking the stack.
     """
@@ -90,7 +90,6 @@ def collate_photos(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "image": images,
         "index": torch.tensor([s["index"] for s in decoded], dtype=torch.int64),
-        "icc_profile": [s["icc_profile"] for s in decoded],
         "write": [s["write"] for s in decoded],
         "failed": failed,
     }

@@ -1,20 +1,24 @@
 """The run's manifest: one CSV row per input saying what happened to it.
 
-Each process (rank) writes its own shard while predicting; rank zero merges the shards
-into ``manifest.csv`` in plan order when every rank is done.
+It holds each photo's original path, its scene label and the classifier's clean and protected
+predictions: exactly what the protection hides. So it never goes into the folder of protected
+photos (which a user uploads) nor into the zip: by default it is ``OUT.manifest.csv`` beside the
+output folder ``OUT`` (``--manifest`` puts it elsewhere, outside the folder).
+
+Each process (rank) writes its own shard (``.OUT.manifest.csv.rank<R>.csv``, beside the
+manifest) while predicting; rank zero merges the shards into the manifest in plan order when
+every rank is done.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from protector.images import write_atomic
-
-MANIFEST_NAME = "manifest.csv"
-_SHARD_GLOB = ".manifest-rank*.csv"
 
 
 @dataclass
@@ -81,22 +85,28 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
     return rows
 
 
-def shard_path(output_dir: Path, rank: int) -> Path:
-    return output_dir / f".manifest-rank{rank}.csv"
+def default_manifest_path(output_dir: str | Path) -> Path:
+    """``OUT.manifest.csv`` beside the output folder ``OUT``: outside what a user publishes."""
+    folder = Path(os.path.abspath(output_dir))
+    return folder.parent / f"{folder.name}.manifest.csv"
 
 
-def remove_shards(output_dir: Path) -> None:
-    for shard in output_dir.glob(_SHARD_GLOB):
+def shard_path(manifest: Path, rank: int) -> Path:
+    return manifest.parent / f".{manifest.name}.rank{rank}.csv"
+
+
+def remove_shards(manifest: Path) -> None:
+    for shard in manifest.parent.glob(f".{manifest.name}.rank*.csv"):
         shard.unlink(missing_ok=True)
 
 
-def merge_shards(output_dir: Path, world_size: int, extra_rows: list[ManifestRow]) -> list[ManifestRow]:
+def merge_shards(manifest: Path, world_size: int, extra_rows: list[ManifestRow]) -> list[ManifestRow]:
     """Read every rank's shard, add `extra_rows` (failures found while planning), delete the shards."""
     rows = list(extra_rows)
     for rank in range(world_size):
-        shard = shard_path(output_dir, rank)
+        shard = shard_path(manifest, rank)
         if not shard.exists():
             raise FileNotFoundError(f"{shard}: rank {rank} wrote no manifest shard; did it crash?")
         rows.extend(read_manifest(shard))
-    remove_shards(output_dir)
+    remove_shards(manifest)
     return sorted(rows, key=lambda r: r.index)

@@ -4,12 +4,12 @@ passed off as protected.
 ``protect-run.json`` in the output folder names the *maker* of its files: the protector
 (its file's sha256), every setting that changes the bytes written, and the attack model
 when it shapes the protection (a guided protector, ``--refine-steps``). For every file a
-run puts there (photos, ``manifest.csv``, the zip) it keeps the sha256 of the bytes
-written. A later run into the folder counts an existing file as its own only when the
-record has the same maker and the file still has one of the recorded hashes. Anything
-else at a name the run would write (another protector's or other settings' output, the
-user's original photo, the user's own ``manifest.csv`` or zip) stops the run before any
-work unless ``--overwrite``.
+run writes (photos and the zip in the folder; the manifest, which lives outside it, under
+the entry ``<manifest>``) it keeps the sha256 of the bytes written. A later run into the
+folder counts an existing file as its own only when the record has the same maker and the
+file still has one of the recorded hashes. Anything else at a name the run would write
+(another protector's or other settings' output, the user's original photo, the user's own
+file at the manifest's path or zip) stops the run before any work unless ``--overwrite``.
 
 Every write goes through :meth:`Provenance.write` (the zip through :meth:`Provenance.note`),
 which appends the hash to this rank's journal ``.protect-run-rank<R>.jsonl`` *before* the
@@ -34,6 +34,10 @@ from protector.images import write_atomic
 from protector.paths import sha256_file
 
 RECORD_NAME = "protect-run.json"
+# The record's entry for the run's manifest, a file outside the folder (its path is the run's to give).
+MANIFEST_ENTRY = "<manifest>"
+# Where earlier versions put the manifest: inside the folder, published with the photos.
+OLD_MANIFEST_NAME = "manifest.csv"
 _JOURNAL_GLOB = ".protect-run-rank*.jsonl"
 _FORMAT = 1
 _ABOUT = (
@@ -137,11 +141,15 @@ class Provenance:
     found_maker: dict[str, Any] | None = None  # the record's maker, when a record was read
     found_files: dict[str, dict[str, Any]] = field(default_factory=dict)  # the record's files, any maker
     unreadable: str | None = None  # why an existing record could not be read
+    outside: dict[str, Path] = field(default_factory=dict)  # entry -> path, for files outside the folder
 
     @classmethod
-    def open(cls, output_dir: str | Path, maker: dict[str, Any]) -> Provenance:
-        """Read the folder's record and any journals a killed run left; writes nothing."""
-        self = cls(Path(output_dir), maker)
+    def open(cls, output_dir: str | Path, maker: dict[str, Any], outside: dict[str, Path] | None = None) -> Provenance:
+        """Read the folder's record and any journals a killed run left; writes nothing.
+
+        `outside` maps record entries (``MANIFEST_ENTRY``) to the paths this run gives them.
+        """
+        self = cls(Path(output_dir), maker, outside=dict(outside or {}))
         path = self.output_dir / RECORD_NAME
         if path.is_file():
             try:
@@ -174,9 +182,13 @@ class Provenance:
                 except (ValueError, KeyError, TypeError):
                     continue  # a line cut by a kill: its file never took its name
 
+    def path(self, name: str) -> Path:
+        """Where the file of record entry `name` is."""
+        return self.outside.get(name, self.output_dir / name)
+
     def made(self, name: str) -> bool:
         """Whether the file at `name` holds bytes this maker wrote under that name."""
-        path = self.output_dir / name
+        path = self.path(name)
         entry = self.files.get(name)
         return entry is not None and path.is_file() and sha256_file(path) in entry["sha256"]
 
@@ -188,7 +200,8 @@ class Provenance:
         """
         if overwrite:
             return
-        foreign = [name for name in names if (self.output_dir / name).exists() and not self.made(name)]
+        foreign = [name if name not in self.outside else str(self.path(name))
+                   for name in names if self.path(name).exists() and not self.made(name)]
         if self.unreadable is not None:
             foreign.insert(0, RECORD_NAME)
         if not foreign:
@@ -212,19 +225,23 @@ class Provenance:
 
     def start(self, overwrite: bool, zip_name: str | None) -> list[Path]:
         """Rank zero, before any file is written: fold the journals into the record, write it,
-        and remove the zips earlier runs made here (this run rewrites manifest.csv, which they
-        would no longer match; the zip is made again at the end when the run qualifies).
+        and remove the zips earlier runs made here (this run rewrites the manifest, which they
+        would no longer match; the zip is made again at the end when the run qualifies), and
+        the ``manifest.csv`` an earlier version wrote inside the folder (private: it held the
+        originals' paths and labels).
 
         Returns:
-            The zips removed.
+            The zips and old in-folder manifests removed.
         """
         self.output_dir.mkdir(parents=True, exist_ok=True)
         removed = []
         for name, entry in self.found_files.items():
             path = self.output_dir / name
-            if entry["kind"] == "zip" and path.is_file() and sha256_file(path) in entry["sha256"]:
+            old_manifest = entry["kind"] == "manifest" and name == OLD_MANIFEST_NAME
+            if (entry["kind"] == "zip" or old_manifest) and path.is_file() and sha256_file(path) in entry["sha256"]:
                 path.unlink()  # a user's edited copy is theirs: its hash is not recorded, it stays
                 removed.append(path)
+        self.files.pop(OLD_MANIFEST_NAME, None)
         if overwrite and zip_name is not None and (self.output_dir / zip_name).is_file():
             (self.output_dir / zip_name).unlink()  # replaced: a failed run must not leave it looking current
             removed.append(self.output_dir / zip_name)
@@ -240,7 +257,7 @@ class Provenance:
         self._fold(self.files, _digest(self.maker))
         for name, entry in list(self.files.items()):
             if entry["kind"] != "photo":
-                path = self.output_dir / name
+                path = self.path(name)
                 current = sha256_file(path) if path.is_file() else None
                 if current in entry["sha256"]:
                     entry["sha256"] = [current]
@@ -271,7 +288,7 @@ class Provenance:
     def write(self, name: str, data: bytes, kind: str, overwrite: bool, rank: int = 0) -> None:
         """Journal, then write atomically (``FileExistsError`` when there and not `overwrite`)."""
         self.note(name, kind, hashlib.sha256(data).hexdigest(), rank)
-        write_atomic(self.output_dir / name, data, overwrite=overwrite)
+        write_atomic(self.path(name), data, overwrite=overwrite)
 
 
 def _add(files: dict[str, dict[str, Any]], name: str, kind: str, sha256: str) -> None:

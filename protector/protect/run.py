@@ -18,11 +18,12 @@ from protector.generator import BoundedProtector
 from protector.images import MAX_PIXELS, OUTPUT_FORMATS
 from protector.losses import attack_loss_by_name
 from protector.protect.datamodule import ProtectDataModule
-from protector.protect.manifest import MANIFEST_NAME, ManifestRow, manifest_bytes, remove_shards
+from protector.outputs import OutputError, inside, prepare_file, prepare_folder, refuse_unusable_folder, write_failures
+from protector.protect.manifest import ManifestRow, default_manifest_path, manifest_bytes, remove_shards
 from protector.protect.naming import check_run_code
 from protector.protect.plan import Plan, build_plan
 from protector.protect.predictor import ProtectPredictor
-from protector.protect.provenance import Provenance, describe_maker
+from protector.protect.provenance import MANIFEST_ENTRY, Provenance, describe_maker
 from protector.protect.submission import write_submission_zip
 from protector.protect.summary import RunSummary
 from protector.protect.writer import ProtectedImageWriter
@@ -33,10 +34,12 @@ class ProtectOptions:
     """Everything a protection run needs; `protector protect` fills it from its flags.
 
     Inputs are `inputs` (folders and files) and/or `list_path` read from `images`.
-    Outputs go to `output` (see :mod:`protector.protect.naming` for the names).
+    Outputs go to `output` (see :mod:`protector.protect.naming` for the names); the manifest
+    to `manifest`, outside that folder (default: ``OUTPUT.manifest.csv`` beside it).
     """
 
     output: Path
+    manifest: Path | None = None
     checkpoint: Path | None = None
     inputs: list[Path] = field(default_factory=list)
     list_path: Path | None = None
@@ -75,8 +78,18 @@ class ProtectOptions:
     max_pixels: int = MAX_PIXELS
     progress: bool = True
 
+    def manifest_path(self) -> Path:
+        return Path(self.manifest) if self.manifest is not None else default_manifest_path(self.output)
+
     def check(self) -> None:
-        """Raise ValueError for settings that cannot work, before anything is loaded."""
+        """Raise ValueError for settings that cannot work, before anything is loaded (nothing is created)."""
+        refuse_unusable_folder(self.output, "--output")
+        if inside(self.manifest_path(), self.output):
+            raise OutputError(f"--manifest {self.manifest_path()} is inside --output {self.output}: the manifest holds "
+                              "each photo's original path and scene label, which the folder of protected photos must "
+                              "not publish; give a path outside it")
+        if self.manifest_path().is_dir():
+            raise OutputError(f"--manifest {self.manifest_path()} is a folder: give a file name")
         if self.fmt not in OUTPUT_FORMATS:
             raise ValueError(f"--format must be one of {', '.join(OUTPUT_FORMATS)}, got {self.fmt!r}")
         if not 1 <= self.quality <= 100:
@@ -85,8 +98,20 @@ class ProtectOptions:
             check_run_code(self.run_code)
         if self.zip and not self.run_code:
             raise ValueError("--zip names the archive after the run: pass --run-code too (e.g. --run-code rteam_base)")
-        if self.batch_size < 1 or (self.num_workers or 0) < 0 or self.min_side < 1:
-            raise ValueError("--batch-size and --min-side must be >= 1 and --num-workers >= 0")
+        counts = {"--batch-size": self.batch_size, "--min-side": self.min_side, "--num-nodes": self.num_nodes,
+                  "--max-batch-pixels": self.max_batch_pixels, "--max-pixels": self.max_pixels,
+                  "--tile-max-pixels": self.tile_max_pixels, "--tile": self.tile, "--tile-align": self.tile_align}
+        for flag, value in counts.items():
+            if value < 1:
+                raise ValueError(f"{flag} must be at least 1, got {value}")
+        if (self.num_workers or 0) < 0:
+            raise ValueError(f"--num-workers must be at least 0, got {self.num_workers}")
+        if not 0 <= self.tile_overlap < self.tile:
+            raise ValueError(f"--tile-overlap must be at least 0 and smaller than --tile ({self.tile}), "
+                             f"got {self.tile_overlap}")
+        if self.devices == 0 or self.devices == "0":
+            raise ValueError("--devices 0 would run on no device: give a count >= 1, auto, -1 (all), "
+                             "or indices like '0,' or '0,1'")
         if self.classifier is None and self.classifier_checkpoint is not None:
             raise ValueError("--classifier-checkpoint needs --classifier (e.g. --classifier resnet50)")
         if self.refine_steps < 0:
@@ -159,7 +184,7 @@ def protect(
     protector: nn.Module | None = None,
     classifier: nn.Module | None = None,
 ) -> RunSummary | None:
-    """Protect every planned photo and write files, ``manifest.csv`` and (optionally) the zip.
+    """Protect every planned photo and write files, the manifest and (optionally) the zip.
 
     Args:
         options: the run's settings.
@@ -172,9 +197,11 @@ def protect(
     Raises:
         ValueError, FileNotFoundError: settings, list or source that cannot be used at all.
             Problems with single photos never raise: they are failures in the summary.
-        ForeignOutputError (a ValueError): files at the output names, ``manifest.csv`` or
+        ForeignOutputError (a ValueError): files at the output names, the manifest's path or
             the zip that this protector with these settings did not make, unless
             ``options.overwrite`` (see :mod:`~protector.protect.provenance`).
+        OutputError (a ValueError): the output folder or the manifest cannot be written (a
+            file in the way, read-only, full). A photo that cannot be written fails alone.
     """
     options.check()
     from protector.data.lists import read_categories
@@ -194,22 +221,28 @@ def protect(
     if options.refine_steps and classifier is None:
         raise ValueError("--refine-steps needs the attack model: pass --classifier (e.g. --classifier resnet50)")
     precision = options.precision or default_precision(options.accelerator)
+    manifest_path = options.manifest_path()
     provenance = Provenance.open(plan.output_dir, describe_maker(options, protector, classifier, protector_file,
-                                                                 precision))
+                                                                 precision), outside={MANIFEST_ENTRY: manifest_path})
     zip_name = f"{options.run_code}.zip" if options.zip else None
-    removed_zips: list[Path] = []
+    removed_zips: list[Path] = []  # and old in-folder manifests
     if launch_rank() == 0:
         # Before any work: only files this protector with these settings made may be skipped or zipped.
         existing = [item.output for item in plan.runnable() if item.exists]
-        provenance.check(existing + [MANIFEST_NAME] + ([zip_name] if zip_name else []), options.overwrite)
+        provenance.check(existing + [MANIFEST_ENTRY] + ([zip_name] if zip_name else []), options.overwrite)
+        # A folder or manifest that cannot be written is refused here, not photo by photo.
+        prepare_folder(plan.output_dir, "--output")
+        prepare_file(manifest_path, "--manifest")
         # Before any other rank can start writing: leftovers of a killed run go.
-        plan.output_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(plan)
-        remove_shards(plan.output_dir)
-        removed_zips = provenance.start(options.overwrite, zip_name)
+        remove_shards(manifest_path)
+        with write_failures(str(plan.output_dir / "protect-run.json")):
+            removed_zips = provenance.start(options.overwrite, zip_name)
 
-    writer = ProtectedImageWriter(plan, provenance, options.quality, options.overwrite, categories)
+    writer = ProtectedImageWriter(plan, provenance, manifest_path, options.quality, options.overwrite, categories)
     started = time.perf_counter()
+    # Photos written before a write of the run's own files fails are whole and journaled: a rerun resumes.
+    resume = "; the photos written so far are whole and recorded: run the same command again to resume"
     if plan.runnable():
         manifest = _predict(options, plan, protector, classifier, writer, precision)
         if manifest is None:
@@ -217,23 +250,28 @@ def protect(
     else:
         manifest = [ManifestRow(index=i.index, input=i.input, output=i.output or "", label=i.label, error=i.error or "")
                     for i in plan.items]
-        provenance.write(MANIFEST_NAME, manifest_bytes(manifest), "manifest", overwrite=True)
+        with write_failures(f"the manifest {manifest_path}", resume):
+            provenance.write(MANIFEST_ENTRY, manifest_bytes(manifest), "manifest", overwrite=True)
     seconds = time.perf_counter() - started
 
     eps = getattr(protector, "eps", None)
-    summary = RunSummary.from_rows(manifest, seconds, manifest=plan.output_dir / MANIFEST_NAME,
+    summary = RunSummary.from_rows(manifest, seconds, manifest=manifest_path,
                                    eps_8bit=eps * 255 if eps is not None else None)
     if zip_name is not None and (summary.failed == 0 or options.allow_failures):
+        # Only the protected photos: never the manifest or the run record.
         names = [row.output for row in manifest if row.status in ("ok", "skipped")]
-        summary.zip_path = write_submission_zip(
-            plan.output_dir / zip_name, plan.output_dir, names,
-            before_rename=lambda sha256: provenance.note(zip_name, "zip", sha256),
-        )
+        with write_failures(str(plan.output_dir / zip_name), resume):
+            summary.zip_path = write_submission_zip(
+                plan.output_dir / zip_name, plan.output_dir, names,
+                before_rename=lambda sha256: provenance.note(zip_name, "zip", sha256),
+            )
     elif zip_name is not None:
         summary.zip_withheld = (f"not written: {summary.failed} input(s) failed "
                                 "(--allow-failures zips the others)")
-    summary.zips_removed = [path for path in removed_zips if path != summary.zip_path]
-    provenance.commit()
+    summary.zips_removed = [path for path in removed_zips if path != summary.zip_path and path.suffix == ".zip"]
+    summary.manifests_removed = [path for path in removed_zips if path.suffix != ".zip"]
+    with write_failures(str(plan.output_dir / "protect-run.json"), resume):
+        provenance.commit()
     return summary
 
 

@@ -21,12 +21,14 @@ class RunSummary:
         nan_count: NaN values the protector produced (those photos are not written).
         seconds: wall time of the protection pass.
         failures: (input, error) for every failed input.
-        manifest: path of ``manifest.csv``.
+        manifest: path of the manifest (outside the output folder: it is private).
         zip_path: the submission zip, when one was written.
         zip_withheld: why the zip asked for was not written (failed inputs), else None.
         zips_removed: zips an earlier run made in the folder, removed because this run
-            rewrote ``manifest.csv`` and they would no longer match it (one rewritten by
+            rewrote the manifest and they would no longer match it (one rewritten by
             this run is not listed).
+        manifests_removed: ``manifest.csv`` files an earlier version wrote inside the output
+            folder (with the originals' paths and labels), removed as private.
         eps_8bit: the protector's budget in 8-bit levels, for reference.
     """
 
@@ -41,6 +43,7 @@ class RunSummary:
     zip_path: Path | None = None
     zip_withheld: str | None = None
     zips_removed: list[Path] = field(default_factory=list)
+    manifests_removed: list[Path] = field(default_factory=list)
     eps_8bit: float | None = None
 
     @property
@@ -79,6 +82,9 @@ class RunSummary:
             lines.append(f"zip: {self.zip_withheld}")
         lines.extend(f"zip: removed {path}, made by an earlier run: it would not match this run's manifest"
                      for path in self.zips_removed)
+        lines.extend(f"manifest: removed {path}, written inside the folder by an earlier version: it named the "
+                     "originals and their labels, and the manifest now stays outside the folder"
+                     for path in self.manifests_removed)
         if self.failures:
             lines.append(f"failed inputs ({len(self.failures)}):")
             lines.extend(f"  {error or name}" for name, error in self.failures)

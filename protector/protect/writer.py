@@ -11,27 +11,28 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
 from protector.images import ImageReadError, encode_photo, read_photo, to_tensor, to_uint8
+from protector.outputs import os_reason, write_failures
 from protector.paths import sha256_file
-from protector.protect.manifest import (MANIFEST_NAME, ManifestRow, manifest_bytes, merge_shards, shard_path,
-                                        write_manifest)
+from protector.protect.manifest import ManifestRow, manifest_bytes, merge_shards, shard_path, write_manifest
 from protector.protect.plan import Plan, PlannedPhoto
-from protector.protect.provenance import Provenance
+from protector.protect.provenance import MANIFEST_ENTRY, Provenance
 
 
 class ProtectedImageWriter(BasePredictionWriter):
     """Writes the protected photos of each batch on the rank that computed them.
 
-    For every photo: encode (no metadata but ICC), write atomically through the run
-    record (:mod:`~protector.protect.provenance`), never replacing an existing file unless
+    For every photo: encode (sRGB pixels, no metadata at all), write atomically through the
+    run record (:mod:`~protector.protect.provenance`), never replacing an existing file unless
     `overwrite`; then decode the file from disk and measure what a
     recipient gets: max |written - input| in 8-bit levels, and, with a classifier, its
-    top-1 prediction. Failures are recorded per photo and the run goes on. After
-    prediction, :meth:`finish` writes each rank's manifest shard and rank zero merges them
-    into ``manifest.csv``.
+    top-1 prediction. Failures (a full disk included) are recorded per photo and the run
+    goes on. After prediction, :meth:`finish` writes each rank's manifest shard and rank
+    zero merges them into the manifest (outside the output folder).
 
     Args:
         plan: the run's plan (output folder, names, formats).
         provenance: the output folder's run record; every file is written through it.
+        manifest: where the manifest goes (its shards go beside it).
         quality: JPEG/WebP quality 1..100.
         overwrite: replace existing outputs.
         categories: class names for the manifest, index order (optional).
@@ -41,6 +42,7 @@ class ProtectedImageWriter(BasePredictionWriter):
         self,
         plan: Plan,
         provenance: Provenance,
+        manifest: Path,
         quality: int = 90,
         overwrite: bool = False,
         categories: list[str] | None = None,
@@ -48,6 +50,7 @@ class ProtectedImageWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.plan = plan
         self.provenance = provenance
+        self.manifest_path = Path(manifest)
         self.quality = quality
         self.overwrite = overwrite
         self.categories = categories
@@ -88,7 +91,7 @@ class ProtectedImageWriter(BasePredictionWriter):
                 row.clean_top1_name = self._name(row.clean_top1)
             clean = to_uint8(batch["image"][k])  # (H, W, 3): exactly the decoded input
             reference = to_uint8(prediction["reference"][k])  # what the budget is measured from
-            written = self._write_one(item, row, x_adv[k] if batch["write"][k] else None, batch["icc_profile"][k],
+            written = self._write_one(item, row, x_adv[k] if batch["write"][k] else None,
                                       clean, reference)
             if written is not None:
                 measured.append((row, written))
@@ -105,7 +108,6 @@ class ProtectedImageWriter(BasePredictionWriter):
         item: PlannedPhoto,
         row: ManifestRow,
         x_adv: torch.Tensor | None,
-        icc_profile: bytes | None,
         clean: np.ndarray,
         reference: np.ndarray,
     ) -> np.ndarray | None:
@@ -119,7 +121,7 @@ class ProtectedImageWriter(BasePredictionWriter):
                 row.error = f"{item.input}: the protector produced {row.nan_count} NaN values; nothing written"
                 return None
             try:
-                data = encode_photo(to_uint8(x_adv), item.fmt, self.quality, icc_profile)
+                data = encode_photo(to_uint8(x_adv), item.fmt, self.quality)
                 self.provenance.write(item.output, data, "photo", overwrite=self.overwrite, rank=self.rank)
                 row.status = "ok"
             except FileExistsError:
@@ -129,7 +131,10 @@ class ProtectedImageWriter(BasePredictionWriter):
                                  "with these settings; rerun with --overwrite to replace it")
                     return None
                 row.status = "skipped"
-            except (OSError, ValueError) as err:
+            except OSError as err:  # a full disk, a read-only folder: this photo fails, the run goes on
+                row.error = f"{item.input}: cannot write {target} ({os_reason(err)})"
+                return None
+            except ValueError as err:
                 row.error = f"{item.input}: cannot write {target}: {err}"
                 return None
         try:
@@ -156,8 +161,10 @@ class ProtectedImageWriter(BasePredictionWriter):
         Called after ``trainer.predict`` returns, on every rank: a rank that got no batch
         runs no prediction hooks at all, but still has to take part here.
         """
-        output_dir: Path = self.plan.output_dir
-        write_manifest(shard_path(output_dir, trainer.global_rank), self.rows)
+        # The photos written so far are whole and journaled even when the manifest cannot be written.
+        resume = "; the photos written so far are whole and recorded: run the same command again to resume"
+        with write_failures(f"the manifest {self.manifest_path}", resume):
+            write_manifest(shard_path(self.manifest_path, trainer.global_rank), self.rows)
         trainer.strategy.barrier("protect_manifest")
         if trainer.is_global_zero:
             planning_failures = [
@@ -165,7 +172,8 @@ class ProtectedImageWriter(BasePredictionWriter):
                             error=item.error or "")
                 for item in self.plan.failed()
             ]
-            self.manifest = merge_shards(output_dir, trainer.world_size, planning_failures)
-            self.provenance.write(MANIFEST_NAME, manifest_bytes(self.manifest), "manifest", overwrite=True)
+            self.manifest = merge_shards(self.manifest_path, trainer.world_size, planning_failures)
+            with write_failures(f"the manifest {self.manifest_path}", resume):
+                self.provenance.write(MANIFEST_ENTRY, manifest_bytes(self.manifest), "manifest", overwrite=True)
         trainer.strategy.barrier("protect_manifest_merged")
         return self.manifest
