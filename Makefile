@@ -22,7 +22,7 @@ KEEP_MISMATCHED ?=
 NIMA ?= weights/weights_mobilenet_aesthetic_0.07.hdf5
 # One set of paths for every step: training reads the same files that are protected and scored.
 TRAIN_PATHS = --data.images $(DATA)/val_256.tar --data.train_list $(DATA)/MEPP18val.csv \
-	--data.labels_file $(DATA)/places365_val.txt --data.predict_list $(DATA)/MEPP19test.csv \
+	--data.labels_file $(DATA)/places365_val.txt \
 	--model.sensitive_categories $(DATA)/MEPP18senscats.txt --model.classifier.init_args.checkpoint $(ATTACK_MODEL)
 # A rerun resumes only the files this protector with these settings made; after retraining
 # (or changing a setting) the old submission is refused unless OVERWRITE=1 replaces it.

@@ -121,6 +121,28 @@ def read_photo(source: str | Path | bytes, name: str | None = None, max_pixels: 
     return Photo(pixels=_to_rgb(image, gray_peak), format=source_format)
 
 
+_ORIENTATION_TAG = 0x0112
+_ORIENTATIONS_SWAPPING_AXES = {5, 6, 7, 8}
+
+
+def read_photo_size(source: str | Path | bytes) -> tuple[int, int] | None:
+    """(width, height) as displayed (EXIF orientation applied), from the header only.
+
+    The same decoders as `read_photo`; None when the header cannot be read (decoding the
+    photo then says what is wrong, naming the file).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            file = io.BytesIO(source) if isinstance(source, bytes) else source
+            with Image.open(file, formats=DECODER_FORMATS) as image:
+                width, height = image.size
+                orientation = image.getexif().get(_ORIENTATION_TAG)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+    return (height, width) if orientation in _ORIENTATIONS_SWAPPING_AXES else (width, height)
+
+
 def _read_bytes(source: str | Path | bytes, label: str) -> bytes:
     if isinstance(source, bytes):
         return source

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytorch_lightning as pl
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -163,8 +164,6 @@ def test_datamodule_on_generated_folder_and_messy_csv(photo_set):
             assert label == (-1 if labels[name] is None else labels[name])
     val_names = [n for b in dm.val_dataloader() for n in b["name"]]
     assert val_names == [e.name for e in val]
-    assert [n for b in dm.predict_dataloader() for n in b["name"]] == val_names
-    assert [n for b in dm.test_dataloader() for n in b["name"]] == val_names
 
     again = _module(root, csv_path, val_fraction=0.34, batch_size=4, image_size=32, seed=1)
     assert (again.train_entries, again.val_entries) == (train, val)
@@ -181,17 +180,23 @@ def test_datamodule_reads_val_256_tar_with_workers(tmp_path):
             path.unlink()
     labels_file = tmp_path / "places365_val.txt"
     labels_file.write_text("".join(f"{n} {i % 3}\n" for i, n in enumerate(names)))
-    mepp = tmp_path / "MEPP19test.csv"
-    mepp.write_text("\n".join(names[:4]) + "\n")
-    dm = _module(tar_path, None, labels_file=str(labels_file), predict_list=str(mepp),
-                 num_workers=2, batch_size=3, val_fraction=0.25)
+    dm = _module(tar_path, None, labels_file=str(labels_file), num_workers=2, batch_size=3, val_fraction=0.25)
     assert isinstance(dm.source, TarSource)
     assert Counter(e.label for e in dm.val_entries) == {0: 1, 1: 1, 2: 1}
     train = list(dm.train_dataloader())
     assert sorted(n for b in train for n in b["name"]) == sorted(e.name for e in dm.train_entries)
-    predicted = [b for b in dm.predict_dataloader()]
-    assert [n for b in predicted for n in b["name"]] == names[:4]
-    assert [l for b in predicted for l in b["label"].tolist()] == [0, 1, 2, 0]  # filled from the labels file
+    validated = list(dm.val_dataloader())
+    assert sorted(label for b in validated for label in b["label"].tolist()) == [0, 1, 2]  # from the labels file
+
+
+def test_predict_list_of_older_configs_is_accepted_and_ignored(tmp_path):
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(4):
+        (root / f"p{i}.png").write_bytes(_photo(i, 16, 16))
+    with pytest.warns(DeprecationWarning, match="predict_list is ignored"):
+        dm = _module(root, None, predict_list=str(tmp_path / "MEPP19test.csv"), val_fraction=0.25)
+    assert not hasattr(dm, "predict_dataloader") or type(dm).predict_dataloader is pl.LightningDataModule.predict_dataloader
 
 
 def test_datamodule_on_standin_photos(shared):

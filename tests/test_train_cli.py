@@ -140,6 +140,7 @@ def test_bad_arguments_give_exit_codes(standin, capsys) -> None:
     assert run_lightning_cli(["fit", "--config", "configs/debug.yaml", "--model.eps", "2"]) == 1
     assert "eps must be in (0, 1]" in capsys.readouterr().err
     assert run_lightning_cli(["fit", "--no_such_option", "1"]) == 2
+    assert run_lightning_cli(["test", "--config", "configs/debug.yaml"]) == 2  # no test_step: not offered
     assert run_lightning_cli(["--help"]) == 0
 
 
@@ -156,12 +157,12 @@ def official_resnet18(tmp_path_factory) -> Path:
 def mepp19_args(checkpoint: Path, *more: str) -> list[str]:
     # The data files are only checked for existence before the attack model loads.
     data = checkpoint.parent
-    for name in ("val_256.tar", "MEPP18val.csv", "places365_val.txt", "MEPP19test.csv"):
+    for name in ("val_256.tar", "MEPP18val.csv", "places365_val.txt"):
         (data / name).touch()
     return ["fit", "--config", "configs/mepp19.yaml", "--model.classifier.init_args.arch", "resnet18",
             "--classifier-checkpoint", str(checkpoint), "--model.sensitive_categories", "null",
             "--data.images", str(data / "val_256.tar"), "--data.train_list", str(data / "MEPP18val.csv"),
-            "--data.labels_file", str(data / "places365_val.txt"), "--data.predict_list", str(data / "MEPP19test.csv"),
+            "--data.labels_file", str(data / "places365_val.txt"),
             "--trainer.logger=false", *more]
 
 

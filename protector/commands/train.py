@@ -33,7 +33,7 @@ from protector.config_guard import check_class_paths, split_allowances
 from protector.data.datamodule import ProtectorDataModule
 from protector.module import NonFiniteLossError, ProtectorModule
 
-SUBCOMMANDS = ("fit", "validate", "test")
+SUBCOMMANDS = ("fit", "validate")  # no test_step: validation is the held-out measurement
 
 
 class ProtectorCLI(LightningCLI):
@@ -167,7 +167,7 @@ def run_lightning_cli(argv: list[str] | None = None) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
-        help="train a protector (LightningCLI: fit, validate, test; see `protector train --help`)",
+        help="train a protector (LightningCLI: fit, validate; see `protector train --help`)",
         description="Train the generator against a frozen classifier with PyTorch Lightning. "
         "Everything after `train` goes to LightningCLI, e.g. "
         "`protector train fit --config configs/standin.yaml --trainer.default_root_dir runs/x`.",

@@ -8,6 +8,7 @@ only the classifier wrapper normalizes.
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -162,12 +163,12 @@ def _existing(path: str | None, what: str) -> Path | None:
 
 
 class ProtectorDataModule(pl.LightningDataModule):
-    """Places365-style photos for training and applying the protector.
+    """Places365-style photos for training the protector (protection itself reads its photos
+    through ``protector.protect.datamodule.ProtectDataModule``).
 
     Training images come from ``train_list`` (or every image of ``images``); a stratified
     ``val_fraction`` of them is held out for validation unless ``val_list`` is given (then
-    images of ``val_list`` are removed from training). ``predict`` and ``test`` run on
-    ``predict_list`` if given, else on the validation split.
+    images of ``val_list`` are removed from training).
 
     Args:
         images: a folder of images or ``val_256.tar``.
@@ -177,7 +178,8 @@ class ProtectorDataModule(pl.LightningDataModule):
             those it has.
         val_fraction: share of each class held out for validation, in [0, 1).
         val_list: an explicit validation list instead of a split.
-        predict_list: the images to protect (e.g. MEPP19test.csv).
+        predict_list: ignored, accepted so that older configs still load (photos are protected
+            by ``protector protect --list``, not by this module).
         batch_size: images per batch.
         num_workers: DataLoader worker processes (0 = load in the main process).
         augment: flip and mild photometric jitter for training.
@@ -222,7 +224,9 @@ class ProtectorDataModule(pl.LightningDataModule):
         self.train_list = _existing(train_list, "train_list")
         self.labels_file = _existing(labels_file, "labels_file")
         self.val_list = _existing(val_list, "val_list")
-        self.predict_list = _existing(predict_list, "predict_list")
+        if predict_list is not None:
+            warnings.warn("data.predict_list is ignored: protect photos with `protector protect --list`",
+                          DeprecationWarning, stacklevel=2)
         self.val_fraction = val_fraction
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -234,7 +238,6 @@ class ProtectorDataModule(pl.LightningDataModule):
         self._source: ImageSource | None = None
         self._train: list[ListEntry] | None = None
         self._val: list[ListEntry] | None = None
-        self._predict: list[ListEntry] | None = None
 
     # ---------------------------------------------------------------- lists
 
@@ -286,12 +289,6 @@ class ProtectorDataModule(pl.LightningDataModule):
         if not self._train:
             raise ValueError("no training images left after removing the validation images")
 
-        if self.predict_list is not None:
-            self._predict = self._labelled(self.predict_list, labels)
-            self._check_present(self._predict, self.predict_list)
-        else:
-            self._predict = self._val
-
     def _entries(self, value: list[ListEntry] | None, what: str) -> list[ListEntry]:
         if value is None:
             raise RuntimeError(f"{what} is known after setup(); call datamodule.setup() first")
@@ -313,11 +310,6 @@ class ProtectorDataModule(pl.LightningDataModule):
         """The held-out validation images: a benchmark can evaluate on exactly these."""
         return self._entries(self._val, "val_entries")
 
-    @property
-    def predict_entries(self) -> list[ListEntry]:
-        """The images of predict/test: `predict_list`, else the validation split."""
-        return self._entries(self._predict, "predict_entries")
-
     # ---------------------------------------------------------- dataloaders
 
     def _loader(self, entries: list[ListEntry], transform: A.Compose, shuffle: bool) -> DataLoader:
@@ -338,9 +330,3 @@ class ProtectorDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_entries, eval_transform(self.image_size), shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_entries, eval_transform(self.image_size), shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_entries, eval_transform(self.image_size), shuffle=False)

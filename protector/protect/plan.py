@@ -9,21 +9,13 @@ Failures here cost only their own entry; the rest of the run goes on.
 
 from __future__ import annotations
 
-import io
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
 from protector.data.lists import read_image_list
 from protector.data.sources import FolderSource, ImageSource, SourceError, not_a_file_reason, open_source
-from protector.images import DECODER_FORMATS
+from protector.images import read_photo_size
 from protector.protect.naming import find_collisions, output_format, output_name
-
-# EXIF orientations that swap width and height (transpose, rotate 90/270, transverse).
-_SWAPS_AXES = {5, 6, 7, 8}
-_ORIENTATION_TAG = 0x0112
 
 
 @dataclass
@@ -69,19 +61,6 @@ class Plan:
 
     def failed(self) -> list[PlannedPhoto]:
         return [item for item in self.items if item.error is not None]
-
-
-def _probe_size(file: Path | io.BytesIO) -> tuple[int, int] | None:
-    """(width, height) as displayed (EXIF orientation applied), from the header only."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(file, formats=DECODER_FORMATS) as image:
-                width, height = image.size
-                orientation = image.getexif().get(_ORIENTATION_TAG)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        return None  # decoding will say what is wrong, naming the file
-    return (height, width) if orientation in _SWAPS_AXES else (width, height)
 
 
 def printable_name(name: str) -> str:
@@ -258,11 +237,11 @@ def _check_item(builder: _Builder, item: PlannedPhoto) -> None:
         item.error = f"{item.input}: output path {target} exists and is not a file"
         return
     if isinstance(source, FolderSource):
-        item.size = _probe_size(source.root / item.key)  # reads the header only
+        item.size = read_photo_size(source.root / item.key)  # reads the header only
         return
     try:
         data = source.read_bytes(item.key)
     except (OSError, SourceError) as err:
         item.error = f"{item.input}: cannot be read ({err})"
         return
-    item.size = _probe_size(io.BytesIO(data))
+    item.size = read_photo_size(data)
