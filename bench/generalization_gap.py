@@ -29,7 +29,7 @@ from protection_table import clean_predictions, decode, jpeg_file  # noqa: E402
 
 from protector.classifier_spec import build_classifier  # noqa: E402
 from protector.classifiers import FrozenClassifier  # noqa: E402
-from protector.data.datamodule import ProtectorDataModule  # noqa: E402
+from protector.data.training import TrainingDataModule  # noqa: E402
 from protector.export import load_protector  # noqa: E402
 from protector.images import to_tensor, to_uint8  # noqa: E402
 
@@ -69,7 +69,7 @@ def main() -> None:
     data = yaml.safe_load(args.config.read_text())["data"]
     if args.limit:
         data["limit"] = args.limit
-    datamodule = ProtectorDataModule(**data)
+    datamodule = TrainingDataModule(**data)
     datamodule.setup("fit")
     classifier = FrozenClassifier(build_classifier("standin"))
     protector = load_protector(args.protector)

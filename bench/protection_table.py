@@ -51,7 +51,7 @@ from universal import apply_universal, train_universal  # noqa: E402  (bench/uni
 
 from protector.classifier_spec import build_classifier  # noqa: E402
 from protector.classifiers import FrozenClassifier  # noqa: E402
-from protector.data import ProtectorDataModule  # noqa: E402
+from protector.data import TrainingDataModule  # noqa: E402
 from protector.export import load_protector  # noqa: E402
 from protector.generator import BoundedProtector  # noqa: E402
 from protector.images import encode_photo, read_photo, to_tensor, to_uint8  # noqa: E402
@@ -71,14 +71,14 @@ class Method:
     queries: str  # attack-model gradients per photo at protection time
 
 
-def held_out_split(config: Path) -> ProtectorDataModule:
+def held_out_split(config: Path) -> TrainingDataModule:
     data_args = yaml.safe_load(config.read_text())["data"]
-    datamodule = ProtectorDataModule(**data_args.get("init_args", data_args))
+    datamodule = TrainingDataModule(**data_args.get("init_args", data_args))
     datamodule.setup("fit")
     return datamodule
 
 
-def decode(datamodule: ProtectorDataModule, entries) -> list[tuple[str, np.ndarray]]:
+def decode(datamodule: TrainingDataModule, entries) -> list[tuple[str, np.ndarray]]:
     source = datamodule.source
     return [(e.name, read_photo(source.read_bytes(e.name), name=e.name).pixels) for e in entries]
 

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from protector.data.datamodule import ProtectorDataModule
+from protector.data.training import TrainingDataModule
 from protector.export import load_protector
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _val_count(limit: int) -> int:
-    dm = ProtectorDataModule(
+    dm = TrainingDataModule(
         "../shared/standin/images", "../shared/standin/images.tsv", val_fraction=0.25, limit=limit, num_workers=0
     )
     dm.setup("fit")

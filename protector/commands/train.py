@@ -1,4 +1,4 @@
-"""`protector train` / `train.py`: LightningCLI over ProtectorModule and ProtectorDataModule.
+"""`protector train` / `train.py`: LightningCLI over ProtectorModule and TrainingDataModule.
 
 Examples::
 
@@ -30,7 +30,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from protector.callbacks import ExportProtector
 from protector.config_guard import check_class_paths, split_allowances
-from protector.data.datamodule import ProtectorDataModule
+from protector.data.training import TrainingDataModule
 from protector.module import NonFiniteLossError, ProtectorModule
 
 SUBCOMMANDS = ("fit", "validate")  # no test_step: validation is the held-out measurement
@@ -137,7 +137,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> ProtectorCLI:
         sys.argv[1:] = expand_aliases(given)
     return ProtectorCLI(
         ProtectorModule,
-        ProtectorDataModule,
+        TrainingDataModule,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
         args=None if args is None else expand_aliases(given),

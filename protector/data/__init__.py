@@ -1,4 +1,4 @@
-"""The data layer: list parsers, image sources, the official files and the DataModule.
+"""The data layer: list parsers, image sources, the official files and the training DataModule.
 
 The DataModule (which imports Lightning and albumentations) is loaded on first use, so
 `protector data check` and the list parsers stay quick to import.
@@ -38,16 +38,16 @@ from protector.data.lists import (
 from protector.data.sources import FolderSource, ImageSource, SourceError, TarSource, open_source
 
 if TYPE_CHECKING:
-    from protector.data.datamodule import ImageDataset, ProtectorDataModule, split_per_class
+    from protector.data.training import ImageDataset, TrainingDataModule, split_per_class
 
-_LAZY = {"ImageDataset", "ProtectorDataModule", "split_per_class", "train_transform", "eval_transform"}
+_LAZY = {"ImageDataset", "TrainingDataModule", "split_per_class", "train_transform", "eval_transform"}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from protector.data import datamodule
+        from protector.data import training
 
-        return getattr(datamodule, name)
+        return getattr(training, name)
     raise AttributeError(f"module 'protector.data' has no attribute {name!r}")
 
 
@@ -64,7 +64,7 @@ __all__ = [
     "ListFormatError",
     "OfficialFile",
     "ParsedList",
-    "ProtectorDataModule",
+    "TrainingDataModule",
     "RejectedLine",
     "SourceError",
     "TarSource",

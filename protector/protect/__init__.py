@@ -3,7 +3,7 @@
 Modules, one job each: :mod:`~protector.protect.naming` (output names),
 :mod:`~protector.protect.plan` (inputs, outputs, collisions, sizes),
 :mod:`~protector.protect.dataset` and :mod:`~protector.protect.batching` (decoding and
-same-size batches), :mod:`~protector.protect.datamodule`, :mod:`~protector.protect.tiling`
+same-size batches), :mod:`~protector.protect.loading`, :mod:`~protector.protect.tiling`
 (very large photos), :mod:`~protector.protect.predictor` (the LightningModule),
 :mod:`~protector.protect.writer` (files and checks), :mod:`~protector.protect.provenance`
 (what made the files in the output folder), :mod:`~protector.protect.manifest`,

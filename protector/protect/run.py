@@ -17,7 +17,7 @@ from torch import nn
 from protector.generator import BoundedProtector
 from protector.images import MAX_PIXELS, OUTPUT_FORMATS
 from protector.losses import attack_loss_by_name
-from protector.protect.datamodule import ProtectDataModule
+from protector.protect.loading import ProtectionDataModule
 from protector.outputs import OutputError, inside, prepare_file, prepare_folder, refuse_unusable_folder, write_failures
 from protector.protect.manifest import ManifestRow, default_manifest_path, manifest_bytes, remove_shards
 from protector.protect.naming import check_run_code
@@ -308,7 +308,7 @@ def _predict(
                                  options.tile_overlap, options.tile_align, options.refine_steps, refine_quality,
                                  refine_loss)
     workers = default_workers() if options.num_workers is None else options.num_workers
-    datamodule = ProtectDataModule(plan, options.batch_size, options.max_batch_pixels, workers,
+    datamodule = ProtectionDataModule(plan, options.batch_size, options.max_batch_pixels, workers,
                                    options.min_side, options.max_pixels, options.overwrite)
     with _quiet_lightning():
         return _run_trainer(options, predictor, datamodule, writer, precision)
@@ -326,7 +326,7 @@ def _quiet_lightning():
         logger.setLevel(level)
 
 
-def _run_trainer(options: ProtectOptions, predictor: ProtectPredictor, datamodule: ProtectDataModule,
+def _run_trainer(options: ProtectOptions, predictor: ProtectPredictor, datamodule: ProtectionDataModule,
                  writer: ProtectedImageWriter, precision: str) -> list[ManifestRow] | None:
     trainer = pl.Trainer(
         accelerator=options.accelerator,

@@ -1,4 +1,4 @@
-"""Pipelines, ImageDataset, the stratified split and ProtectorDataModule on generated and real photos."""
+"""Pipelines, ImageDataset, the stratified split and TrainingDataModule on generated and real photos."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from protector.data.datamodule import (
+from protector.data.training import (
     ImageDataset,
-    ProtectorDataModule,
+    TrainingDataModule,
     _worker_init,
     eval_transform,
     split_per_class,
@@ -57,9 +57,9 @@ def photo_set(tmp_path) -> tuple[Path, Path, dict[str, int | None]]:
     return root, csv_path, labels
 
 
-def _module(images, train_list=None, **kwargs) -> ProtectorDataModule:
+def _module(images, train_list=None, **kwargs) -> TrainingDataModule:
     kwargs.setdefault("num_workers", 0)
-    dm = ProtectorDataModule(images=str(images), train_list=None if train_list is None else str(train_list), **kwargs)
+    dm = TrainingDataModule(images=str(images), train_list=None if train_list is None else str(train_list), **kwargs)
     dm.setup("fit")
     return dm
 
@@ -246,9 +246,9 @@ def test_limit_is_a_deterministic_subset(photo_set):
 def test_argument_and_content_errors(photo_set, tmp_path):
     root, csv_path, _ = photo_set
     with pytest.raises(FileNotFoundError, match="images: .*nowhere"):
-        ProtectorDataModule(images=str(tmp_path / "nowhere"))
+        TrainingDataModule(images=str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="train_list"):
-        ProtectorDataModule(images=str(root), train_list=str(tmp_path / "missing.csv"))
+        TrainingDataModule(images=str(root), train_list=str(tmp_path / "missing.csv"))
     for kwargs, match in (
         ({"val_fraction": 1.0}, "val_fraction"),
         ({"val_fraction": -0.5}, "val_fraction"),
@@ -258,7 +258,7 @@ def test_argument_and_content_errors(photo_set, tmp_path):
         ({"image_size": 0}, "image_size"),
     ):
         with pytest.raises(ValueError, match=match):
-            ProtectorDataModule(images=str(root), **kwargs)
+            TrainingDataModule(images=str(root), **kwargs)
 
     listed = tmp_path / "gone.csv"
     listed.write_text("c3_1.jpg,3\nnot_there.jpg,3\n")
@@ -270,7 +270,7 @@ def test_argument_and_content_errors(photo_set, tmp_path):
     with pytest.raises(ValueError, match="c3_1.jpg has label 3, but .*places365_val.txt says 4"):
         _module(root, csv_path, labels_file=str(labels_file))
 
-    fresh = ProtectorDataModule(images=str(root), num_workers=0)
+    fresh = TrainingDataModule(images=str(root), num_workers=0)
     with pytest.raises(RuntimeError, match="setup"):
         fresh.train_entries
 
@@ -280,10 +280,10 @@ def test_lightning_cli_types(photo_set):
 
     root, csv_path, _ = photo_set
     parser = ArgumentParser()
-    parser.add_class_arguments(ProtectorDataModule, "data")
+    parser.add_class_arguments(TrainingDataModule, "data")
     config = parser.parse_args(
         ["--data.images", str(root), "--data.train_list", str(csv_path), "--data.limit", "5", "--data.image_size", "null"]
     )
     assert config.data.limit == 5 and config.data.image_size is None and config.data.val_fraction == 0.1
     dm = parser.instantiate(config).data
-    assert isinstance(dm, ProtectorDataModule) and dm.hparams.limit == 5
+    assert isinstance(dm, TrainingDataModule) and dm.hparams.limit == 5

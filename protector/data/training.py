@@ -162,9 +162,9 @@ def _existing(path: str | None, what: str) -> Path | None:
     return p
 
 
-class ProtectorDataModule(pl.LightningDataModule):
+class TrainingDataModule(pl.LightningDataModule):
     """Places365-style photos for training the protector (protection itself reads its photos
-    through ``protector.protect.datamodule.ProtectDataModule``).
+    through ``protector.protect.loading.ProtectionDataModule``).
 
     Training images come from ``train_list`` (or every image of ``images``); a stratified
     ``val_fraction`` of them is held out for validation unless ``val_list`` is given (then
@@ -189,7 +189,7 @@ class ProtectorDataModule(pl.LightningDataModule):
             photos of different sizes can share a batch; None = keep sizes.
 
     Example:
-        >>> dm = ProtectorDataModule("data/val_256.tar", "data/MEPP18val.csv", "data/places365_val.txt")
+        >>> dm = TrainingDataModule("data/val_256.tar", "data/MEPP18val.csv", "data/places365_val.txt")
         >>> dm.setup("fit"); len(dm.val_entries)
         300
     """

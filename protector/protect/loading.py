@@ -11,7 +11,7 @@ from protector.protect.dataset import PhotoDataset, collate_photos
 from protector.protect.plan import Plan
 
 
-class ProtectDataModule(pl.LightningDataModule):
+class ProtectionDataModule(pl.LightningDataModule):
     """Serves the runnable photos of a plan to ``trainer.predict``.
 
     The loader is built inside ``predict_dataloader`` so it knows the rank and world size
