@@ -393,7 +393,7 @@ def _cards(evaluation: Evaluation, results: dict) -> str:
     split = run.get("edit_split")
     if split and split["edit_change_mean"] is not None:
         cards.append(("NIMA split", f"{split['edit_change_mean']:+.3f} / {split['perturbation_change_mean']:+.3f}",
-                      f"edit / perturbation; edit alone {split['nima_edit_mean']:.3f}"))
+                      f"edit / perturbation and file encoding; edit alone {split['nima_edit_mean']:.3f}"))
     if split:
         cards.append(("PSNR vs edit", _num(split["psnr_vs_edit_mean"], 2, " dB"),
                       f"max |Δ| {split['max_delta_8bit_vs_edit']}, the budget's reference"))
