@@ -20,6 +20,10 @@ TRAIN_CHECKSUM = --model.classifier.init_args.$(if $(ATTACK_SHA256),sha256 $(ATT
 KEEP_MISMATCHED ?=
 # NIMA-MobileNet weights (idealo): the report adds appeal before/after when the file is there.
 NIMA ?= weights/weights_mobilenet_aesthetic_0.07.hdf5
+# APPEAL=1: train the appeal variant (configs/overlays/appeal.yaml, trained against $(NIMA));
+# the report then splits the NIMA change into the edit's and the perturbation's.
+APPEAL ?=
+APPEAL_CONFIG = $(if $(APPEAL),--config configs/overlays/appeal.yaml --model.appeal.init_args.weights $(NIMA))
 # One set of paths for every step: training reads the same files that are protected and scored.
 TRAIN_PATHS = --data.images $(DATA)/val_256.tar --data.train_list $(DATA)/MEPP18val.csv \
 	--data.labels_file $(DATA)/places365_val.txt \
@@ -47,14 +51,14 @@ test: $(STAMP)
 # submission zip, evaluate the written files. Offline, the fetch step says which file goes where.
 run: $(STAMP)
 	$(PY) -m protector data fetch --root $(DATA) --weights $(dir $(ATTACK_MODEL)) $(if $(KEEP_MISMATCHED),--keep-mismatched)
-	$(PY) train.py fit --config configs/mepp19.yaml --trainer.default_root_dir $(RUN) $(TRAIN_PATHS) $(TRAIN_CHECKSUM)
+	$(PY) train.py fit --config configs/mepp19.yaml $(APPEAL_CONFIG) --trainer.default_root_dir $(RUN) $(TRAIN_PATHS) $(TRAIN_CHECKSUM)
 	$(PY) infer.py --checkpoint $(RUN)/protector.pt --list $(DATA)/MEPP19test.csv --images $(DATA)/val_256.tar \
 		--output $(RUN)/submission --format jpeg --quality 90 --run-code $(RUN_CODE) --zip --refine-steps $(REFINE_STEPS) $(if $(OVERWRITE),--overwrite) \
 		--classifier resnet50 --classifier-checkpoint $(ATTACK_MODEL) $(CHECKSUM) --categories $(DATA)/categories_places365.txt
 	$(PY) -m protector evaluate --protected $(RUN)/submission --run-code $(RUN_CODE) --list $(DATA)/MEPP19test.csv \
 		--original $(DATA)/val_256.tar --labels $(DATA)/places365_val.txt --categories $(DATA)/categories_places365.txt \
 		--senscats $(DATA)/MEPP18senscats.txt --classifier resnet50 --classifier-checkpoint $(ATTACK_MODEL) $(CHECKSUM) \
-		$(if $(wildcard $(NIMA)),--nima $(NIMA)) --out $(RUN)/report
+		$(if $(wildcard $(NIMA)),--nima $(NIMA)) --protector $(RUN)/protector.pt --out $(RUN)/report
 
 # The same pipeline on the stand-in classifier and the photos in ../shared (CPU, minutes).
 standin: $(STAMP)

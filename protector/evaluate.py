@@ -6,7 +6,9 @@ ground truth where known, else the clean prediction), fooling rate, per-category
 for the sensitive classes, privacy leakage (with ``--senscats``: how often the protected photo
 still lands in a sensitive category, or in the same privacy criterion as the clean one),
 transfer to other models, fidelity (PSNR, SSIM, CIEDE2000) and appeal (NIMA). Optional
-FGSM/PGD baselines at the same budget are evaluated side by side.
+FGSM/PGD baselines at the same budget are evaluated side by side. With ``--protector`` naming
+an appeal protector, the edit alone is recomputed and the NIMA change split into the edit's
+share and the perturbation's (:mod:`protector.evaluation.edit_split`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from protector.data.lists import read_categories, read_senscats
 from protector.devices import resolve_device
 from protector.evaluation import aggregate
 from protector.evaluation.baselines import BASELINES, baseline_spec, run_baseline
+from protector.evaluation.edit_split import EditSplit, load_edit_split
 from protector.evaluation.fidelity import IMPLEMENTATION as FIDELITY_IMPLEMENTATION
 from protector.evaluation.fidelity import fidelity
 from protector.evaluation.leakage import leakage_summary
@@ -68,6 +71,7 @@ class EvaluateOptions:
     batch_size: int = 16
     seed: int = 0
     allow_missing: bool = False
+    protector: Path | None = None
 
     def check(self) -> None:
         unknown = [b for b in self.baselines if b not in BASELINES]
@@ -105,6 +109,7 @@ class Evaluation:
     senscats: dict[int, str] | None
     settings: dict
     criteria: dict[int, tuple[str, ...]] | None = None  # privacy criteria of each sensitive class
+    edit: EditSplit | None = None  # the protector run's edit alone (--protector with an enhancer)
 
     def class_name(self, index: int) -> str:
         if self.categories and 0 <= index < len(self.categories):
@@ -137,6 +142,7 @@ class Evaluation:
                 "appeal": aggregate.appeal_summary(run.images),
                 "per_category": aggregate.per_category(run.images, self.attack_model, classes),
                 "leakage": self.leakage(run),
+                "edit_split": self.edit.summary() if self.edit is not None and name == "protector" else None,
                 "images": [_image_json(im) for im in run.images],
             }
         return out
@@ -287,6 +293,7 @@ def evaluate(options: EvaluateOptions) -> Evaluation:
     senscats = read_senscats(options.senscats) if options.senscats else None
     criteria = criteria_of_senscats(senscats, read_privacy_criteria(options.criteria)) if senscats else None
 
+    edit = load_edit_split(options.protector, protected_by, device, options.batch_size) if options.protector else None
     clean = _clean_pass(pairing, models, nima, device, options.batch_size)
     if pairing.unreadable_originals and not options.allow_missing:
         raise EvaluationError(f"{len(pairing.unreadable_originals)} original(s) cannot be read:\n  "
@@ -299,6 +306,8 @@ def evaluate(options: EvaluateOptions) -> Evaluation:
     runs = {"protector": _score_run("protector", str(options.protected), "the protected files as given",
                                     Path(options.protected), pairing, clean, references, models, nima, device,
                                     options.batch_size)}
+    if edit is not None:  # the baselines perturb the originals: only the protector's files have an edit
+        edit.measure(runs["protector"], pairing.source, nima, device, options.batch_size)
     baseline_settings = {}
     for name in options.baselines:
         spec = baseline_spec(name, eps)
@@ -337,15 +346,18 @@ def evaluate(options: EvaluateOptions) -> Evaluation:
         "eps_8bit": eps * 255 if eps else None,
         "eps_source": eps_source if eps is not None else None,
         "refine_steps": (protected_by or {}).get("refine_steps"),
+        "edit": ({"protector": edit.protector, "strength": edit.strength, "strength_source": edit.strength_source}
+                 if edit is not None else None),
         "ranked": "top-1 accuracy of the attack model on the saved files (lower is better)",
-        "warnings": clean_accuracy_warnings(options.list_path, runs["protector"], attack_name),
+        "warnings": clean_accuracy_warnings(options.list_path, runs["protector"], attack_name)
+        + (edit.warnings if edit is not None else []),
         "baseline_quality": options.quality if options.baselines else None,
         "device": str(device),
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
     return Evaluation(options, pairing, attack_name, {m: ("attack" if m == attack_name else "transfer") for m in models},
-                      runs, categories, senscats, settings, criteria)
+                      runs, categories, senscats, settings, criteria, edit)
 
 
 # Clean accuracy of the official ResNet50-places365 on the task's lists (../shared/docs/TASK.md):

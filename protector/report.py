@@ -3,8 +3,10 @@
 The HTML page is what a person judges a run by: headline numbers, the comparison with the
 baselines, plots, the per-category table, the privacy leakage (with ``--senscats``) and a
 gallery of originals beside their protected files with the attack model's top-5 before and
-after (as in Figure 1 of the Pixel Privacy 2018 overview). Images and plots are files beside the page, linked relatively, so the
-folder can be moved or zipped as a whole.
+after (as in Figure 1 of the Pixel Privacy 2018 overview); for an appeal protector (``evaluate
+--protector``) the NIMA change split into the edit's and the perturbation's, and the edit alone
+between original and protected in the gallery. Images and plots are files beside the page,
+linked relatively, so the folder can be moved or zipped as a whole.
 """
 
 from __future__ import annotations
@@ -120,12 +122,18 @@ def _write_gallery(evaluation: Evaluation, folder: Path) -> list[dict]:
     for i, im in enumerate(chosen):
         original = read_photo(evaluation.pairing.source.read_bytes(im.name), name=im.name).pixels
         protected = read_photo(Path(run.folder) / im.file).pixels
-        delta = protected.astype(np.int16) - original.astype(np.int16)
+        shown_images = [("original", original)]
+        reference = original
+        if evaluation.edit is not None:  # the budget is measured from the edit: show it, and the difference to it
+            reference = evaluation.edit.edit([original])[0]
+            shown_images.append(("enhanced", reference))
+        delta = protected.astype(np.int16) - reference.astype(np.int16)
         gain = max(1, 127 // max(int(np.abs(delta).max()), 1))
         amplified = np.clip(128 + delta * gain, 0, 255).astype(np.uint8)
+        shown_images += [("protected", protected), ("difference", amplified)]
         files = {}
         scaled = False
-        for kind, pixels in (("original", original), ("protected", protected), ("difference", amplified)):
+        for kind, pixels in shown_images:
             shown, scaled = _display(pixels)
             files[kind] = f"gallery/{i:03d}_{kind}.png"
             # PNG keeps the decoded pixels exactly: what is shown is what the classifier saw.
@@ -173,6 +181,29 @@ COMPARISON_HEADER = ["run", "photos", "top-1 acc.", "top-5 acc.", "fooled (top-1
                      "SSIM", "CIEDE2000", "max |Δ| (8-bit)", "NIMA before → after (Δ)", "attack s/img"]
 
 
+EDIT_SPLIT_HEADER = ["photos", "NIMA original", "NIMA edit alone", "NIMA protected", "edit change",
+                     "perturbation change", "PSNR vs edit", "PSNR vs original", "SSIM vs edit", "max |Δ| vs edit (8-bit)"]
+EDIT_SPLIT_NOTE = ("The protector edits each photo (tone curves, strength {strength:g} from {strength_source}) and adds "
+                   "its perturbation around the edit. The edit alone is recomputed from each original with "
+                   "{protector}: edit change = NIMA(edit) − NIMA(original); perturbation change = NIMA(protected "
+                   "file) − NIMA(edit), the perturbation and the file's encoding together. PSNR, SSIM and max |Δ| "
+                   "vs edit measure the file against the photo its budget is measured from.")
+
+
+def _edit_split_rows(results: dict) -> tuple[dict, list[list[str]]] | None:
+    """(the split's settings, its one table row) for the protector run; None without an edit."""
+    run = results["runs"]["protector"]
+    split = run.get("edit_split")
+    if not split:
+        return None
+    row = [str(split["n"]), _num(split["nima_original_mean"], 3), _num(split["nima_edit_mean"], 3),
+           _num(split["nima_protected_mean"], 3), _signed(split["edit_change_mean"]),
+           _signed(split["perturbation_change_mean"]), _num(split["psnr_vs_edit_mean"], 2, " dB"),
+           _num(run["fidelity"]["psnr_mean"], 2, " dB"), _num(split["ssim_vs_edit_mean"], 4),
+           str(split["max_delta_8bit_vs_edit"])]
+    return split, [row]
+
+
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
@@ -210,6 +241,10 @@ def _markdown(evaluation: Evaluation, results: dict) -> str:
         parts.append(f"- baselines (saved as the protected files' format, quality {s['baseline_quality']}): "
                      + "; ".join(f"{k}: {v}" for k, v in s["baselines"].items()))
     parts += ["", "## Results", "", _md_table(COMPARISON_HEADER, _comparison_rows(evaluation, results)), ""]
+    split = _edit_split_rows(results)
+    if split:
+        parts += ["## Appeal: the edit and the perturbation", "", EDIT_SPLIT_NOTE.format(**split[0]), "",
+                  _md_table(EDIT_SPLIT_HEADER, split[1]), ""]
     header, rows = _transfer_rows(results)
     if rows:
         parts += ["## Transfer", "", _md_table(header, rows), ""]
@@ -339,8 +374,9 @@ img.wide { display: block; width: 100%; max-width: 760px; border: 1px solid var(
 .tag.fooled { background: #e6f4ea; color: var(--good); } .tag.kept { background: #fce8e6; color: var(--bad); }
 .tag.wrong { background: #f1f3f4; color: var(--muted); }
 .triple { display: grid; grid-template-columns: repeat(3, 1fr); gap: 10px; }
-.triple figure { margin: 0; }
-.triple img { width: 100%; image-rendering: auto; border-radius: 4px; display: block; }
+.quad { display: grid; grid-template-columns: repeat(4, 1fr); gap: 10px; }
+.triple figure, .quad figure { margin: 0; }
+.triple img, .quad img { width: 100%; image-rendering: auto; border-radius: 4px; display: block; }
 figcaption { font-size: 12px; color: var(--muted); margin: 4px 0; }
 ol { margin: 4px 0 0; padding: 0; list-style: none; }
 ol li { position: relative; display: flex; justify-content: space-between; padding: 1px 6px; font-size: 12px; }
@@ -376,6 +412,13 @@ def _cards(evaluation: Evaluation, results: dict) -> str:
     if app:
         cards.append(("NIMA", f"{app['nima_before_mean']:.3f} → {app['nima_after_mean']:.3f}",
                       f"Δ {app['nima_diff_mean']:+.3f}; {app['improved']}/{app['n']} improved"))
+    split = run.get("edit_split")
+    if split and split["edit_change_mean"] is not None:
+        cards.append(("NIMA split", f"{split['edit_change_mean']:+.3f} / {split['perturbation_change_mean']:+.3f}",
+                      f"edit / perturbation and file encoding; edit alone {split['nima_edit_mean']:.3f}"))
+    if split:
+        cards.append(("PSNR vs edit", _num(split["psnr_vs_edit_mean"], 2, " dB"),
+                      f"max |Δ| {split['max_delta_8bit_vs_edit']}, the budget's reference"))
     return "<div class=\"cards\">" + "".join(
         f"<div class=\"card\"><div class=\"k\">{html.escape(k)}</div><div class=\"v\">{html.escape(v)}</div>"
         f"<div class=\"d\">{html.escape(d)}</div></div>" for k, v, d in cards) + "</div>"
@@ -398,25 +441,39 @@ def _gallery_html(evaluation: Evaluation, cards: list[dict]) -> str:
                "recognized": '<span class="tag kept">still recognized</span>',
                "already wrong": '<span class="tag wrong">wrong already before protection</span>'}[outcome]
         truth = ("ground truth" if im.label is not None else "clean prediction") + f": {evaluation.class_name(reference)}"
+        split = evaluation.edit.photos.get(im.name) if evaluation.edit is not None else None
         nima = ""
-        if im.nima_clean and im.nima_protected:
+        if split and split.nima_edit is not None and im.nima_clean and im.nima_protected:
+            nima = f" · NIMA {im.nima_clean[0]:.2f} → {split.nima_edit:.2f} (edit) → {im.nima_protected[0]:.2f}"
+        elif im.nima_clean and im.nima_protected:
             nima = f" · NIMA {im.nima_clean[0]:.2f} → {im.nima_protected[0]:.2f}"
+        if split:
+            vs_edit = split.against_edit
+            nima += (f" · vs edit: PSNR {'∞' if not math.isfinite(vs_edit.psnr) else f'{vs_edit.psnr:.1f} dB'}, "
+                     f"max |Δ| {vs_edit.max_delta_8bit}")
         scaled = " · shown downscaled" if card["scaled"] else ""
         f = im.fidelity
         psnr = "∞" if not math.isfinite(f.psnr) else f"{f.psnr:.1f} dB"
         files = card["files"]
+        enhanced = ""
+        if "enhanced" in files:
+            enhanced = (f"<figure><a href=\"{files['enhanced']}\"><img src=\"{files['enhanced']}\" alt=\"enhanced\" "
+                        "loading=\"lazy\"></a><figcaption>enhanced (the edit alone, recomputed; the budget's "
+                        "reference)</figcaption></figure>")
+        against = " to the enhanced photo," if enhanced else ""
         out.append(
             f"<div class=\"example\"><h3>{html.escape(im.name)} {tag}</h3>"
             f"<figcaption>{html.escape(truth)} · {im.width}×{im.height} · PSNR {psnr} · max |Δ| "
             f"{f.max_delta_8bit}{html.escape(nima)}{scaled}</figcaption>"
-            "<div class=\"triple\">"
+            f"<div class=\"{'quad' if enhanced else 'triple'}\">"
             f"<figure><a href=\"{files['original']}\"><img src=\"{files['original']}\" alt=\"original\" loading=\"lazy\"></a>"
             f"<figcaption>original — top-5</figcaption>{_top5_html(evaluation, im.clean[model], reference)}</figure>"
+            f"{enhanced}"
             f"<figure><a href=\"{files['protected']}\"><img src=\"{files['protected']}\" alt=\"protected\" loading=\"lazy\"></a>"
             f"<figcaption>protected (decoded from {html.escape(im.file)}) — top-5</figcaption>"
             f"{_top5_html(evaluation, im.protected[model], reference)}</figure>"
             f"<figure><a href=\"{files['difference']}\"><img src=\"{files['difference']}\" alt=\"difference\" loading=\"lazy\"></a>"
-            f"<figcaption>difference ×{card['gain']} around mid-grey</figcaption></figure>"
+            f"<figcaption>difference ×{card['gain']}{against} around mid-grey</figcaption></figure>"
             "</div></div>"
         )
     return "<div class=\"gallery\">" + "".join(out) + "</div>"
@@ -440,6 +497,11 @@ def _html(evaluation: Evaluation, results: dict, figures: dict[str, str], galler
         "<h2>Runs side by side</h2>",
         _html_table(COMPARISON_HEADER, _comparison_rows(evaluation, results)),
     ]
+    split = _edit_split_rows(results)
+    if split:
+        sections += ["<h2>Appeal: the edit and the perturbation</h2>",
+                     f"<p class=\"sub\">{html.escape(EDIT_SPLIT_NOTE.format(**split[0]))}</p>",
+                     _html_table(EDIT_SPLIT_HEADER, split[1])]
     header, rows = _transfer_rows(results)
     if rows:
         sections += ["<h2>Transfer to other models</h2>", _html_table(header, rows)]
@@ -474,7 +536,8 @@ def _html(evaluation: Evaluation, results: dict, figures: dict[str, str], galler
                          "</details>"]
     if gallery:
         sections += ["<h2>Examples</h2>",
-                     "<p class=\"sub\">Original and protected file side by side with the attack model's top-5; the "
+                     "<p class=\"sub\">Original" + (", the edit alone" if evaluation.edit is not None else "")
+                     + " and protected file side by side with the attack model's top-5; the "
                      "reference class is in bold. Examples are spread evenly over the photos (fooled first, then "
                      "about a third still recognized), not picked for looks.</p>",
                      _gallery_html(evaluation, gallery)]

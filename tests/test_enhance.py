@@ -205,3 +205,84 @@ def test_the_attack_does_not_bend_the_edit(shared, tiny_classifier, tmp_path) ->
     trainer.fit(module, DataLoader(_Photos(8), batch_size=4))
     assert all(torch.equal(before[k], v) for k, v in enhancer.state_dict().items())
     assert not all(torch.equal(generator_before[k], v) for k, v in module.generator.state_dict().items())
+
+
+# ---------------------------------------------------------------- the edit inside a protector
+
+
+def appeal_protector(enhancer: ToneCurveEnhancer | None = None) -> BoundedProtector:
+    torch.manual_seed(1)
+    return BoundedProtector(UNetGenerator(base_channels=8, depth=2), EPS,
+                            enhancer=trained_enhancer() if enhancer is None else enhancer).eval()
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (5, 1), (31, 64), (255, 17), (97, 131)])
+def test_a_photo_of_any_size_is_edited_and_protected_around_the_edit(size) -> None:
+    protector = appeal_protector()
+    x = torch.randint(0, 256, (2, 3, *size)) / 255
+    with torch.no_grad():
+        reference = protector.reference(x)
+        out = protector(x)
+    assert reference.shape == out.shape == x.shape
+    assert torch.equal(reference, protector.enhancer(x)) and not torch.equal(reference, x)
+    assert 0 <= out.min() and out.max() <= 1
+    assert (out - reference).abs().max() <= EPS + 1e-6
+
+
+def test_at_strength_zero_the_appeal_protector_is_exactly_the_plain_one() -> None:
+    protector = appeal_protector()
+    protector.enhancer.strength = 0.0
+    plain = BoundedProtector(protector.generator, EPS).eval()
+    x = torch.randint(0, 256, (2, 3, 45, 67)) / 255
+    with torch.no_grad():
+        assert torch.equal(protector.reference(x), x)
+        assert torch.equal(protector(x), plain(x))
+
+
+def test_refinement_keeps_the_budget_around_the_edit_not_the_original(tiny_classifier) -> None:
+    # The white-box steps after the generator must project around the edited photo: around the
+    # original they would undo the edit.
+    from protector.protect.predictor import ProtectPredictor
+
+    predictor = ProtectPredictor(appeal_protector(), classifier=tiny_classifier, refine_steps=3, refine_quality=None)
+    x = torch.randint(0, 256, (2, 3, 48, 40)) / 255
+    out = predictor.predict_step({"image": x, "write": [True, True]}, 0)
+    edit = trained_enhancer()(x)
+    assert torch.equal(out["reference"], edit)
+    assert (out["x_adv"] - edit).abs().max() <= EPS + 1e-6
+    assert (out["x_adv"] - x).abs().max() > 4 * EPS
+    # On the 8-bit grid (the file), the budget holds exactly: the edit is itself 8-bit.
+    delta = out["x_adv"].mul(255).round() - edit.mul(255)
+    assert delta.abs().max() <= round(EPS * 255)
+
+
+class _NoPerturbation(torch.nn.Module):
+    """A generator that leaves the reference as it is: the tiled output is the edit alone."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
+def test_a_tiled_12_megapixel_photo_is_edited_whole_without_seams() -> None:
+    # 4000 x 3000, dark on the left and bright on the right: a thumbnail of one tile would
+    # give other curves than the whole photo's, so an edit made per tile would show seams.
+    columns = torch.linspace(0.05, 0.95, 4000)
+    rows = torch.linspace(0.0, 0.2, 3000)[:, None]
+    x = ((columns + rows) / 1.2).expand(3, 3000, 4000).clone()
+    x[1] *= 0.8  # some colour
+    x = (x * 255).round()[None] / 255
+    enhancer = trained_enhancer()
+    protector = BoundedProtector(_NoPerturbation(), EPS, enhancer=enhancer).eval()
+    tiled = TiledProtector(protector)  # the defaults of protect: tiles of 1024 above 4 MP
+    assert tiled.needs_tiling(3000, 4000)
+    with torch.no_grad():
+        out = tiled(x)
+        # The whole photo's curves as a table of the 256 levels of each channel.
+        levels = torch.arange(256.0).div(255).expand(1, 3, 1, 256)
+        table = torch.round(apply_curves(levels, enhancer.curves(x)) * 255).div(255)[0, :, 0]  # (3, 256)
+        whole = torch.stack([table[c][x[0, c].mul(255).round().long()] for c in range(3)])[None]
+        tile = enhancer(x[..., :1024, :1024])
+    # One colour, one result, everywhere in the photo, tile borders included: no seam.
+    assert torch.allclose(out, whole, atol=1e-6)
+    # An edit made per tile would differ (what this test guards against).
+    assert not torch.equal(tile, whole[..., :1024, :1024])

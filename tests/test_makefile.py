@@ -54,3 +54,13 @@ def test_opt_ins_reach_their_steps(tmp_path) -> None:
     fetch, _, protect, evaluate = dry_run(f"NIMA={nima}", "KEEP_MISMATCHED=1", "OVERWRITE=1")
     assert "--keep-mismatched" in fetch and "--overwrite" in protect
     assert dict(zip(evaluate, evaluate[1:]))["--nima"] == str(nima)
+
+
+def test_appeal_variant_trains_with_the_overlay_and_reports_the_split(tmp_path) -> None:
+    nima = tmp_path / "nima.hdf5"
+    _, train, _, evaluate = dry_run("RUN=runs/try1")
+    assert "configs/overlays/appeal.yaml" not in train
+    assert dict(zip(evaluate, evaluate[1:]))["--protector"] == "runs/try1/protector.pt"  # a no-op without an edit
+    _, train, _, _ = dry_run("APPEAL=1", f"NIMA={nima}")
+    assert train[train.index("configs/mepp19.yaml") + 1 : train.index("configs/mepp19.yaml") + 5] == [
+        "--config", "configs/overlays/appeal.yaml", "--model.appeal.init_args.weights", str(nima)]

@@ -177,6 +177,33 @@ def test_unpinned_attack_model_is_one_line_naming_a_flag_that_works(official_res
     assert isinstance(cli.trainer.accelerator, CPUAccelerator)
 
 
+MEPP19_APPEAL = ["--config", "configs/overlays/appeal.yaml",
+                 "--model.appeal.init_args.weights", "weights/weights_mobilenet_aesthetic_0.07.hdf5"]
+
+
+def test_mepp19_appeal_variant_keeps_the_task_settings_and_adds_the_edit(capsys) -> None:
+    # The usage line of configs/mepp19.yaml (and make run APPEAL=1), as the merged config.
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["fit", "--config", "configs/mepp19.yaml", *MEPP19_APPEAL, "--print_config"])
+    assert exit_.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "class_path: protector.enhance.ToneCurveEnhancer" in printed
+    assert "class_path: protector.losses.NimaAppeal" in printed
+    assert "weights: weights/weights_mobilenet_aesthetic_0.07.hdf5" in printed
+    assert "precision: bf16-mixed" in printed and "arch: resnet50" in printed and "enhancer_lr: 0.03" in printed
+
+
+def test_mepp19_appeal_variant_builds(official_resnet18, shared) -> None:
+    nima = str(shared.path("nima/weights_mobilenet_aesthetic_0.07.hdf5"))
+    cpu = ["--trainer.accelerator", "cpu", "--trainer.precision", "32-true", "--trainer.sync_batchnorm", "false"]
+    args = mepp19_args(official_resnet18, "--allow-unpinned", *cpu)[1:]
+    args[2:2] = [*MEPP19_APPEAL[:3], nima]  # the overlay right after the base config
+    cli = cli_main(args, run=False)
+    assert isinstance(cli.model.enhancer, ToneCurveEnhancer) and isinstance(cli.model.appeal, NimaAppeal)
+    assert cli.model.protector.enhancer is cli.model.enhancer
+    assert cli.model.classifier.model.arch == "resnet18" and cli.model.hparams.enhancer_lr == 0.03
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
 def test_gpu_config_on_a_cpu_machine_says_how_to_run_on_the_cpu(official_resnet18, capsys) -> None:
     assert run_lightning_cli(mepp19_args(official_resnet18, "--allow-unpinned")) == 1

@@ -48,6 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="NIMA weights (weights_mobilenet_aesthetic_0.07.hdf5); without it appeal is not measured")
     models.add_argument("--nima-preprocess", choices=("idealo", "native"), default="idealo",
                         help="idealo: resize to 224 (nearest); native: full size (as the organizers). Default: idealo")
+    models.add_argument("--protector", type=Path, metavar="PROTECTOR_PT",
+                        help="the protector.pt that made the files: for an appeal protector (with an enhancer) the "
+                             "edit alone is recomputed from each original and the NIMA change split into the edit's "
+                             "and the perturbation's; the report shows original | enhanced | protected")
     models.add_argument("--categories", type=Path, metavar="FILE", help="categories_places365.txt, for class names")
     models.add_argument("--senscats", type=Path, metavar="FILE",
                         help="MEPP18senscats.txt: the per-category table covers these classes, and the report "
