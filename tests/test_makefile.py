@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
@@ -15,10 +16,12 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU 
 
 
 def dry_run(*variables: str) -> list[list[str]]:
-    # -o: the install stamp counts as done, so only the run recipe is printed.
+    # -o: the install stamp counts as done, so only the run recipe is printed. Under `make test`
+    # the outer make's MAKEFLAGS/MAKELEVEL would add "Entering directory" lines: not inherited.
+    env = {key: value for key, value in os.environ.items() if key not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     output = subprocess.run(
-        ["make", "-n", "-o", ".venv/.installed", "run", *variables],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        ["make", "--no-print-directory", "-n", "-o", ".venv/.installed", "run", *variables],
+        cwd=REPO, capture_output=True, text=True, check=True, env=env,
     ).stdout
     return [shlex.split(line) for line in output.replace("\\\n", " ").splitlines() if line.strip()]
 
