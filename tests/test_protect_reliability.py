@@ -211,14 +211,29 @@ def test_output_replacing_its_input_is_refused(tmp_path):
     assert (folder / "same.jpg").read_bytes() == before
 
 
-@pytest.mark.slow
-def test_sigkill_then_rerun_gives_the_uninterrupted_result(tmp_path):
+def forty_photos_and_a_protector(tmp_path: Path) -> tuple[Path, Path]:
+    """A folder of 40 small photos and an untrained protector file: a run long enough to interrupt."""
     folder = tmp_path / "in"
     folder.mkdir()
     for i in range(40):
         Image.fromarray(photo(96, 64, i)).save(folder / f"img_{i:03d}.png")
     torch.manual_seed(0)
-    checkpoint = save_protector(tmp_path / "protector.pt", UNetGenerator(base_channels=16, depth=2), EPS)
+    return folder, save_protector(tmp_path / "protector.pt", UNetGenerator(base_channels=16, depth=2), EPS)
+
+
+def signal_after_four_files(process: subprocess.Popen, out: Path, signum: int) -> None:
+    """Send `signum` to a running `infer.py` once 4 protected files are on disk (or after 300 s)."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if out.is_dir() and len(list(out.glob("*.jpg"))) >= 4:
+            break
+        time.sleep(0.005)
+    process.send_signal(signum)
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_gives_the_uninterrupted_result(tmp_path):
+    folder, checkpoint = forty_photos_and_a_protector(tmp_path)
 
     def command(out: Path) -> list[str]:
         return [sys.executable, str(REPO / "infer.py"), "--checkpoint", str(checkpoint), "--input", str(folder),
@@ -230,12 +245,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(tmp_path):
 
     interrupted = tmp_path / "interrupted"
     process = subprocess.Popen(command(interrupted), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None:
-        if interrupted.is_dir() and len(list(interrupted.glob("*.jpg"))) >= 4:
-            break
-        time.sleep(0.005)
-    os.kill(process.pid, signal.SIGKILL)
+    signal_after_four_files(process, interrupted, signal.SIGKILL)
     process.wait()
     done_at_kill = len(list(interrupted.glob("*.jpg")))
     assert 4 <= done_at_kill < 40, f"the kill landed after {done_at_kill} files; the run was not interrupted"
@@ -256,22 +266,12 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(tmp_path):
 @pytest.mark.slow
 def test_sigterm_stops_protect_like_ctrl_c_and_the_rerun_resumes(tmp_path):
     """SIGTERM (`kill`, a scheduler's stop) used to be swallowed: the run went on and exited 0."""
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for i in range(40):
-        Image.fromarray(photo(96, 64, i)).save(folder / f"img_{i:03d}.png")
-    torch.manual_seed(0)
-    checkpoint = save_protector(tmp_path / "protector.pt", UNetGenerator(base_channels=16, depth=2), EPS)
+    folder, checkpoint = forty_photos_and_a_protector(tmp_path)
     out = tmp_path / "out"
     command = [sys.executable, str(REPO / "infer.py"), "--checkpoint", str(checkpoint), "--input", str(folder),
                "--output", str(out), "--batch-size", "2", "--num-workers", "0", "--no-progress"]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None:
-        if out.is_dir() and len(list(out.glob("*.jpg"))) >= 4:
-            break
-        time.sleep(0.005)
-    process.send_signal(signal.SIGTERM)
+    signal_after_four_files(process, out, signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=120)
     done = len(list(out.glob("*.jpg")))
     assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]

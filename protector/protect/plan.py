@@ -15,6 +15,7 @@ from pathlib import Path
 from protector.data.lists import read_image_list
 from protector.data.sources import FolderSource, ImageSource, SourceError, not_a_file_reason, open_source
 from protector.images import read_photo_size
+from protector.outputs import inside
 from protector.protect.naming import find_collisions, output_format, output_name
 
 
@@ -78,14 +79,6 @@ def printable_name(name: str) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-    except ValueError:
-        return False
-    return True
-
-
 class _Builder:
     def __init__(self, output_dir: Path) -> None:
         self.output_dir = output_dir
@@ -136,9 +129,9 @@ def _add_folder(builder: _Builder, folder: Path, recursive: bool) -> None:
     source = FolderSource(folder, recursive=recursive)
     source_id = builder.add_source(source)
     names = source.names()
-    if _inside(builder.output_dir, folder):
+    if inside(builder.output_dir, folder):
         # The output folder inside the input folder: its files are results, not inputs.
-        names = [name for name in names if not _inside(folder / name, builder.output_dir)]
+        names = [name for name in names if not inside(folder / name, builder.output_dir)]
     left_out = source.left_out()
     if not names and not left_out:
         builder.warnings.append(f"{folder}: no image files ({'recursive' if recursive else 'top level only'})")
