@@ -547,3 +547,47 @@ def test_budget_is_measured_from_the_protectors_reference(tmp_path, tiny_net_dir
     clean = to_tensor(read_photo(folder / "p.png").pixels)[None]
     assert (written - protector.reference(clean)).abs().max() <= EPS + 0.5 / 255
     assert (written - clean).abs().max() > 0.1  # far from the input: the reference is what counts
+
+
+def test_refine_loss_is_part_of_what_made_the_files(tmp_path, photo_dir, tiny_net_dir):
+    # Another refine loss writes other bytes: a rerun with it into the same folder must not
+    # skip the files the first loss wrote.
+    from protector.protect.provenance import ForeignOutputError
+
+    model = import_class("tiny_protect_net.TinyNet", tiny_net_dir)().eval()
+    torch.manual_seed(0)
+    protector = BoundedProtector(UNetGenerator(base_channels=8, depth=2), EPS).eval()
+    options = ProtectOptions(output=tmp_path / "out", inputs=[photo_dir], fmt="png", refine_steps=1,
+                             num_workers=0, progress=False)
+    protect(options, protector=protector, classifier=model)
+    options.refine_loss = "margin"
+    with pytest.raises(ForeignOutputError, match="not made by this protector"):
+        protect(options, protector=protector, classifier=model)
+
+
+def test_nima_before_and_after_in_manifest_and_summary(tmp_path, photo_dir, shared):
+    from protector.nima import load_nima, nima_scores
+
+    weights = shared.path("nima/weights_mobilenet_aesthetic_0.07.hdf5")
+    torch.manual_seed(0)
+    protector = BoundedProtector(UNetGenerator(base_channels=8, depth=2), EPS).eval()
+    out = tmp_path / "out"
+    options = ProtectOptions(output=out, inputs=[photo_dir], nima=weights, num_workers=0, progress=False)
+    summary = protect(options, protector=protector)
+    nima = load_nima(weights)
+    rows = read_manifest_csv(manifest_of(out))
+    assert len(rows) == 4 and summary.nima_measured == 4
+    with torch.no_grad():
+        for row in rows:
+            clean = to_tensor(read_photo(photo_dir / row["input"]).pixels)[None]
+            written = to_tensor(read_photo(out / row["output"]).pixels)[None]
+            assert float(row["nima_original"]) == pytest.approx(nima_scores(nima(clean))[0].item(), abs=1e-3)
+            assert float(row["nima_protected"]) == pytest.approx(nima_scores(nima(written))[0].item(), abs=1e-3)
+    assert summary.nima_before == pytest.approx(np.mean([float(r["nima_original"]) for r in rows]))
+    assert summary.nima_after == pytest.approx(np.mean([float(r["nima_protected"]) for r in rows]))
+    assert "NIMA mean:" in summary.format()
+    # Without --nima the columns stay empty and the summary says nothing of NIMA.
+    plain = protect(ProtectOptions(output=tmp_path / "plain", inputs=[photo_dir], num_workers=0, progress=False),
+                    protector=protector)
+    assert all(r["nima_original"] == r["nima_protected"] == "" for r in read_manifest_csv(manifest_of(tmp_path / "plain")))
+    assert plain.nima_before is None and "NIMA" not in plain.format()

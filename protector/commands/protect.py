@@ -87,6 +87,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "off: protect the photo as it is. Default: auto")
     edit.add_argument("--enhance-strength", type=unit_interval, default=1.0, metavar="S",
                       help="blend of the trained edit with the unedited photo, 0..1. Default: 1")
+    edit.add_argument("--nima", type=Path, metavar="WEIGHTS",
+                      help="NIMA weights (weights_mobilenet_aesthetic_0.07.hdf5): the manifest records each photo's "
+                           "NIMA score before and after (on the written file), the summary their means")
+    edit.add_argument("--nima-preprocess", choices=("idealo", "native"), default="idealo",
+                      help="idealo: resize to 224 (nearest); native: full size (as the organizers). Default: idealo")
 
     run = parser.add_argument_group("devices and batching")
     run.add_argument("--batch-size", type=positive_int, default=16, help="most photos per batch (same-size photos). Default: 16")

@@ -30,7 +30,8 @@ class ManifestRow:
     why). ``protected_top1`` is the classifier's prediction on the file as written,
     decoded from disk. ``max_delta_8bit`` is max |written - reference| in 8-bit levels, the
     reference being the photo the budget is measured from (the input, or the edited photo of
-    an appeal protector).
+    an appeal protector). ``nima_original`` and ``nima_protected`` (with ``--nima``) are the
+    NIMA mean scores of the input and of the file as written.
     """
 
     index: int
@@ -48,10 +49,13 @@ class ManifestRow:
     protected_top1_name: str = ""
     max_delta_8bit: int | None = None
     nan_count: int | None = None
+    nima_original: float | None = None
+    nima_protected: float | None = None
 
 
 COLUMNS = [f.name for f in fields(ManifestRow)]
 _INT_COLUMNS = {f.name for f in fields(ManifestRow) if "int" in str(f.type)}
+_FLOAT_COLUMNS = {f.name for f in fields(ManifestRow) if "float" in str(f.type)}
 
 
 def manifest_bytes(rows: list[ManifestRow]) -> bytes:
@@ -76,13 +80,17 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
     with open(path, newline="", encoding="utf-8") as f:
         rows = []
         for record in csv.DictReader(f):
-            values = {
-                key: (int(value) if value != "" else None) if key in _INT_COLUMNS else value
-                for key, value in record.items()
-                if key in COLUMNS
-            }
+            values = {key: _parse(key, value) for key, value in record.items() if key in COLUMNS}
             rows.append(ManifestRow(**values))
     return rows
+
+
+def _parse(column: str, value: str) -> int | float | str | None:
+    if column in _INT_COLUMNS:
+        return int(value) if value != "" else None
+    if column in _FLOAT_COLUMNS:
+        return float(value) if value != "" else None
+    return value
 
 
 def default_manifest_path(output_dir: str | Path) -> Path:

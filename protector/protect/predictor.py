@@ -19,8 +19,9 @@ class ProtectPredictor(pl.LightningModule):
     ``predict_step`` returns ``x_adv`` (B, 3, H, W) float32 in [0, 1] (None when every
     photo of the batch is already written and would be skipped), ``reference`` (the photos
     the budget is measured from, :meth:`BoundedProtector.reference`) and, with a classifier,
-    ``clean_logits`` (B, num_classes) of the clean photos at full size. The classifier
-    runs in float32 whatever the Trainer precision, as the organizers evaluate.
+    ``clean_logits`` (B, num_classes) of the clean photos at full size; with a NIMA model,
+    ``nima_original`` (B,) the clean photos' NIMA mean scores. Both run in float32 whatever
+    the Trainer precision, as the organizers evaluate.
 
     Args:
         protector: image-to-image module, e.g. from :func:`protector.export.load_protector`.
@@ -31,6 +32,8 @@ class ProtectPredictor(pl.LightningModule):
         refine_quality: JPEG quality inside the refinement loop (None: the file is lossless).
         refine_loss: what the refinement descends (None: :func:`~protector.refine.refine`'s
             default, the top-5 margin of the clean prediction).
+        nima: optional NIMA model (:func:`protector.nima.load_nima`): the manifest then records
+            each photo's NIMA before and after (the latter on the written file).
 
     Example:
         >>> predictor = ProtectPredictor(nn.Identity())
@@ -50,6 +53,7 @@ class ProtectPredictor(pl.LightningModule):
         refine_steps: int = 0,
         refine_quality: int | None = 90,
         refine_loss: AttackLoss | None = None,
+        nima: nn.Module | None = None,
     ) -> None:
         super().__init__()
         # With more ranks than batches some ranks get none; they still take part in the
@@ -63,6 +67,7 @@ class ProtectPredictor(pl.LightningModule):
         self.refine_quality = refine_quality
         self.refine_loss = refine_loss
         self.tile_max_pixels = tile_max_pixels
+        self.nima = nima.eval() if nima is not None else None
 
     @torch.no_grad()
     def classify(self, x: torch.Tensor) -> torch.Tensor:
@@ -72,9 +77,19 @@ class ProtectPredictor(pl.LightningModule):
         with torch.autocast(device_type=x.device.type, enabled=False):
             return self.classifier(x.float()).float()
 
+    @torch.no_grad()
+    def appeal(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> (B,) NIMA mean scores, float32, autocast off."""
+        from protector.nima import nima_scores
+
+        if self.nima is None:
+            raise RuntimeError("no NIMA model was given")
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return nima_scores(self.nima(x.float()))[0]
+
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         x = batch["image"]  # (B, 3, H, W)
-        out: dict[str, Any] = {"x_adv": None, "clean_logits": None, "reference": x}
+        out: dict[str, Any] = {"x_adv": None, "clean_logits": None, "nima_original": None, "reference": x}
         if x.shape[0] == 0:
             return out
         out["reference"] = self.protector.reference(x)
@@ -83,6 +98,8 @@ class ProtectPredictor(pl.LightningModule):
         # uninterrupted run and its bytes are identical.
         if self.classifier is not None:
             out["clean_logits"] = self.classify(x)
+        if self.nima is not None:
+            out["nima_original"] = self.appeal(x)
         if any(batch["write"]):
             out["x_adv"] = self.protector.perturb(out["reference"])
             if self.refine_steps and x.shape[-2] * x.shape[-1] <= self.tile_max_pixels:

@@ -94,6 +94,7 @@ def describe_maker(
         "format": options.fmt,
         "quality": options.quality,
         "refine_steps": options.refine_steps,
+        "refine_loss": options.refine_loss if options.refine_steps else None,
         "enhance_strength": None if enhancer is None else float(options.enhance_strength),
         "attack_model": module_sha256(classifier) if shapes_with_model and classifier is not None else None,
         "tiling": [options.tile_max_pixels, options.tile, options.tile_overlap, options.tile_align],

@@ -62,6 +62,8 @@ class ProtectOptions:
     senscats: Path | None = None
     enhance: str = "auto"
     enhance_strength: float = 1.0
+    nima: Path | None = None
+    nima_preprocess: str = "idealo"
     batch_size: int = 16
     max_batch_pixels: int = 16 * 1024 * 1024
     num_workers: int | None = None
@@ -126,6 +128,8 @@ class ProtectOptions:
             raise ValueError(f"--enhance must be auto or off, got {self.enhance!r}")
         if not 0.0 <= self.enhance_strength <= 1.0:
             raise ValueError(f"--enhance-strength must be in [0, 1], got {self.enhance_strength}")
+        if self.nima_preprocess not in ("idealo", "native"):
+            raise ValueError(f"--nima-preprocess must be idealo or native, got {self.nima_preprocess!r}")
 
 
 def default_workers() -> int:
@@ -158,6 +162,14 @@ def default_precision(accelerator: str) -> str:
     """bf16-mixed where a CUDA GPU will run the job, else full float32."""
     uses_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     return "bf16-mixed" if uses_gpu else "32-true"
+
+
+def _load_nima(options: ProtectOptions) -> nn.Module | None:
+    if options.nima is None:
+        return None
+    from protector.nima import load_nima  # h5py and the port load only when asked for
+
+    return load_nima(options.nima, preprocess=options.nima_preprocess)
 
 
 def _load_networks(options: ProtectOptions) -> tuple[nn.Module, nn.Module | None]:
@@ -306,7 +318,7 @@ def _predict(
                                       sensitive=str(options.senscats) if options.senscats else None)
     predictor = ProtectPredictor(protector, classifier, options.tile_max_pixels, options.tile,
                                  options.tile_overlap, options.tile_align, options.refine_steps, refine_quality,
-                                 refine_loss)
+                                 refine_loss, _load_nima(options))
     workers = default_workers() if options.num_workers is None else options.num_workers
     datamodule = ProtectionDataModule(plan, options.batch_size, options.max_batch_pixels, workers,
                                    options.min_side, options.max_pixels, options.overwrite)

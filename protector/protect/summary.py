@@ -30,6 +30,9 @@ class RunSummary:
         manifests_removed: ``manifest.csv`` files an earlier version wrote inside the output
             folder (with the originals' paths and labels), removed as private.
         eps_8bit: the protector's budget in 8-bit levels, for reference.
+        nima_before, nima_after: mean NIMA score of the inputs and of their written files,
+            over the photos measured both ways (``--nima``), else None.
+        nima_measured: how many photos those means cover.
     """
 
     written: int
@@ -45,6 +48,9 @@ class RunSummary:
     zips_removed: list[Path] = field(default_factory=list)
     manifests_removed: list[Path] = field(default_factory=list)
     eps_8bit: float | None = None
+    nima_before: float | None = None
+    nima_after: float | None = None
+    nima_measured: int = 0
 
     @property
     def images_per_second(self) -> float:
@@ -53,6 +59,8 @@ class RunSummary:
     @classmethod
     def from_rows(cls, rows: list[ManifestRow], seconds: float, **extra) -> RunSummary:
         deltas = [r.max_delta_8bit for r in rows if r.max_delta_8bit is not None]
+        scored = [(r.nima_original, r.nima_protected) for r in rows
+                  if r.nima_original is not None and r.nima_protected is not None]
         return cls(
             written=sum(r.status == "ok" for r in rows),
             skipped=sum(r.status == "skipped" for r in rows),
@@ -61,6 +69,9 @@ class RunSummary:
             nan_count=sum(r.nan_count or 0 for r in rows),
             seconds=seconds,
             failures=[(r.input, r.error) for r in rows if r.status == "failed"],
+            nima_before=sum(b for b, _ in scored) / len(scored) if scored else None,
+            nima_after=sum(a for _, a in scored) / len(scored) if scored else None,
+            nima_measured=len(scored),
             **extra,
         )
 
@@ -74,6 +85,10 @@ class RunSummary:
             f"NaN values: {self.nan_count}",
             f"speed: {self.images_per_second:.2f} images/s ({self.written} in {self.seconds:.1f} s)",
         ]
+        if self.nima_before is not None and self.nima_after is not None:
+            lines.append(f"NIMA mean: {self.nima_before:.3f} -> {self.nima_after:.3f} "
+                         f"({self.nima_after - self.nima_before:+.3f}) over {self.nima_measured} photos "
+                         "(the written files; per photo in the manifest)")
         if self.manifest is not None:
             lines.append(f"manifest: {self.manifest}")
         if self.zip_path is not None:

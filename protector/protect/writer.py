@@ -24,8 +24,8 @@ class ProtectedImageWriter(BasePredictionWriter):
     For every photo: encode (sRGB pixels, no metadata at all), write atomically through the
     run record (:mod:`~protector.protect.provenance`), never replacing an existing file unless
     `overwrite`; then decode the file from disk and measure what a
-    recipient gets: max |written - input| in 8-bit levels, and, with a classifier, its
-    top-1 prediction. Failures (a full disk included) are recorded per photo and the run
+    recipient gets: max |written - input| in 8-bit levels, with a classifier its top-1
+    prediction, and with a NIMA model its NIMA mean score. Failures (a full disk included) are recorded per photo and the run
     goes on. After prediction, :meth:`finish` writes each rank's manifest shard and rank
     zero merges them into the manifest (outside the output folder).
 
@@ -83,12 +83,15 @@ class ProtectedImageWriter(BasePredictionWriter):
         measured: list[tuple[ManifestRow, np.ndarray]] = []
         x_adv = prediction["x_adv"]
         clean_logits = prediction["clean_logits"]
+        nima_original = prediction.get("nima_original")
         for k, index in enumerate(batch["index"].tolist()):
             item = self.plan.items[index]
             row = ManifestRow(index=index, input=item.input, output=item.output, label=item.label)
             if clean_logits is not None:
                 row.clean_top1 = int(clean_logits[k].argmax())
                 row.clean_top1_name = self._name(row.clean_top1)
+            if nima_original is not None:
+                row.nima_original = round(float(nima_original[k]), 4)
             clean = to_uint8(batch["image"][k])  # (H, W, 3): exactly the decoded input
             reference = to_uint8(prediction["reference"][k])  # what the budget is measured from
             written = self._write_one(item, row, x_adv[k] if batch["write"][k] else None,
@@ -96,12 +99,17 @@ class ProtectedImageWriter(BasePredictionWriter):
             if written is not None:
                 measured.append((row, written))
             self.rows.append(row)
-        if measured and getattr(pl_module, "classifier", None) is not None:
-            reread = torch.stack([to_tensor(pixels) for _, pixels in measured]).to(pl_module.device)
+        if not measured:
+            return
+        reread = torch.stack([to_tensor(pixels) for _, pixels in measured]).to(pl_module.device)
+        if getattr(pl_module, "classifier", None) is not None:
             logits = pl_module.classify(reread)  # (B, num_classes)
             for (row, _), top1 in zip(measured, logits.argmax(dim=1).tolist()):
                 row.protected_top1 = top1
                 row.protected_top1_name = self._name(top1)
+        if getattr(pl_module, "nima", None) is not None:
+            for (row, _), score in zip(measured, pl_module.appeal(reread).tolist()):
+                row.nima_protected = round(score, 4)
 
     def _write_one(
         self,
