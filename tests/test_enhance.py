@@ -62,6 +62,52 @@ def test_enhancer_keeps_any_size_in_range_and_is_the_identity_untrained_or_at_st
         enhancer.strength = 1.5
 
 
+@pytest.mark.parametrize("max_shift", [0.05, 0.2])
+def test_max_shift_bounds_how_far_any_level_moves(max_shift, tmp_path) -> None:
+    unbounded = trained_enhancer()
+    with torch.no_grad():
+        unbounded.head.weight *= 4  # far from the identity
+        unbounded.head.bias *= 4
+    bounded = ToneCurveEnhancer(knots=8, thumbnail=32, width=4, max_shift=max_shift).eval()
+    bounded.load_state_dict(unbounded.state_dict())
+    x = torch.linspace(0, 1, 256).view(1, 1, 1, 256).expand(2, 3, 4, 256).contiguous()  # every 8-bit level
+    x[1] = x[1].flip(-1)
+    with torch.no_grad():
+        assert (unbounded(x) - x).abs().max() > max_shift + 1 / 255  # the same head, unbounded, moves further
+        curves = bounded.curves(x)
+        assert torch.all(curves[..., 1:] >= curves[..., :-1])  # still monotone, black and white kept
+        assert (bounded(x) - x).abs().max() <= max_shift + 0.5 / 255  # + rounding to 8 bits
+    loaded = load_protector(save_protector(tmp_path / "p.pt", UNetGenerator(base_channels=8, depth=2), EPS,
+                                           enhancer=bounded))
+    assert loaded.enhancer.max_shift == max_shift
+    with pytest.raises(ValueError, match="max_shift"):
+        ToneCurveEnhancer(max_shift=0.0)
+
+
+def test_saturation_is_bounded_keeps_greys_and_travels_in_the_file(tmp_path) -> None:
+    enhancer = ToneCurveEnhancer(knots=8, thumbnail=32, width=4, saturation=0.25).eval()
+    x = torch.randint(0, 256, (3, 3, 24, 40)) / 255  # 8-bit photos
+    x[0] = x[0, :1]  # a grey photo
+    assert torch.equal(enhancer(x), x)  # untrained: the identity
+    with torch.no_grad():
+        enhancer.head.bias[-1] = 10.0  # saturation pushed to its bound; the curves stay the identity
+        out = enhancer(x)
+        assert torch.allclose(enhancer.edit(x)[1], torch.full((3,), 1.25))
+        assert torch.equal(out[0], x[0])  # grey has no colour to saturate
+        luma = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        expected = (luma + 1.25 * (x - luma)).clamp(0, 1)
+        assert (out - expected).abs().max() <= 0.5 / 255 + 1e-6
+        enhancer.strength = 0.0
+        assert torch.equal(enhancer(x), x)
+    enhancer.strength = 1.0
+    loaded = load_protector(save_protector(tmp_path / "p.pt", UNetGenerator(base_channels=8, depth=2), EPS,
+                                           enhancer=enhancer))
+    with torch.no_grad():
+        assert torch.equal(loaded.enhancer(x), enhancer(x))
+    with pytest.raises(ValueError, match="saturation"):
+        ToneCurveEnhancer(saturation=1.0)
+
+
 def test_the_edit_is_global_so_a_tiled_large_photo_has_no_seams() -> None:
     # The same colour must map to the same colour everywhere in the photo, tiled or not.
     left = torch.rand(1, 3, 300, 210)
