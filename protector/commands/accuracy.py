@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from protector.batching import same_size_batches
 from protector.commands.argtypes import positive_int
 
 DESCRIPTION = """\
@@ -107,8 +108,9 @@ def measure_accuracy(
 ) -> AccuracyResult:
     """Top-1/top-5 of `model` (RGB [0, 1] in, logits out) on `items` read from `source`.
 
-    Photos are grouped by size: a bucket is classified when it holds `batch_size` photos, and
-    the partial buckets at the end. Unreadable photos are counted, not scored.
+    Photos are grouped by size (:func:`protector.batching.same_size_batches`): a batch is
+    classified when it holds `batch_size` photos, and the partial batches at the end.
+    Unreadable photos are counted, not scored.
 
     Args:
         model: the classifier, already in eval mode.
@@ -124,7 +126,6 @@ def measure_accuracy(
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     device = torch.device(device)
     result = AccuracyResult()
-    buckets: dict[tuple[int, int], list[tuple[str, int, torch.Tensor]]] = {}
     start = time.perf_counter()
     bar = tqdm(total=len(items), unit="img", disable=None if progress else True, file=sys.stderr)
     # No bar when stderr is a file or pipe (a log, CI): a plain line every ~5% instead of silence.
@@ -152,15 +153,10 @@ def measure_accuracy(
                   flush=True)
 
     try:
-        for name, label, image in _decoded(source, items, result):
-            bucket = buckets.setdefault(tuple(image.shape[-2:]), [])
-            bucket.append((name, label, image))
-            if len(bucket) == batch_size:
-                classify(bucket)
-                buckets[tuple(image.shape[-2:])] = []
-        for bucket in buckets.values():
-            if bucket:
-                classify(bucket)
+        # Each batch as soon as it is full: only the open batches are held, not every decoded photo.
+        for batch in same_size_batches(_decoded(source, items, result), lambda item: tuple(item[2].shape[-2:]),
+                                       batch_size):
+            classify(batch)
     finally:
         bar.close()
     result.seconds = time.perf_counter() - start
