@@ -15,12 +15,12 @@ import torch
 from test_evaluate import LEVELS, build_hand_case, hand_options
 
 from protector.enhance import ToneCurveEnhancer
-from protector.evaluate import evaluate
 from protector.evaluation.edit_split import recorded_strength
+from protector.evaluation.report import write_report
+from protector.evaluation.run import evaluate
 from protector.export import save_protector
 from protector.generator import UNetGenerator
 from protector.images import read_photo, to_tensor, to_uint8
-from protector.report import write_report
 
 EPS = 4 / 255
 

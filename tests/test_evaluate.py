@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 from skimage.color import deltaE_ciede2000, rgb2lab
 
-from protector.evaluate import EvaluateOptions, EvaluationError, evaluate, parse_eps
+from protector.evaluation.run import EvaluateOptions, EvaluationError, evaluate, parse_eps
 from protector.images import read_photo
 
 LEVELS = {"a": 50, "b": 94, "c": 140, "d": 190}
@@ -323,8 +323,8 @@ def test_files_the_run_record_does_not_account_for_are_not_scored(tmp_path):
 
 
 def test_clean_accuracy_far_from_the_official_models_is_a_warning() -> None:
-    from protector.evaluate import clean_accuracy_warnings
     from protector.evaluation.records import ImageEval, RunEval
+    from protector.evaluation.run import clean_accuracy_warnings
 
     def run_with(correct: int, total: int) -> RunEval:
         images = [ImageEval(name=f"{i}.jpg", file=f"{i}.jpg", label=7, reference=7, width=8, height=8,

@@ -1,4 +1,4 @@
-"""protector.report: results.json, summary.md and report.html carry the hand-computed numbers."""
+"""protector.evaluation.report: results.json, summary.md and report.html carry the hand-computed numbers."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from protector.evaluate import evaluate
-from protector.report import select_examples, write_report
+from protector.evaluation.report import select_examples, write_report
+from protector.evaluation.run import evaluate
 from test_evaluate import build_hand_case, hand_options
 
 

@@ -85,8 +85,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from protector.evaluate import EvaluateOptions, evaluate
-    from protector.report import write_report
+    from protector.evaluation.report import write_report
+    from protector.evaluation.run import EvaluateOptions, evaluate
 
     values = {key: value for key, value in vars(args).items() if key in EvaluateOptions.__dataclass_fields__}
     try:

@@ -8,16 +8,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from protector.batching import same_size_batches
 from protector.images import to_tensor
 
 Top = list[tuple[int, float]]  # (class index, probability), best first
-
-
-def _by_shape(images: list[np.ndarray]) -> dict[tuple[int, ...], list[int]]:
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, pixels in enumerate(images):
-        groups.setdefault(pixels.shape, []).append(i)
-    return groups
 
 
 @torch.no_grad()
@@ -27,14 +21,15 @@ def run_batched(
     device: torch.device,
     batch_size: int = 16,
 ) -> list[torch.Tensor]:
-    """Apply `fn` to every (H, W, 3) uint8 image at its own size; one CPU output row per image."""
+    """Apply `fn` to every (H, W, 3) uint8 image at its own size; one CPU output row per image.
+
+    Images of one shape share a batch (:func:`protector.batching.same_size_batches`).
+    """
     out: list[torch.Tensor | None] = [None] * len(images)
-    for indices in _by_shape(images).values():
-        for start in range(0, len(indices), batch_size):
-            chunk = indices[start : start + batch_size]
-            x = torch.stack([to_tensor(images[i]) for i in chunk]).to(device)  # (B, 3, H, W)
-            for i, row in zip(chunk, fn(x).float().cpu()):
-                out[i] = row
+    for chunk in same_size_batches(range(len(images)), lambda i: images[i].shape, batch_size, grouped=True):
+        x = torch.stack([to_tensor(images[i]) for i in chunk]).to(device)  # (B, 3, H, W)
+        for i, row in zip(chunk, fn(x).float().cpu()):
+            out[i] = row
     return out  # type: ignore[return-value]
 
 

@@ -6,6 +6,8 @@ from collections.abc import Iterator, Sequence
 
 from torch.utils.data import Sampler
 
+from protector.batching import same_size_batches
+
 
 def size_batches(
     sizes: Sequence[tuple[int, int] | None],
@@ -21,23 +23,13 @@ def size_batches(
 
     The result depends only on `sizes` and the limits, never on which files already
     exist, so an interrupted run that is restarted recomputes exactly the same batches.
+    The rule is :func:`protector.batching.same_size_batches`'s, one size after the other.
 
     Example:
         >>> size_batches([(4, 4), (8, 8), (4, 4), None], batch_size=8, max_batch_pixels=10**6)
         [[0, 2], [1], [3]]
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    groups: dict[object, list[int]] = {}
-    for index, size in enumerate(sizes):
-        key: object = size if size is not None else ("unknown", index)
-        groups.setdefault(key, []).append(index)
-    batches: list[list[int]] = []
-    for key, members in groups.items():
-        pixels = key[0] * key[1] if isinstance(key[0], int) else 1  # type: ignore[index]
-        per_batch = max(1, min(batch_size, max_batch_pixels // max(pixels, 1)))
-        batches.extend(members[i : i + per_batch] for i in range(0, len(members), per_batch))
-    return batches
+    return list(same_size_batches(range(len(sizes)), sizes.__getitem__, batch_size, max_batch_pixels, grouped=True))
 
 
 class SizeBatchSampler(Sampler[list[int]]):

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from protector.evaluate import Evaluation
+from protector.evaluation.run import Evaluation
 from protector.evaluation import plots
 from protector.evaluation.records import ImageEval
 from protector.images import encode_photo, read_photo, write_atomic
