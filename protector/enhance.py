@@ -1,27 +1,33 @@
-"""A global photo edit, predicted from a thumbnail: per-channel monotone tone curves.
+"""A photo edit predicted from a thumbnail: tone curves, saturation and sharpening.
 
 The appeal stage of a protector: the photo a user publishes is the *enhanced* photo, and the
-bounded perturbation is measured around it (:meth:`BoundedProtector.reference`). The edit is
-global and resolution-independent: a small network sees a thumbnail and predicts three tone
-curves (R, G, B), which are then applied to every pixel of the full-size photo, so a 12 MP
-photo costs one thumbnail pass plus a per-pixel lookup, and tiling cannot make seams.
+bounded perturbation is measured around it (:meth:`BoundedProtector.reference`). A small
+network sees a thumbnail and predicts one edit for the whole photo, applied at full size:
+three tone curves (R, G, B) looked up per pixel, optionally a saturation factor and an unsharp
+mask, so a 12 MP photo costs one thumbnail pass plus per-pixel work, and the edit of a tiled
+photo is the whole photo's (no seams). Curves and saturation are resolution-independent;
+sharpening acts at the pixel scale (``sharpen_sigma`` pixels), as a photo editor's does.
 
 Curves are monotone and keep black and white where they are (a curve runs from 0 to 1 in
-non-negative steps), the edit of photo editors' "curves" tool; ``strength`` blends each curve
-with the identity, so 0 returns the photo unchanged. ``max_shift`` bounds the edit the same
-way: a blend of a monotone curve with the identity stays monotone, and no level moves by more
-than that fraction of the range, however far training pushes the parameters (NIMA alone,
-unbounded, drags a photo to 10 dB PSNR). An optional global saturation factor (bounded by
-``saturation``) comes after the curves: per photo, optimized against NIMA with the curves,
-it added +0.04 to the NIMA gain of bounded curves on JPEG files (``bench/appeal_ceiling.py``). The edited photo is rounded to 8-bit
-levels (straight-through in training), as the photo a user publishes is: a budget of k/255
-around it then holds exactly in the 8-bit file.
+non-negative steps), the edit of photo editors' "curves" tool; ``strength`` blends the whole
+edit with the identity, so 0 returns the photo unchanged. ``max_shift`` bounds the curves the
+same way: a blend of a monotone curve with the identity stays monotone, and no level moves by
+more than that fraction of the range, however far training pushes the parameters (NIMA alone,
+unbounded, drags a photo to 10 dB PSNR). Saturation and sharpening have their own bounds.
+Per photo, optimized against NIMA on the 102 benchmark photos, each family adds to the gain
+on JPEG files (``bench/appeal_ceiling.py``, BENCHMARKS.md). The edited photo is rounded to
+8-bit levels (straight-through in training), as the photo a user publishes is: a budget of
+k/255 around it then holds exactly in the 8-bit file.
 """
 
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
+from kornia.filters import gaussian_blur2d
 from torch import nn
 
 from protector.robust import quantize_8bit_ste
@@ -67,13 +73,32 @@ def apply_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     return (luma + factor.view(-1, 1, 1, 1) * (x - luma)).clamp(0.0, 1.0)
 
 
+def apply_sharpening(x: torch.Tensor, amount: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Unsharp mask: add ``amount`` times the detail above a Gaussian blur (negative softens).
+
+    Shape: x (B, 3, H, W) in [0, 1], amount (B,) -> (B, 3, H, W) in [0, 1].
+    """
+    kernel = 2 * int(math.ceil(2 * sigma)) + 1
+    blurred = gaussian_blur2d(x, (kernel, kernel), (sigma, sigma), border_type="reflect")
+    return (x + amount.view(-1, 1, 1, 1) * (x - blurred)).clamp(0.0, 1.0)
+
+
+class PhotoEdit(NamedTuple):
+    """One photo's edit: curves (B, 3, knots + 1), saturation factors (B,), sharpening amounts (B,)."""
+
+    curves: torch.Tensor
+    saturation: torch.Tensor
+    sharpening: torch.Tensor
+
+
 class ToneCurveEnhancer(nn.Module):
-    r"""Predict a global tone edit from a thumbnail and apply it at full size.
+    r"""Predict a photo's edit from a thumbnail and apply it at full size.
 
     A few strided convolutions over a ``thumbnail`` x ``thumbnail`` copy of the photo, global
     average pooling, and a linear layer to ``3 * knots`` curve parameters
-    (:func:`curve_from_logits`), plus one saturation parameter when ``saturation`` > 0. The
-    last layer starts at zero: an untrained enhancer is the identity.
+    (:func:`curve_from_logits`), plus one saturation parameter when ``saturation`` > 0 and one
+    sharpening parameter when ``sharpen`` > 0. The last layer starts at zero: an untrained
+    enhancer is the identity.
 
     Args:
         knots: segments of each piecewise-linear curve. Default: 16.
@@ -86,6 +111,10 @@ class ToneCurveEnhancer(nn.Module):
         saturation: the most the global saturation may change, as a factor: 0.25 lets it range
             over [0.75, 1.25] (colours blended away from / towards each pixel's luma). Default:
             0 (no saturation change).
+        sharpen: the most an unsharp mask may add (or, negative, take away) of the detail
+            above a Gaussian blur: 0.5 lets the amount range over [-0.5, 0.5]. Default: 0
+            (no sharpening).
+        sharpen_sigma: the blur's standard deviation in pixels. Default: 1.
 
     Shape:
         - Input: :math:`(B, 3, H, W)` in [0, 1], any size; Output: the same, float32, in [0, 1],
@@ -106,6 +135,8 @@ class ToneCurveEnhancer(nn.Module):
         strength: float = 1.0,
         max_shift: float = 1.0,
         saturation: float = 0.0,
+        sharpen: float = 0.0,
+        sharpen_sigma: float = 1.0,
     ) -> None:
         super().__init__()
         if knots < 2:
@@ -118,10 +149,16 @@ class ToneCurveEnhancer(nn.Module):
             raise ValueError(f"max_shift must be in (0, 1], got {max_shift}")
         if not 0.0 <= saturation < 1.0:
             raise ValueError(f"saturation must be in [0, 1), got {saturation}")
+        if not 0.0 <= sharpen <= 2.0:
+            raise ValueError(f"sharpen must be in [0, 2], got {sharpen}")
+        if sharpen_sigma <= 0:
+            raise ValueError(f"sharpen_sigma must be > 0, got {sharpen_sigma}")
         self.config = {"knots": knots, "thumbnail": thumbnail, "width": width, "max_shift": max_shift,
-                       "saturation": saturation}
+                       "saturation": saturation, "sharpen": sharpen, "sharpen_sigma": sharpen_sigma}
         self.max_shift = float(max_shift)
         self.saturation = float(saturation)
+        self.sharpen = float(sharpen)
+        self.sharpen_sigma = float(sharpen_sigma)
         self.knots = knots
         self.thumbnail = thumbnail
         self.strength = strength
@@ -131,7 +168,7 @@ class ToneCurveEnhancer(nn.Module):
             layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1), nn.LeakyReLU(0.2)]
             channels = out
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Linear(channels, 3 * knots + (1 if saturation > 0 else 0))
+        self.head = nn.Linear(channels, 3 * knots + (saturation > 0) + (sharpen > 0))
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
@@ -146,9 +183,8 @@ class ToneCurveEnhancer(nn.Module):
             raise ValueError(f"strength must be in [0, 1], got {value}")
         self._strength = value
 
-    def edit(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The edit for ``x`` at the current strength: curves (B, 3, knots + 1) and saturation
-        factors (B,)."""
+    def edit(self, x: torch.Tensor) -> PhotoEdit:
+        """The edit for ``x`` at the current strength."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected a (B, 3, H, W) batch, got shape {tuple(x.shape)}")
         # Antialiased: the edit must not depend on which pixels a plain subsample hits.
@@ -158,27 +194,34 @@ class ToneCurveEnhancer(nn.Module):
         logits = params[:, : 3 * self.knots].view(-1, 3, self.knots)
         identity = torch.linspace(0.0, 1.0, self.knots + 1, device=x.device)
         curves = identity + self.strength * self.max_shift * (curve_from_logits(logits) - identity)
-        factor = torch.ones(x.shape[0], device=x.device)
-        if self.saturation > 0:
-            factor = factor + self.strength * self.saturation * torch.tanh(params[:, -1])
-        return curves, factor
+        # tanh: bounded, the identity at zero, and a gradient there.
+        extra = torch.tanh(params[:, 3 * self.knots :])  # (B, 0..2): saturation, then sharpening
+        saturation = torch.ones(x.shape[0], device=x.device)
+        if self.saturation:
+            saturation = saturation + self.strength * self.saturation * extra[:, 0]
+        sharpening = torch.zeros(x.shape[0], device=x.device)
+        if self.sharpen:
+            sharpening = sharpening + self.strength * self.sharpen * extra[:, -1]
+        return PhotoEdit(curves, saturation, sharpening)
 
     def curves(self, x: torch.Tensor) -> torch.Tensor:
         """The curves for ``x`` at the current strength, (B, 3, knots + 1)."""
-        return self.edit(x)[0]
+        return self.edit(x).curves
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.strength == 0.0:
             return x.float()
-        curves, factor = self.edit(x)
-        y = apply_curves(x, curves)
-        if self.saturation > 0:
-            y = apply_saturation(y, factor)
+        edit = self.edit(x)
+        y = apply_curves(x, edit.curves)
+        if self.saturation:
+            y = apply_saturation(y, edit.saturation)
+        if self.sharpen:
+            y = apply_sharpening(y, edit.sharpening, self.sharpen_sigma)
         return quantize_8bit_ste(y)
 
     def extra_repr(self) -> str:
         return (f"knots={self.knots}, thumbnail={self.thumbnail}, strength={self.strength:g}, "
-                f"max_shift={self.max_shift:g}, saturation={self.saturation:g}")
+                f"max_shift={self.max_shift:g}, saturation={self.saturation:g}, sharpen={self.sharpen:g}")
 
 
-__all__ = ["ToneCurveEnhancer", "apply_curves", "apply_saturation", "curve_from_logits"]
+__all__ = ["PhotoEdit", "ToneCurveEnhancer", "apply_curves", "apply_saturation", "apply_sharpening", "curve_from_logits"]

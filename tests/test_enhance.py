@@ -92,7 +92,7 @@ def test_saturation_is_bounded_keeps_greys_and_travels_in_the_file(tmp_path) -> 
     with torch.no_grad():
         enhancer.head.bias[-1] = 10.0  # saturation pushed to its bound; the curves stay the identity
         out = enhancer(x)
-        assert torch.allclose(enhancer.edit(x)[1], torch.full((3,), 1.25))
+        assert torch.allclose(enhancer.edit(x).saturation, torch.full((3,), 1.25))
         assert torch.equal(out[0], x[0])  # grey has no colour to saturate
         luma = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
         expected = (luma + 1.25 * (x - luma)).clamp(0, 1)
@@ -106,6 +106,28 @@ def test_saturation_is_bounded_keeps_greys_and_travels_in_the_file(tmp_path) -> 
         assert torch.equal(loaded.enhancer(x), enhancer(x))
     with pytest.raises(ValueError, match="saturation"):
         ToneCurveEnhancer(saturation=1.0)
+
+
+def test_sharpening_is_an_unsharp_mask_within_its_bound_and_seamless_when_tiled() -> None:
+    from torchvision.transforms.functional import gaussian_blur
+
+    enhancer = ToneCurveEnhancer(knots=8, thumbnail=32, width=4, sharpen=0.5).eval()
+    x = torch.randint(0, 256, (1, 3, 300, 410)) / 255
+    x[..., 100:200, 100:200] = 128 / 255  # a flat square
+    assert torch.equal(enhancer(x), x)  # untrained: the identity
+    with torch.no_grad():
+        enhancer.head.bias[-1] = 10.0  # sharpening at its bound; the curves stay the identity
+        assert torch.allclose(enhancer.edit(x).sharpening, torch.tensor([0.5]))
+        out = enhancer(x)
+        expected = (x + 0.5 * (x - gaussian_blur(x, [5, 5], [1.0, 1.0]))).clamp(0, 1)  # another implementation
+        assert (out - expected).abs().max() <= 0.5 / 255 + 1e-5
+        assert torch.equal(out[..., 103:197, 103:197], x[..., 103:197, 103:197])  # no detail, nothing added
+        protector = BoundedProtector(_NoPerturbation(), EPS, enhancer=enhancer).eval()
+        tiled = TiledProtector(protector, max_pixels=128 * 128, tile=128, overlap=32, align=4)
+        assert tiled.needs_tiling(300, 410)
+        assert torch.allclose(tiled(x), out, atol=1e-6)  # sharpened as one photo: no seams at tile borders
+    with pytest.raises(ValueError, match="sharpen"):
+        ToneCurveEnhancer(sharpen=-0.1)
 
 
 def test_the_edit_is_global_so_a_tiled_large_photo_has_no_seams() -> None:
