@@ -18,7 +18,8 @@ TRAIN_CHECKSUM = --model.classifier.init_args.$(if $(ATTACK_SHA256),sha256 $(ATT
 # Offline with a re-packed or otherwise differing copy of an official file: KEEP_MISMATCHED=1
 # uses it as it is (reported by `data fetch`; the numbers are then not the task's).
 KEEP_MISMATCHED ?=
-# NIMA-MobileNet weights (idealo): the report adds appeal before/after when the file is there.
+# NIMA-MobileNet weights (idealo): when the file is there, the manifest and the report add
+# each photo's NIMA score before and after.
 NIMA ?= weights/weights_mobilenet_aesthetic_0.07.hdf5
 # APPEAL=1: train the appeal variant (configs/overlays/appeal.yaml, trained against $(NIMA));
 # the report then splits the NIMA change into the edit's and the perturbation's.
@@ -58,7 +59,8 @@ run: $(STAMP)
 	$(PY) infer.py --checkpoint $(RUN)/protector.pt --list $(DATA)/MEPP19test.csv --images $(DATA)/val_256.tar \
 		--output $(RUN)/submission --format jpeg --quality 90 --run-code $(RUN_CODE) --zip --refine-steps $(REFINE_STEPS) $(if $(OVERWRITE),--overwrite) \
 		--refine-loss $(REFINE_LOSS) --senscats $(DATA)/MEPP18senscats.txt \
-		--classifier resnet50 --classifier-checkpoint $(ATTACK_MODEL) $(CHECKSUM) --categories $(DATA)/categories_places365.txt
+		--classifier resnet50 --classifier-checkpoint $(ATTACK_MODEL) $(CHECKSUM) --categories $(DATA)/categories_places365.txt \
+		$(if $(wildcard $(NIMA)),--nima $(NIMA))
 	$(PY) -m protector evaluate --protected $(RUN)/submission --run-code $(RUN_CODE) --list $(DATA)/MEPP19test.csv \
 		--original $(DATA)/val_256.tar --labels $(DATA)/places365_val.txt --categories $(DATA)/categories_places365.txt \
 		--senscats $(DATA)/MEPP18senscats.txt --classifier resnet50 --classifier-checkpoint $(ATTACK_MODEL) $(CHECKSUM) \

@@ -50,13 +50,14 @@ def test_every_step_of_make_run_uses_data_and_attack_model(tmp_path) -> None:
 
 def test_opt_ins_reach_their_steps(tmp_path) -> None:
     nima = tmp_path / "nima.hdf5"
-    fetch, *_, evaluate = dry_run(f"NIMA={nima}")
-    assert "--keep-mismatched" not in fetch and "--nima" not in evaluate  # no NIMA file there yet
+    fetch, _, protect, evaluate = dry_run(f"NIMA={nima}")
+    assert "--keep-mismatched" not in fetch and "--nima" not in evaluate + protect  # no NIMA file there yet
     nima.write_bytes(b"weights")
     assert "--overwrite" not in dry_run()[2]
     fetch, _, protect, evaluate = dry_run(f"NIMA={nima}", "KEEP_MISMATCHED=1", "OVERWRITE=1")
     assert "--keep-mismatched" in fetch and "--overwrite" in protect
     assert dict(zip(evaluate, evaluate[1:]))["--nima"] == str(nima)
+    assert dict(zip(protect, protect[1:]))["--nima"] == str(nima)  # the manifest's before/after
 
 
 def test_appeal_variant_trains_with_the_overlay_and_reports_the_split(tmp_path) -> None:
