@@ -202,6 +202,25 @@ def test_appeal_training_moves_the_edit_up_the_nima_score(shared, tiny_classifie
     assert not any(k.startswith("appeal.") for k in torch.load(export.last_path, weights_only=True)["state_dict"])
 
 
+def test_appeal_can_score_the_edit_as_published_through_jpeg(shared) -> None:
+    from protector.images import encode_photo, read_photo, to_tensor, to_uint8
+
+    weights = str(shared.path(NIMA_FILE))
+    as_is = NimaAppeal(weights, colour_weight=0.0)
+    as_jpeg = NimaAppeal(weights, colour_weight=0.0, jpeg_quality=50)
+    photo = (torch.rand(1, 3, 64, 96) * 255).round() / 255  # noise: JPEG changes it a lot
+    edited = photo.clone().requires_grad_(True)
+    loss, scores = as_jpeg(edited, photo)
+    loss.backward()
+    assert edited.grad is not None and edited.grad.abs().sum() > 0  # differentiable through the JPEG
+    with torch.no_grad():
+        real_jpeg = to_tensor(read_photo(encode_photo(to_uint8(photo[0]), "jpeg", quality=50)).pixels)[None]
+        assert scores.item() != pytest.approx(as_is(photo, photo)[1].item(), abs=1e-3)
+        assert scores.item() == pytest.approx(as_is.scores(real_jpeg).item(), abs=0.15)  # close to a real JPEG's
+    with pytest.raises(ValueError, match="jpeg_quality"):
+        NimaAppeal(weights, jpeg_quality=0)
+
+
 def test_colour_penalty_charges_a_tint_not_a_brightening(shared) -> None:
     appeal = NimaAppeal(str(shared.path(NIMA_FILE)), weight=0.0, colour_weight=1.0)
     photo = torch.full((1, 3, 32, 32), 0.4)
