@@ -201,11 +201,14 @@ class UNetGenerator(nn.Module):
         return raw if second_guide is None else raw + self.second_gain * second_guide
 
 
-def protect_batch(generator: nn.Module, x: torch.Tensor, eps: float, classifier: nn.Module | None) -> torch.Tensor:
+def protect_batch(
+    generator: nn.Module, x: torch.Tensor, eps: float, classifier: nn.Module | None, label: torch.Tensor | None = None
+) -> torch.Tensor:
     """The protected photos: the generator's raw map, fed its guides, through the budget.
 
-    A guided generator gets the classifier's gradient at ``x``; a two-query one then runs
-    again, also seeing the gradient at its own first output (for the clean prediction).
+    A guided generator gets the classifier's gradient at ``x`` for ``label`` (default: the
+    prediction on ``x``); a two-query one then runs again, also seeing the gradient at its
+    own first output for the same label.
     """
     bound = getattr(generator, "bound", "tanh")
     queries = getattr(generator, "queries", 0) if getattr(generator, "guided", False) else 0
@@ -213,7 +216,7 @@ def protect_batch(generator: nn.Module, x: torch.Tensor, eps: float, classifier:
         return apply_budget(x, generator(x), eps, bound)
     require_classifier(generator, classifier)
     quality = getattr(generator, "guide_jpeg_quality", None)
-    guide, label = gradient_and_label(classifier, x, jpeg_quality=quality)
+    guide, label = gradient_and_label(classifier, x, label, jpeg_quality=quality)
     x_adv = apply_budget(x, generator(x, guide), eps, bound)
     if queries == 2:
         second, _ = gradient_and_label(classifier, x_adv, label, jpeg_quality=quality)
@@ -344,12 +347,25 @@ class BoundedProtector(nn.Module):
         """The photo the budget is measured from: the enhanced input, or the input itself."""
         return x if self.enhancer is None else self.enhancer(x)
 
-    def perturb(self, reference: torch.Tensor) -> torch.Tensor:
-        """The protected photo for an already computed ``reference(x)`` (e.g. a window of it)."""
-        return protect_batch(self.generator, reference, self.eps, self.classifier)
+    def scene_label(self, x: torch.Tensor) -> torch.Tensor | None:
+        """What a guided appeal protector's guide moves away from: the attack model's prediction
+        on the unedited photo ``x`` (the scene to hide), (B,). None when the reference's own
+        prediction is that label (no enhancer) or there is no guide."""
+        if self.enhancer is None or not self.guided:
+            return None
+        require_classifier(self.generator, self.classifier)
+        quality = getattr(self.generator, "guide_jpeg_quality", None)
+        return gradient_and_label(self.classifier, x, jpeg_quality=quality)[1]
+
+    def perturb(self, reference: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        """The protected photo for an already computed ``reference(x)`` (e.g. a window of it);
+        ``label``: :meth:`scene_label` of ``x`` (None: the prediction on the reference). An edit
+        can change the prediction (38% of the stand-in's benchmark photos): a guide for the
+        edited photo's class would push the protected photo back towards the original scene."""
+        return protect_batch(self.generator, reference, self.eps, self.classifier, label)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.perturb(self.reference(x))
+        return self.perturb(self.reference(x), self.scene_label(x))
 
     def extra_repr(self) -> str:
         return f"eps={self.eps:.6g} ({self.eps * 255:.3g}/255)"

@@ -288,7 +288,9 @@ class ProtectorModule(LightningModule):
         if not self._gradient_checked:
             self._gradient_checked = True
             self._warn_if_no_input_gradient(x, y)
-        x_adv = self.protector.perturb(x)
+        # An appeal protector's guide moves away from the unedited photo's scene (see
+        # BoundedProtector.scene_label): y, its clean prediction.
+        x_adv = self.protector.perturb(x, y if self.enhancer is not None else None)
         x_seen = self.robustifier(x_adv) if self.robustifier is not None else x_adv
         logits = self.classifier(x_seen)  # (B, C)
         clean_logits = None

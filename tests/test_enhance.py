@@ -373,3 +373,35 @@ def test_a_tiled_12_megapixel_photo_is_edited_whole_without_seams() -> None:
     assert torch.allclose(out, whole, atol=1e-6)
     # An edit made per tile would differ (what this test guards against).
     assert not torch.equal(tile, whole[..., :1024, :1024])
+
+
+def test_a_guided_appeal_protector_guides_away_from_the_unedited_photos_scene() -> None:
+    from protector.protect.predictor import ProtectPredictor
+
+    # A real (tiny) classifier that tells bright photos from dark ones, and an edit that
+    # brightens: the edit alone changes the prediction.
+    classifier = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2)).eval()
+    with torch.no_grad():
+        classifier[2].weight.copy_(torch.tensor([[-10.0, -10.0, -10.0], [10.0, 10.0, 10.0]]))
+        classifier[2].bias.copy_(torch.tensor([0.0, -15.0]))  # bright: a mean above 0.375 per channel
+    enhancer = ToneCurveEnhancer(knots=8, thumbnail=32, width=4).eval()
+    with torch.no_grad():
+        enhancer.head.bias.copy_(torch.linspace(2.0, -2.0, 8).repeat(3))  # concave curves: lifts the shadows
+    torch.manual_seed(0)
+    generator = UNetGenerator(base_channels=8, depth=2, guided=True)
+    protector = BoundedProtector(generator, EPS, classifier, enhancer).eval()
+    x = torch.randint(0, 80, (2, 3, 40, 56)) / 255  # dark photos
+    with torch.no_grad():
+        reference = protector.reference(x)
+        scene = classifier(x).argmax(1)
+        assert torch.equal(scene, torch.zeros(2, dtype=torch.long))
+        assert torch.equal(classifier(reference).argmax(1), torch.ones(2, dtype=torch.long))  # the edit moved it
+        assert torch.equal(protector.scene_label(x), scene)
+        out = protector(x)
+        assert torch.equal(out, protector.perturb(reference, scene))
+        assert not torch.equal(out, protector.perturb(reference))  # the edited photo's class: another guide
+        # protect's path (tiling wrapper, predictor) gives the same photo.
+        predicted = ProtectPredictor(protector, classifier).predict_step({"image": x, "write": [True, True]}, 0)
+        assert torch.equal(predicted["x_adv"], out)
+        # No edit, no special label: the reference's own prediction is the scene's.
+        assert BoundedProtector(generator, EPS, classifier).scene_label(x) is None

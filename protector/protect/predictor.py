@@ -101,7 +101,7 @@ class ProtectPredictor(pl.LightningModule):
         if self.nima is not None:
             out["nima_original"] = self.appeal(x)
         if any(batch["write"]):
-            out["x_adv"] = self.protector.perturb(out["reference"])
+            out["x_adv"] = self.protector.perturb(out["reference"], self.protector.scene_label(x))
             if self.refine_steps and x.shape[-2] * x.shape[-1] <= self.tile_max_pixels:
                 out["x_adv"] = self._refine(out["reference"], out["x_adv"], out["clean_logits"])
         return out

@@ -15,6 +15,8 @@ reference, and in [0, 1].
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Callable
 
 import torch
@@ -147,13 +149,21 @@ class TiledProtector(nn.Module):
         reference = getattr(self.protector, "reference", None)
         return reference(x).float() if reference is not None else x.float()
 
-    def perturb(self, reference: torch.Tensor) -> torch.Tensor:
-        """The protected photo around an already computed ``reference(x)``, tiled if large."""
+    def scene_label(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The protector's :meth:`BoundedProtector.scene_label` of the whole photo, if it has one."""
+        scene_label = getattr(self.protector, "scene_label", None)
+        return scene_label(x) if scene_label is not None else None
+
+    def perturb(self, reference: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        """The protected photo around an already computed ``reference(x)``, tiled if large;
+        every tile's guide moves away from the same ``label`` (:meth:`scene_label`)."""
         perturb = getattr(self.protector, "perturb", self.protector)
+        if label is not None:
+            perturb = functools.partial(perturb, label=label)
         return self._whole_or_tiled(perturb, reference)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.perturb(self.reference(x))
+        return self.perturb(self.reference(x), self.scene_label(x))
 
     def _whole_or_tiled(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         if not self.needs_tiling(*x.shape[-2:]):
