@@ -13,7 +13,12 @@ non-negative steps), the edit of photo editors' "curves" tool; ``strength`` blen
 edit with the identity, so 0 returns the photo unchanged. ``max_shift`` bounds the curves the
 same way: a blend of a monotone curve with the identity stays monotone, and no level moves by
 more than that fraction of the range, however far training pushes the parameters (NIMA alone,
-unbounded, drags a photo to 10 dB PSNR). Saturation and sharpening have their own bounds.
+unbounded, drags a photo to 10 dB PSNR). With ``colour_shift`` the three curves are one
+shared tone curve (bounded by ``max_shift``) plus per-channel curves bounded by
+``colour_shift``: a convex blend of monotone curves, still monotone, and no channel further
+than ``colour_shift`` from the shared curve (three free curves turned every photo green
+under NIMA).
+Saturation and sharpening have their own bounds.
 Per photo, optimized against NIMA on the 102 benchmark photos, each family adds to the gain
 on JPEG files (``bench/appeal_ceiling.py``, BENCHMARKS.md). The edited photo is rounded to
 8-bit levels (straight-through in training), as the photo a user publishes is: a budget of
@@ -108,6 +113,9 @@ class ToneCurveEnhancer(nn.Module):
             after training (``protect --enhance-strength``). Default: 1.
         max_shift: the most any level may move, as a fraction of the range, in (0, 1]
             (0.1: 25 of 255 levels); a fixed part of the trained edit. Default: 1 (unbounded).
+        colour_shift: None: three independent curves, each within ``max_shift``. A number:
+            one shared tone curve within ``max_shift``, plus per-channel curves within this
+            much more (``max_shift + colour_shift <= 1``). Default: None.
         saturation: the most the global saturation may change, as a factor: 0.25 lets it range
             over [0.75, 1.25] (colours blended away from / towards each pixel's luma). Default:
             0 (no saturation change).
@@ -134,6 +142,7 @@ class ToneCurveEnhancer(nn.Module):
         width: int = 16,
         strength: float = 1.0,
         max_shift: float = 1.0,
+        colour_shift: float | None = None,
         saturation: float = 0.0,
         sharpen: float = 0.0,
         sharpen_sigma: float = 1.0,
@@ -147,6 +156,8 @@ class ToneCurveEnhancer(nn.Module):
             raise ValueError(f"width must be >= 1, got {width}")
         if not 0.0 < max_shift <= 1.0:
             raise ValueError(f"max_shift must be in (0, 1], got {max_shift}")
+        if colour_shift is not None and not (0.0 <= colour_shift and max_shift + colour_shift <= 1.0):
+            raise ValueError(f"colour_shift must be >= 0 with max_shift + colour_shift <= 1, got {colour_shift}")
         if not 0.0 <= saturation < 1.0:
             raise ValueError(f"saturation must be in [0, 1), got {saturation}")
         if not 0.0 <= sharpen <= 2.0:
@@ -154,8 +165,11 @@ class ToneCurveEnhancer(nn.Module):
         if sharpen_sigma <= 0:
             raise ValueError(f"sharpen_sigma must be > 0, got {sharpen_sigma}")
         self.config = {"knots": knots, "thumbnail": thumbnail, "width": width, "max_shift": max_shift,
-                       "saturation": saturation, "sharpen": sharpen, "sharpen_sigma": sharpen_sigma}
+                       "colour_shift": colour_shift, "saturation": saturation, "sharpen": sharpen,
+                       "sharpen_sigma": sharpen_sigma}
         self.max_shift = float(max_shift)
+        self.colour_shift = colour_shift
+        self.curve_params = (4 if colour_shift is not None else 3) * knots  # shared curve first
         self.saturation = float(saturation)
         self.sharpen = float(sharpen)
         self.sharpen_sigma = float(sharpen_sigma)
@@ -168,7 +182,7 @@ class ToneCurveEnhancer(nn.Module):
             layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1), nn.LeakyReLU(0.2)]
             channels = out
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Linear(channels, 3 * knots + (saturation > 0) + (sharpen > 0))
+        self.head = nn.Linear(channels, self.curve_params + (saturation > 0) + (sharpen > 0))
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
@@ -191,11 +205,15 @@ class ToneCurveEnhancer(nn.Module):
         small = F.interpolate(x.float(), size=(self.thumbnail, self.thumbnail), mode="bilinear",
                               antialias=True, align_corners=False)
         params = self.head(self.features(small * 2 - 1))
-        logits = params[:, : 3 * self.knots].view(-1, 3, self.knots)
+        steps = curve_from_logits(params[:, : self.curve_params].view(-1, self.curve_params // self.knots, self.knots))
         identity = torch.linspace(0.0, 1.0, self.knots + 1, device=x.device)
-        curves = identity + self.strength * self.max_shift * (curve_from_logits(logits) - identity)
+        if self.colour_shift is None:
+            move = self.max_shift * (steps - identity)
+        else:  # one tone curve for all channels, each channel a little apart from it
+            move = self.max_shift * (steps[:, :1] - identity) + self.colour_shift * (steps[:, 1:] - identity)
+        curves = identity + self.strength * move
         # tanh: bounded, the identity at zero, and a gradient there.
-        extra = torch.tanh(params[:, 3 * self.knots :])  # (B, 0..2): saturation, then sharpening
+        extra = torch.tanh(params[:, self.curve_params :])  # (B, 0..2): saturation, then sharpening
         saturation = torch.ones(x.shape[0], device=x.device)
         if self.saturation:
             saturation = saturation + self.strength * self.saturation * extra[:, 0]
@@ -221,7 +239,8 @@ class ToneCurveEnhancer(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"knots={self.knots}, thumbnail={self.thumbnail}, strength={self.strength:g}, "
-                f"max_shift={self.max_shift:g}, saturation={self.saturation:g}, sharpen={self.sharpen:g}")
+                f"max_shift={self.max_shift:g}, colour_shift={self.colour_shift}, saturation={self.saturation:g}, "
+                f"sharpen={self.sharpen:g}")
 
 
 __all__ = ["PhotoEdit", "ToneCurveEnhancer", "apply_curves", "apply_saturation", "apply_sharpening", "curve_from_logits"]

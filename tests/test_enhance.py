@@ -84,6 +84,29 @@ def test_max_shift_bounds_how_far_any_level_moves(max_shift, tmp_path) -> None:
         ToneCurveEnhancer(max_shift=0.0)
 
 
+def test_colour_shift_ties_the_channels_to_one_tone_curve(tmp_path) -> None:
+    enhancer = ToneCurveEnhancer(knots=8, thumbnail=32, width=4, max_shift=0.2, colour_shift=0.03).eval()
+    x = torch.randint(0, 256, (4, 3, 24, 40)) / 255
+    assert torch.equal(enhancer(x), x)  # untrained: the identity
+    with torch.no_grad():
+        torch.nn.init.normal_(enhancer.head.weight, std=3.0)
+        torch.nn.init.normal_(enhancer.head.bias, std=3.0)
+        curves = enhancer.curves(x)
+    identity = torch.linspace(0, 1, 9)
+    assert torch.all(curves[..., 1:] >= curves[..., :-1])  # monotone, black and white kept
+    assert torch.allclose(curves[..., 0], torch.zeros(4, 3)) and torch.allclose(curves[..., -1], torch.ones(4, 3))
+    assert (curves - identity).abs().max() > 0.05  # the tone moves...
+    assert (curves - identity).abs().max() <= 0.2 + 0.03 + 1e-6
+    spread = (curves[:, :, None] - curves[:, None]).abs().max()  # ...the channels stay together
+    assert 0 < spread <= 2 * 0.03 + 1e-6
+    loaded = load_protector(save_protector(tmp_path / "p.pt", UNetGenerator(base_channels=8, depth=2), EPS,
+                                           enhancer=enhancer))
+    with torch.no_grad():
+        assert torch.equal(loaded.enhancer(x), enhancer(x))
+    with pytest.raises(ValueError, match="colour_shift"):
+        ToneCurveEnhancer(max_shift=0.9, colour_shift=0.2)
+
+
 def test_saturation_is_bounded_keeps_greys_and_travels_in_the_file(tmp_path) -> None:
     enhancer = ToneCurveEnhancer(knots=8, thumbnail=32, width=4, saturation=0.25).eval()
     x = torch.randint(0, 256, (3, 3, 24, 40)) / 255  # 8-bit photos
