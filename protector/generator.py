@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from protector.guidance import gradient_and_label
+from protector.guidance import gradient_and_label, predicted_label
 
 Norm = Literal["batch", "instance", "none"]
 Bound = Literal["tanh", "clamp"]
@@ -355,7 +355,7 @@ class BoundedProtector(nn.Module):
             return None
         require_classifier(self.generator, self.classifier)
         quality = getattr(self.generator, "guide_jpeg_quality", None)
-        return gradient_and_label(self.classifier, x, jpeg_quality=quality)[1]
+        return predicted_label(self.classifier, x, jpeg_quality=quality)
 
     def perturb(self, reference: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         """The protected photo for an already computed ``reference(x)`` (e.g. a window of it);

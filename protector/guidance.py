@@ -50,6 +50,16 @@ def attack_gradient(
     return gradient_and_label(classifier, x, label, jpeg_quality)[0]
 
 
+@torch.no_grad()
+def predicted_label(classifier: nn.Module, x: torch.Tensor, jpeg_quality: int | None = None) -> torch.Tensor:
+    """The label :func:`gradient_and_label` would use for ``x`` (its top-1, through the same
+    JPEG), without the gradient, (B,) int64."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = x.float()
+        seen = x if jpeg_quality is None else differentiable_jpeg(x, jpeg_quality)
+        return classifier(seen).argmax(dim=1)
+
+
 def gradient_and_label(
     classifier: nn.Module, x: torch.Tensor, label: torch.Tensor | None = None, jpeg_quality: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:

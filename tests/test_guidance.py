@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from protector.export import load_protector, save_protector
 from protector.generator import BoundedProtector, UNetGenerator
-from protector.guidance import attack_gradient
+from protector.guidance import attack_gradient, gradient_and_label, predicted_label
 
 
 @pytest.fixture
@@ -121,3 +121,10 @@ def test_guide_through_jpeg_points_up_the_loss_of_the_saved_file(tiny_classifier
         return F.cross_entropy(tiny_classifier(differentiable_jpeg(x, 90)), label, reduction="none")
 
     assert bool((loss_of_file(photos + 1e-3 * guide) > loss_of_file(photos)).all())
+
+
+@pytest.mark.parametrize("quality", [None, 50])
+def test_predicted_label_is_the_guides_label_without_a_gradient(tiny_classifier, photos, quality) -> None:
+    label = predicted_label(tiny_classifier, photos, jpeg_quality=quality)
+    assert not label.requires_grad and label.dtype == torch.long
+    assert torch.equal(label, gradient_and_label(tiny_classifier, photos, jpeg_quality=quality)[1])
