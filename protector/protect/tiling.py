@@ -16,7 +16,6 @@ reference, and in [0, 1].
 from __future__ import annotations
 
 import functools
-
 from collections.abc import Callable
 
 import torch
