@@ -17,12 +17,11 @@ unbounded, drags a photo to 10 dB PSNR). With ``colour_shift`` the three curves 
 shared tone curve (bounded by ``max_shift``) plus per-channel curves bounded by
 ``colour_shift``: a convex blend of monotone curves, still monotone, and no channel further
 than ``colour_shift`` from the shared curve (three free curves turned every photo green
-under NIMA).
-Saturation and sharpening have their own bounds.
-Per photo, optimized against NIMA on the 102 benchmark photos, each family adds to the gain
-on JPEG files (``bench/appeal_ceiling.py``, BENCHMARKS.md). The edited photo is rounded to
-8-bit levels (straight-through in training), as the photo a user publishes is: a budget of
-k/255 around it then holds exactly in the 8-bit file.
+under NIMA). Saturation and sharpening have their own bounds. Optimized per photo against
+NIMA, each family adds to the gain on JPEG files (``bench/appeal_ceiling.py``); trained from a
+thumbnail, they did not beat three curves (BENCHMARKS.md), which is what the appeal overlay
+uses. The edited photo is rounded to 8-bit levels (straight-through in training), as the
+photo a user publishes is: a budget of k/255 around it then holds exactly in the 8-bit file.
 """
 
 from __future__ import annotations
