@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from protector.budget import parse_budget
+
 
 def _integer(text: str) -> int:
     try:
@@ -65,16 +67,9 @@ def unit_interval(text: str) -> float:
 def budget(text: str) -> float:
     """A perturbation budget as a fraction of the pixel range in (0, 1]: `2/255` or `0.0078`."""
     try:
-        if "/" in text:
-            numerator, denominator = text.split("/", 1)
-            value = float(numerator) / float(denominator)
-        else:
-            value = float(text)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number like 0.0078 or a fraction like 2/255") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text}: must be in (0, 1], a fraction of the pixel range (e.g. 2/255)")
-    return value
+        return parse_budget(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def lightning_devices(text: str) -> int | str:

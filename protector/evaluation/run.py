@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from protector.budget import parse_budget
 from protector.data.criteria import CRITERIA, criteria_of_senscats, read_privacy_criteria
 from protector.data.lists import read_categories, read_senscats
 from protector.devices import resolve_device
@@ -172,13 +173,9 @@ def _image_json(im: ImageEval) -> dict:
 
 def parse_eps(text: str) -> float:
     """'2/255' or '0.0078' -> float in (0, 1] (the check `--eps` gets on the command line)."""
-    from argparse import ArgumentTypeError
-
-    from protector.commands.argtypes import budget
-
     try:
-        return budget(text)
-    except ArgumentTypeError as err:
+        return parse_budget(text)
+    except ValueError as err:
         raise EvaluationError(f"--eps {err}") from None
 
 
