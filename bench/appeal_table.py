@@ -36,6 +36,7 @@ from protection_table import (  # noqa: E402
     measure,
     nima_means,
     no_grad,
+    refined,
     select_eval_set,
 )
 
@@ -46,7 +47,6 @@ from protector.evaluation.quality import brisque_scores  # noqa: E402
 from protector.export import load_protector  # noqa: E402
 from protector.generator import BoundedProtector  # noqa: E402
 from protector.nima import load_nima  # noqa: E402
-from protector.refine import refine  # noqa: E402
 
 COLUMNS = ("method", "top1_fooled", "top5_fooled", "nima", "nima_change", "brisque", "psnr_db", "ssim", "s_per_image")
 
@@ -64,18 +64,6 @@ def methods(plain, appeal, classifier, refine_steps: int, appeal_levels: list[fl
     for level in appeal_levels:
         wider = BoundedProtector(appeal.generator, level / 255, appeal.classifier, appeal.enhancer).eval()
         yield Method(f"appeal protector at {level:g}/255", "appeal", wider.eps, no_grad(wider), "1")
-
-
-def refined(protector, classifier, steps: int, quality: int):
-    """The protector, then `steps` white-box steps through JPEG, within the budget around its reference."""
-
-    def attack(x, y):
-        with torch.no_grad():
-            reference = protector.reference(x)
-            start = protector.perturb(reference, protector.scene_label(x))
-        return refine(reference, start, classifier, y, protector.eps, steps=steps, jpeg_quality=quality)
-
-    return attack
 
 
 def gallery(columns: dict[str, list[np.ndarray]], path: Path, count: int) -> None:

@@ -183,12 +183,20 @@ def protector_methods(name: str, protector: BoundedProtector, classifier, refine
     if not protector.guided:
         return
 
-    def refined(x, y):
-        with torch.no_grad():
-            x_init = protector(x)
-        return refine(protector.reference(x), x_init, classifier, y, eps, steps=refine_steps, jpeg_quality=quality)
+    yield Method(f"{name} + refine{refine_steps}", "generator + refine", eps,
+                 refined(protector, classifier, refine_steps, quality), f"{queries}+{refine_steps}")
 
-    yield Method(f"{name} + refine{refine_steps}", "generator + refine", eps, refined, f"{queries}+{refine_steps}")
+
+def refined(protector: BoundedProtector, classifier, steps: int, quality: int) -> Attack:
+    """The protector, then `steps` white-box steps through JPEG, within the budget around its reference."""
+
+    def attack(x, y):
+        with torch.no_grad():
+            reference = protector.reference(x)
+            start = protector.perturb(reference, protector.scene_label(x))
+        return refine(reference, start, classifier, y, protector.eps, steps=steps, jpeg_quality=quality)
+
+    return attack
 
 
 def eot_pgd(classifier, eps: float, steps: int, quality: int, loss: AttackLoss | None = None) -> Attack:

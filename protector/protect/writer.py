@@ -23,10 +23,10 @@ class ProtectedImageWriter(BasePredictionWriter):
 
     For every photo: encode (sRGB pixels, no metadata at all), write atomically through the
     run record (:mod:`~protector.protect.provenance`), never replacing an existing file unless
-    `overwrite`; then decode the file from disk and measure what a
-    recipient gets: max |written - input| in 8-bit levels, with a classifier its top-1
-    prediction, and with a NIMA model its NIMA mean score. Failures (a full disk included) are recorded per photo and the run
-    goes on. After prediction, :meth:`finish` writes each rank's manifest shard and rank
+    `overwrite`; then decode the file from disk and measure what a recipient gets: max
+    |written - input| in 8-bit levels, with a classifier its top-1 prediction, and with a
+    NIMA model its NIMA mean score. Failures (a full disk included) are recorded per photo
+    and the run goes on. After prediction, :meth:`finish` writes each rank's manifest shard and rank
     zero merges them into the manifest (outside the output folder).
 
     Args:
@@ -83,7 +83,7 @@ class ProtectedImageWriter(BasePredictionWriter):
         measured: list[tuple[ManifestRow, np.ndarray]] = []
         x_adv = prediction["x_adv"]
         clean_logits = prediction["clean_logits"]
-        nima_original = prediction.get("nima_original")
+        nima_original = prediction["nima_original"]
         for k, index in enumerate(batch["index"].tolist()):
             item = self.plan.items[index]
             row = ManifestRow(index=index, input=item.input, output=item.output, label=item.label)
