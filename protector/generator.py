@@ -347,14 +347,18 @@ class BoundedProtector(nn.Module):
         """The photo the budget is measured from: the enhanced input, or the input itself."""
         return x if self.enhancer is None else self.enhancer(x)
 
-    def scene_label(self, x: torch.Tensor) -> torch.Tensor | None:
+    def scene_label(self, x: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor | None:
         """What a guided appeal protector's guide moves away from: the attack model's prediction
         on the unedited photo ``x`` (the scene to hide), (B,). None when the reference's own
-        prediction is that label (no enhancer) or there is no guide."""
+        prediction is that label (no enhancer) or there is no guide. ``logits``: the attack
+        model's float32 logits of ``x`` if already computed (``protect``'s clean pass for the
+        manifest), reused unless the guide sees the photo through JPEG."""
         if self.enhancer is None or not self.guided:
             return None
         require_classifier(self.generator, self.classifier)
         quality = getattr(self.generator, "guide_jpeg_quality", None)
+        if logits is not None and quality is None:
+            return logits.argmax(dim=1)
         return predicted_label(self.classifier, x, jpeg_quality=quality)
 
     def perturb(self, reference: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:

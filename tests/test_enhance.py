@@ -398,11 +398,9 @@ def test_a_tiled_12_megapixel_photo_is_edited_whole_without_seams() -> None:
     assert not torch.equal(tile, whole[..., :1024, :1024])
 
 
-def test_a_guided_appeal_protector_guides_away_from_the_unedited_photos_scene() -> None:
-    from protector.protect.predictor import ProtectPredictor
-
-    # A real (tiny) classifier that tells bright photos from dark ones, and an edit that
-    # brightens: the edit alone changes the prediction.
+def _brightening_appeal_protector() -> tuple[torch.nn.Module, BoundedProtector, torch.Tensor]:
+    """A real (tiny) classifier that tells bright photos from dark ones, a guided protector whose
+    edit brightens (the edit alone changes the prediction), and two dark photos."""
     classifier = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2)).eval()
     with torch.no_grad():
         classifier[2].weight.copy_(torch.tensor([[-10.0, -10.0, -10.0], [10.0, 10.0, 10.0]]))
@@ -413,7 +411,14 @@ def test_a_guided_appeal_protector_guides_away_from_the_unedited_photos_scene() 
     torch.manual_seed(0)
     generator = UNetGenerator(base_channels=8, depth=2, guided=True)
     protector = BoundedProtector(generator, EPS, classifier, enhancer).eval()
-    x = torch.randint(0, 80, (2, 3, 40, 56)) / 255  # dark photos
+    return classifier, protector, torch.randint(0, 80, (2, 3, 40, 56)) / 255
+
+
+def test_a_guided_appeal_protector_guides_away_from_the_unedited_photos_scene() -> None:
+    from protector.protect.predictor import ProtectPredictor
+
+    classifier, protector, x = _brightening_appeal_protector()
+    generator = protector.generator
     with torch.no_grad():
         reference = protector.reference(x)
         scene = classifier(x).argmax(1)
@@ -428,3 +433,29 @@ def test_a_guided_appeal_protector_guides_away_from_the_unedited_photos_scene() 
         assert torch.equal(predicted["x_adv"], out)
         # No edit, no special label: the reference's own prediction is the scene's.
         assert BoundedProtector(generator, EPS, classifier).scene_label(x) is None
+
+
+def test_protect_takes_the_scene_label_from_the_manifests_clean_pass() -> None:
+    import copy
+
+    from protector.protect.predictor import ProtectPredictor
+
+    classifier, protector, x = _brightening_appeal_protector()
+    other_model = copy.deepcopy(classifier)  # the same weights, another model
+    passes = []
+    classifier.register_forward_hook(lambda *_: passes.append(1))
+    batch = {"image": x, "write": [True, True]}
+    with torch.no_grad():
+        expected = protector(x)  # scene label, then the guide: two passes
+        assert len(passes) == 2
+        passes.clear()
+        shared = ProtectPredictor(protector, classifier).predict_step(batch, 0)
+        # The manifest's clean pass and the guide: the label costs no pass of its own.
+        assert len(passes) == 2
+        assert torch.equal(shared["x_adv"], expected)
+        # A manifest classifier that is not the guide gives no label: the protector predicts
+        # it with its own model.
+        passes.clear()
+        other = ProtectPredictor(protector, other_model).predict_step(batch, 0)
+        assert len(passes) == 2  # the label and the guide
+        assert torch.equal(other["x_adv"], expected)

@@ -101,10 +101,15 @@ class ProtectPredictor(pl.LightningModule):
         if self.nima is not None:
             out["nima_original"] = self.appeal(x)
         if any(batch["write"]):
-            out["x_adv"] = self.protector.perturb(out["reference"], self.protector.scene_label(x))
+            label = self.protector.scene_label(x, out["clean_logits"] if self._guide_is_classifier() else None)
+            out["x_adv"] = self.protector.perturb(out["reference"], label)
             if self.refine_steps and x.shape[-2] * x.shape[-1] <= self.tile_max_pixels:
                 out["x_adv"] = self._refine(out["reference"], out["x_adv"], out["clean_logits"])
         return out
+
+    def _guide_is_classifier(self) -> bool:
+        """Whether the protector's guide is this classifier: then its clean pass gives the scene label."""
+        return self.classifier is not None and getattr(self.protector.protector, "classifier", None) is self.classifier
 
     def _refine(self, reference: torch.Tensor, x_adv: torch.Tensor, clean_logits: torch.Tensor) -> torch.Tensor:
         # The label pushed out is the clean prediction: what the attack model would say of

@@ -148,10 +148,10 @@ class TiledProtector(nn.Module):
         reference = getattr(self.protector, "reference", None)
         return reference(x).float() if reference is not None else x.float()
 
-    def scene_label(self, x: torch.Tensor) -> torch.Tensor | None:
+    def scene_label(self, x: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor | None:
         """The protector's :meth:`BoundedProtector.scene_label` of the whole photo, if it has one."""
         scene_label = getattr(self.protector, "scene_label", None)
-        return scene_label(x) if scene_label is not None else None
+        return scene_label(x, logits) if scene_label is not None else None
 
     def perturb(self, reference: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         """The protected photo around an already computed ``reference(x)``, tiled if large;
