@@ -255,6 +255,19 @@ def test_colour_penalty_charges_a_tint_not_a_brightening(shared) -> None:
     assert appeal(tinted, photo)[0].item() == pytest.approx(2 / 3, rel=1e-3)
 
 
+def test_edit_penalty_charges_the_edits_size(shared) -> None:
+    appeal = NimaAppeal(str(shared.path(NIMA_FILE)), weight=0.0, colour_weight=0.0, edit_weight=0.5)
+    photo = torch.full((1, 3, 32, 32), 0.4)
+    brighter = photo + 10 / 255  # one unit (10 levels) on every pixel
+    contrast = photo.clone()
+    contrast[..., :16] += 20 / 255  # half the pixels two units, the other half unchanged: mean square 2
+    assert appeal(photo, photo)[0].item() == pytest.approx(0.0, abs=1e-9)
+    assert appeal(brighter, photo)[0].item() == pytest.approx(0.5, rel=1e-3)
+    assert appeal(contrast, photo)[0].item() == pytest.approx(1.0, rel=1e-3)
+    with pytest.raises(ValueError, match="edit_weight"):
+        NimaAppeal(str(shared.path(NIMA_FILE)), edit_weight=-1.0)
+
+
 def test_enhancer_and_appeal_come_together(tiny_classifier) -> None:
     with pytest.raises(ValueError, match="enhancer and appeal"):
         ProtectorModule(UNetGenerator(base_channels=8, depth=2), tiny_classifier, enhancer=ToneCurveEnhancer())

@@ -190,7 +190,8 @@ def test_mepp19_appeal_variant_keeps_the_task_settings_and_adds_the_edit(capsys)
     assert "class_path: protector.enhance.ToneCurveEnhancer" in printed
     assert "class_path: protector.losses.NimaAppeal" in printed
     assert "weights: weights/weights_mobilenet_aesthetic_0.07.hdf5" in printed
-    assert "precision: bf16-mixed" in printed and "arch: resnet50" in printed and "enhancer_lr: 0.03" in printed
+    assert "precision: bf16-mixed" in printed and "arch: resnet50" in printed
+    assert "enhancer_lr: 0.003" in printed and "edit_weight: 0.05" in printed
 
 
 def test_mepp19_appeal_variant_builds(official_resnet18, shared) -> None:
@@ -201,7 +202,8 @@ def test_mepp19_appeal_variant_builds(official_resnet18, shared) -> None:
     cli = cli_main(args, run=False)
     assert isinstance(cli.model.enhancer, ToneCurveEnhancer) and isinstance(cli.model.appeal, NimaAppeal)
     assert cli.model.protector.enhancer is cli.model.enhancer
-    assert cli.model.classifier.model.arch == "resnet18" and cli.model.hparams.enhancer_lr == 0.03
+    assert cli.model.classifier.model.arch == "resnet18" and cli.model.hparams.enhancer_lr == 0.003
+    assert cli.model.appeal.edit_weight == 0.05
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
