@@ -20,7 +20,7 @@ declare -A fit_args=(
     # Bounded curves plus saturation, NIMA scored through JPEG: the families the per-photo
     # bound favours, without the sharpening that looked grainy after 5 epochs.
     [saturation]="${appeal[*]} ${bounded[*]} --model.enhancer.init_args.saturation 0.3 --model.enhancer_lr 0.1"
-    # The same bounds at the shipped enhancer rate: tone only, and with saturation.
+    # The same bounds at the overlay's enhancer rate: tone only, with saturation, and narrower.
     [tone]="${appeal[*]} ${bounded[*]}"
     [tone_saturation]="${appeal[*]} ${bounded[*]} --model.enhancer.init_args.saturation 0.3"
     [tone_narrow]="${appeal[*]} --model.enhancer.init_args.max_shift 0.1 --model.enhancer.init_args.colour_shift 0.02 --model.appeal.init_args.jpeg_quality 90"
@@ -47,6 +47,9 @@ fit() {
     echo "$name: $(grep -c 'train:' "$runs/$name.log") epochs; $(grep 'val:' "$runs/$name.log" | tail -1)"
 }
 
+for name in "${fits[@]}"; do
+    [[ -v fit_args[$name] ]] || { echo "unknown fit '$name' (known: ${!fit_args[*]})" >&2; exit 2; }
+done
 for name in "${fits[@]}"; do
     read -r -a args <<< "${fit_args[$name]}"
     fit "$name" "${args[@]}" &
