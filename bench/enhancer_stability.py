@@ -11,6 +11,7 @@ per enhancer rate (`--lrs`) and edit-size weight (`--edit-weights`, `NimaAppeal(
 each defaults to the overlay's. Each run also saves a PNG strip: originals over their edits.
 
     python bench/enhancer_stability.py --lrs 0.03 0.003 --edit-weights 0 0.05 --steps 300
+    python bench/enhancer_stability.py --enhancer max_shift=0.2 --enhancer colour_shift=0.03 --enhancer saturation=0.3
 """
 
 from __future__ import annotations
@@ -37,11 +38,17 @@ from protector.images import to_tensor, to_uint8  # noqa: E402
 from protector.losses import NimaAppeal  # noqa: E402
 
 
-def overlay_enhancer() -> tuple[ToneCurveEnhancer, float, dict]:
-    """The enhancer, its rate and the appeal loss's arguments, as the overlay ships them."""
+def overlay_enhancer(changes: dict | None = None) -> tuple[ToneCurveEnhancer, float, dict]:
+    """The enhancer (with `changes` to its arguments), its rate and the appeal loss's
+    arguments, as the overlay ships them."""
     model = yaml.safe_load((REPO / "configs/overlays/appeal.yaml").read_text())["model"]
-    enhancer = ToneCurveEnhancer(**model["enhancer"]["init_args"])
+    enhancer = ToneCurveEnhancer(**{**model["enhancer"]["init_args"], **(changes or {})})
     return enhancer, float(model["enhancer_lr"]), dict(model["appeal"]["init_args"])
+
+
+def key_value(text: str) -> tuple[str, object]:
+    key, _, value = text.partition("=")
+    return key, yaml.safe_load(value)
 
 
 @torch.no_grad()
@@ -56,7 +63,7 @@ def score(enhancer, nima, held_out: list[np.ndarray], original_nima: list[float]
 
 def run(lr: float, edit_weight: float, args, train_loader, held_out, original_nima) -> list[dict]:
     torch.manual_seed(0)
-    enhancer, _, appeal_args = overlay_enhancer()
+    enhancer, _, appeal_args = overlay_enhancer(dict(args.enhancer))
     appeal_args.update(weights=str(args.nima), edit_weight=edit_weight)
     appeal = NimaAppeal(**appeal_args).eval()
     optimizer = torch.optim.AdamW(enhancer.parameters(), lr=lr, weight_decay=0.0)
@@ -90,6 +97,8 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=REPO / "configs/standin.yaml")
     parser.add_argument("--nima", type=Path, default=REPO.parent / "shared/nima/weights_mobilenet_aesthetic_0.07.hdf5")
     parser.add_argument("--lrs", type=float, nargs="+", help="enhancer rates (default: the overlay's)")
+    parser.add_argument("--enhancer", type=key_value, action="append", default=[], metavar="ARG=VALUE",
+                        help="change one of the enhancer's arguments, e.g. saturation=0.3")
     parser.add_argument("--edit-weights", type=float, nargs="+", help="edit-size weights (default: the overlay's)")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--every", type=int, default=100)
