@@ -24,7 +24,8 @@ import torch
 from torch import nn
 from protector.architectures import PLACES365_CLASSES, REGISTRY, build_architecture, get_architecture
 from protector.checksums import ChecksumError, verify_sha256
-from protector.paths import sha256_file
+from protector.limits import MAX_WEIGHTS_BYTES, FileTooLargeError
+from protector.paths import NotAFileError, regular_file_size, sha256_file
 
 try:  # numpy >= 2
     from numpy._core import multiarray as np_multiarray
@@ -74,8 +75,7 @@ def resolve_sha256(path: str | Path, sha256: str | None = None, allow_unpinned: 
     for known in REGISTRY.values():
         if known.filename == name and known.sha256:
             return known.sha256
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: checkpoint file not found")
+    checkpoint_size(path)
     actual = sha256_file(path)
     if not allow_unpinned:
         raise ChecksumError(
@@ -103,13 +103,31 @@ _NUMPY_SCALAR_GLOBALS = [
 ]
 
 
+def checkpoint_size(path: str | Path) -> int:
+    """The size of a checkpoint file, checked before anything reads or hashes it.
+
+    Raises:
+        FileNotFoundError: nothing there.
+        CheckpointError: a folder, a FIFO (which would block a read forever), unreadable, or
+            larger than any Places365 checkpoint (``limits.MAX_WEIGHTS_BYTES``).
+    """
+    try:
+        return regular_file_size(path, MAX_WEIGHTS_BYTES, "checkpoint")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: checkpoint file not found") from None
+    except NotAFileError as err:
+        raise CheckpointError(f"{path}: is a {err.kind}, not a checkpoint file") from None
+    except FileTooLargeError as err:
+        raise CheckpointError(str(err)) from None
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot be read ({err.strerror or err})") from None
+
+
 def _read_checkpoint(path: Path) -> Any:
     """torch.load(weights_only=True) with every failure turned into a CheckpointError."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: checkpoint file not found")
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
-    size = path.stat().st_size
+    size = checkpoint_size(path)
     if size == 0:
         raise CheckpointError(f"{path}: empty file (0 bytes); the download probably failed")
     with open(path, "rb") as f:
@@ -191,9 +209,8 @@ def load_places365_state_dict(
     """
     architecture = get_architecture(arch)
     path = Path(path)
+    checkpoint_size(path)  # before hashing: a FIFO or a 1 TB file fails here, not in sha256
     if sha256 is not None:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: checkpoint file not found")
         verify_sha256(path, sha256)
     loaded = _read_checkpoint(path)
     raw, file_arch = _unwrap(path, loaded)
