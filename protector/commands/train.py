@@ -29,7 +29,8 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from protector.callbacks import ExportProtector
-from protector.config_guard import check_class_paths, split_allowances
+from protector.config_guard import check_class_paths, enforced_import_paths, split_allowances, split_search_paths
+from protector.search_paths import allow_search_paths
 from protector.data.training import TrainingDataModule
 from protector.module import NonFiniteLossError, ProtectorModule
 
@@ -131,18 +132,20 @@ def expand_aliases(args: list[str]) -> list[str]:
 def cli_main(args: list[str] | None = None, run: bool = True) -> ProtectorCLI:
     """Build (and by default run) the CLI; ``args=None`` reads ``sys.argv``."""
     given, allowed = split_allowances(sys.argv[1:] if args is None else list(args))
-    check_class_paths(given, allowed)  # before LightningCLI imports what the config names
-    if args is None:
-        # Rewritten in place: LightningCLI warns when given args while sys.argv holds some too.
-        sys.argv[1:] = expand_aliases(given)
-    return ProtectorCLI(
-        ProtectorModule,
-        TrainingDataModule,
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
-        args=None if args is None else expand_aliases(given),
-        run=run,
-    )
+    given, folders = split_search_paths(given)
+    with allow_search_paths(folders), enforced_import_paths(allowed):
+        check_class_paths(given, allowed)  # before LightningCLI imports what the config names
+        if args is None:
+            # Rewritten in place: LightningCLI warns when given args while sys.argv holds some too.
+            sys.argv[1:] = expand_aliases(given)
+        return ProtectorCLI(
+            ProtectorModule,
+            TrainingDataModule,
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            args=None if args is None else expand_aliases(given),
+            run=run,
+        )
 
 
 def run_lightning_cli(argv: list[str] | None = None) -> int:
