@@ -62,6 +62,9 @@ class OfficialFile:
         size: expected size in bytes, None if unknown.
         in_weights: the file goes to the weights folder instead of the data root.
         archive: for a file extracted from another official file, that file's name.
+        loads_as: for a checkpoint, the architecture it must load into (``classifiers.
+            load_places365_state_dict``) before it is kept or reported present: with no pinned
+            checksum, an HTML error page saved under its name is otherwise indistinguishable.
     """
 
     name: str
@@ -73,6 +76,7 @@ class OfficialFile:
     size: int | None = None
     in_weights: bool = False
     archive: str | None = None
+    loads_as: str | None = None
 
     @property
     def pinned(self) -> bool:
@@ -148,7 +152,7 @@ OFFICIAL_FILES: dict[str, OfficialFile] = _official(
         "resnet50_places365.pth.tar", "resnet50_places365.pth.tar",
         (REGISTRY["resnet50"].url,),
         "the attack model, ResNet50-places365 (protector.classifiers)",
-        in_weights=True,
+        in_weights=True, loads_as="resnet50",
     ),
 )
 
@@ -172,7 +176,7 @@ def _problem(file: OfficialFile, path: Path) -> ChecksumError | None:
         return ChecksumError(path, "size", f"{file.size:,} bytes", f"{size:,} bytes")
     wanted = {name: value for name, value in (("md5", file.md5), ("sha256", file.sha256)) if value}
     if not wanted:
-        return None
+        return _content_problem(file, path)
     digests = {name: hashlib.new(name) for name in wanted}
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK_BYTES):
@@ -182,6 +186,22 @@ def _problem(file: OfficialFile, path: Path) -> ChecksumError | None:
         actual = digests[name].hexdigest()
         if actual != expected.lower():
             return ChecksumError(path, name, expected, actual)
+    return _content_problem(file, path)
+
+
+def _content_problem(file: OfficialFile, path: Path) -> ChecksumError | None:
+    """For a checkpoint: why it does not load into its architecture (read with weights_only=True)."""
+    if file.loads_as is None:
+        return None
+    from protector.classifiers import load_places365_state_dict  # torch: only for checkpoints
+
+    try:
+        load_places365_state_dict(path, file.loads_as)
+    except ValueError as err:  # CheckpointError, FileTooLargeError
+        reason = str(err).removeprefix(f"{path}: ")
+        expected = f"a {file.loads_as} Places365 checkpoint"
+        return ChecksumError(path, "content", expected, reason,
+                             message=f"{path}: not {expected}: {reason}")
     return None
 
 
@@ -209,7 +229,7 @@ def _status(file: OfficialFile, root: Path, weights_dir: Path) -> FileStatus:
     path = file.path(root, weights_dir)
     if not path.is_file():
         return FileStatus(file.name, path, "missing", "not found", file)
-    if not file.pinned and file.size is None:
+    if not file.pinned and file.size is None and file.loads_as is None:
         return FileStatus(file.name, path, "unpinned", "present, checksum not pinned", file)
     try:
         problem = _problem(file, path)
@@ -220,7 +240,9 @@ def _status(file: OfficialFile, root: Path, weights_dir: Path) -> FileStatus:
             file.name, path, "bad", f"{problem.algorithm} expected {problem.expected}, got {problem.actual}", file
         )
     if not file.pinned:
-        return FileStatus(file.name, path, "unpinned", "present, size ok, checksum not pinned", file)
+        loads = f", loads as a {file.loads_as} checkpoint" if file.loads_as else ""
+        size = ", size ok" if file.size is not None else ""
+        return FileStatus(file.name, path, "unpinned", f"present{size}{loads}, checksum not pinned", file)
     algorithm = "md5" if file.md5 else "sha256"
     return FileStatus(file.name, path, "ok", f"{algorithm} ok", file)
 
@@ -436,7 +458,8 @@ def fetch(
             failed[file.name] = (f"{status.path}: {status.detail}; move it away (or repair the disk) so "
                                  f"{file.name} can be checked or downloaded again")
             continue
-        if status.state == "bad" and keep_mismatched:
+        # A checkpoint that does not load is of no use to anyone: never kept, fetched again.
+        if status.state == "bad" and keep_mismatched and not status.detail.startswith("content"):
             results.append(FetchResult(file.name, status.path, "kept", f"checksum differs: {status.detail}"))
             continue
         try:
