@@ -91,14 +91,14 @@ def read_photo(source: str | Path | bytes, name: str | None = None, max_pixels: 
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=DECODER_FORMATS)
             width, height = image.size
-            implausible = pixel_cost_problem(width, height, len(data))
-            if implausible is not None:
-                raise ImageReadError(f"{label}: {implausible}")
             if width * height > max_pixels:
                 raise ImageReadError(
                     f"{label}: {width}x{height} = {width * height:,} pixels exceeds the limit of "
                     f"{max_pixels:,} (decompression-bomb guard)"
                 )
+            implausible = pixel_cost_problem(width, height, len(data))
+            if implausible is not None:
+                raise ImageReadError(f"{label}: {implausible}")
             # An MPO's first picture is the photo; the others are not frames of an animation.
             if image.format != "MPO" and getattr(image, "n_frames", 1) > 1:
                 raise ImageReadError(

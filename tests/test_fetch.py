@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import io
@@ -13,7 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from conftest import save_shaped_resnet50
+from protector.cli import main
 from protector.data.fetch import (
     OFFICIAL_FILES,
     ChecksumError,
@@ -360,3 +364,48 @@ def test_a_directory_in_the_way_is_named_and_the_other_files_still_come(tmp_path
     assert f"{tmp_path / 'images.tar'}: is a directory" in message and "move it away" in message
     assert (tmp_path / "model.pth.tar").read_bytes() == WEIGHTS
     assert (tmp_path / "images.tar").is_dir()
+
+
+# ------------------------------------------------------------ suspicious downloads
+
+
+@pytest.fixture
+def attack_model_table(server, monkeypatch) -> OfficialFile:
+    """Only the real attack-model entry (no pinned checksum), served by the local server."""
+    file = dataclasses.replace(OFFICIAL_FILES["resnet50_places365.pth.tar"], urls=(server.url("/resnet50.pth.tar"),))
+    monkeypatch.setattr(fetch_module, "OFFICIAL_FILES", {file.name: file})
+    return file
+
+
+def test_suspicious_input_is_refused_an_html_page_is_never_kept_as_the_attack_model(
+        tmp_path, server, attack_model_table, capsys) -> None:
+    server.files = {"/resnet50.pth.tar": b"<!DOCTYPE html><html><body>Service unavailable</body></html>\n"}
+    weights = tmp_path / "w"
+    assert main(["data", "fetch", "--root", str(tmp_path), "--weights", str(weights), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "resnet50_places365.pth.tar: not a resnet50 Places365 checkpoint: not a PyTorch checkpoint; it is a " \
+           "text file (an HTML error page" in err
+    assert not any(weights.iterdir())  # neither the file nor its .part
+
+    # Saved by hand (or by an older version): check calls it bad, not "unpinned present"; fetch replaces it.
+    (weights / "resnet50_places365.pth.tar").write_bytes(server.files["/resnet50.pth.tar"])
+    status = check(tmp_path, weights)[0]
+    assert status.state == "bad" and not status.ok
+    assert status.detail.startswith("content expected a resnet50 Places365 checkpoint, got not a PyTorch checkpoint")
+    # --keep-mismatched keeps re-packed data, never a checkpoint that does not load.
+    server.files = {"/resnet50.pth.tar": save_shaped_resnet50(tmp_path / "good.pth.tar").read_bytes()}
+    [result] = fetch(tmp_path, weights_dir=weights, progress=False, keep_mismatched=True)
+    assert result.action == "downloaded"
+    status = check(tmp_path, weights)[0]
+    assert status.state == "unpinned" and status.detail == "present, loads as a resnet50 checkpoint, checksum not pinned"
+
+
+def test_suspicious_input_is_refused_a_checkpoint_of_another_architecture(tmp_path, server, attack_model_table):
+    import torchvision
+
+    resnet18 = tmp_path / "r18.pth.tar"
+    torch.save({"arch": "resnet18", "state_dict": torchvision.models.resnet18(num_classes=365).state_dict()}, resnet18)
+    server.files = {"/resnet50.pth.tar": resnet18.read_bytes()}
+    with pytest.raises(ChecksumError, match="not a resnet50 Places365 checkpoint .the file says arch='resnet18'"):
+        fetch(tmp_path, weights_dir=tmp_path / "w", progress=False)
+    assert not any((tmp_path / "w").iterdir())

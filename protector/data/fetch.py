@@ -189,6 +189,12 @@ def _problem(file: OfficialFile, path: Path) -> ChecksumError | None:
     return _content_problem(file, path)
 
 
+def _named(dest: Path, problem: ChecksumError) -> ChecksumError:
+    """`problem`, found on a temporary ``.part`` file, told about the file it was meant to become."""
+    message = str(problem).replace(str(problem.path), str(dest)) if problem.algorithm == "content" else None
+    return ChecksumError(dest, problem.algorithm, problem.expected, problem.actual, message=message)
+
+
 def _content_problem(file: OfficialFile, path: Path) -> ChecksumError | None:
     """For a checkpoint: why it does not load into its architecture (read with weights_only=True)."""
     if file.loads_as is None:
@@ -361,7 +367,7 @@ def _fetch_download(file: OfficialFile, dest: Path, progress: bool, timeout: flo
             part.unlink(missing_ok=True)
             if action == "resumed" and attempt == 0:
                 continue  # the old .part may be what was wrong: once more from the first byte
-            raise ChecksumError(dest, problem.algorithm, problem.expected, problem.actual)
+            raise _named(dest, problem)
     raise DownloadError(
         f"could not download {file.name}:\n  " + "\n  ".join(failures)
         + "\nWithout network access, fetch it by hand:\n"
@@ -396,7 +402,7 @@ def _extract(file: OfficialFile, archive_path: Path, dest: Path) -> FetchResult:
     problem = _problem(file, part)
     if problem is not None:
         part.unlink(missing_ok=True)
-        raise ChecksumError(dest, problem.algorithm, problem.expected, problem.actual)
+        raise _named(dest, problem)
     os.replace(part, dest)
     return FetchResult(file.name, dest, "extracted", str(archive_path))
 
