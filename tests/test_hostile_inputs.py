@@ -359,6 +359,37 @@ def test_refused_command_keeps_results_a_killed_run_does_not_hold_the_folder(tmp
         pass
 
 
+def test_refused_command_keeps_results_a_report_is_replaced_whole_or_not_at_all(finished_run, capsys,
+                                                                               monkeypatch) -> None:
+    case = finished_run
+    report = case["tmp"] / "report"
+    argv = ("evaluate", "--protected", str(case["out"]), "--original", str(case["photos"]), "--classifier",
+            "tiny_hostile_net.TinyNet", "--classifier-path", str(case["models"]), "--out", str(report),
+            "--device", "cpu", "--gallery", "2", "--run-code", "team_run")
+    code, _, err = run_main(capsys, *argv)
+    assert code == 0, err
+    (report / "results.json").write_text('{"an": "earlier report"}')  # told apart from any new one
+    before = tree_digest(report)
+    assert {"results.json", "summary.md", "report.html"} <= {Path(p).name for p in before}
+    import protector.images as images_module
+
+    real = images_module._write_temporary
+
+    def full_at_the_summary(folder, name, data):  # the disk fills after results.json and the plots
+        if name == "summary.md":
+            raise OSError(28, "No space left on device")
+        return real(folder, name, data)
+
+    monkeypatch.setattr(images_module, "_write_temporary", full_at_the_summary)
+    code, _, err = run_main(capsys, *argv)
+    assert code == 2 and "cannot be written (No space left on device" in one_error_line(err)
+    assert tree_digest(report) == before  # the earlier results.json is not paired with a half-new report
+    assert sorted(p.name for p in report.iterdir() if p.name.startswith(".")) == []
+    monkeypatch.undo()
+    code, _, _ = run_main(capsys, *argv)
+    assert code == 0 and (report / "summary.md").is_file()
+
+
 # --------------------------------------------------------------------------- 4. a mistake is one line
 
 

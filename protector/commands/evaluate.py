@@ -95,11 +95,12 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"protector evaluate: error: {err}", file=sys.stderr)
         return 2
-    from protector.outputs import OutputError, write_failures
+    from protector.outputs import OutputError, replace_together, write_failures
 
     try:
         with write_failures(f"the report in {options.out}"):
-            paths = write_report(evaluation, options.out)
+            # All of results.json, summary.md, report.html, plots/ and gallery/, or none of them.
+            paths = replace_together(options.out, lambda stage: write_report(evaluation, stage))
     except OutputError as err:
         print(f"protector evaluate: error: {err}", file=sys.stderr)
         return 2
