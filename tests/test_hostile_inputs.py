@@ -277,6 +277,16 @@ def test_small_file_large_cost_every_handed_file_is_bounded_before_it_is_read(pr
     assert tree_digest(protect_case["photos"]) == before
 
 
+def test_small_file_large_cost_a_huge_run_record_is_refused_not_read(protect_case, capsys) -> None:
+    protect_case["out"].mkdir()
+    sparse_file(protect_case["out"] / "protect-run.json")
+    code, _, err = run_main(capsys, *protect_args(protect_case))
+    assert code == 2
+    line = one_error_line(err)
+    assert "protect-run.json cannot be read as a run record" in line and "1.0 TiB is more than any run record" in line
+    assert sorted(p.name for p in protect_case["out"].iterdir()) == ["protect-run.json"]
+
+
 def test_small_file_large_cost_the_photo_bound_is_the_documented_one() -> None:
     assert MAX_PHOTO_BYTES == 1 << 30
 
