@@ -19,7 +19,7 @@ import sys
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -454,11 +454,14 @@ def import_class(class_path: str, search_path: str | Path | None = None, base: t
     return found
 
 
-def class_problem(found: object, module_name: str, base: type | tuple[type, ...]) -> str | None:
+def class_problem(found: object, module_name: str, base: type | tuple[type, ...],
+                  trusted_origin: Callable[[str], bool] | None = None) -> str | None:
     """Why `found` (named in `module_name`) is not a class to build, or None when it is one.
 
     A class defined in `module_name` or a module below it (``torch.nn.Conv2d`` lives in
-    ``torch.nn.modules.conv``) that subclasses `base`.
+    ``torch.nn.modules.conv``), or re-exported from a module `trusted_origin` accepts (the
+    config guard's allowed libraries: pytorch_lightning re-exports lightning_fabric), that
+    subclasses `base`.
     """
     if not inspect.isclass(found):
         kind = "a function" if inspect.isroutine(found) else f"a {type(found).__name__} object"
@@ -466,7 +469,8 @@ def class_problem(found: object, module_name: str, base: type | tuple[type, ...]
         where = f" from {defined}" if isinstance(defined, str) and defined != module_name else ""
         return f"is {kind}{where}, not a class"
     defined = found.__module__
-    if defined != module_name and not defined.startswith(module_name + "."):
+    below = defined == module_name or defined.startswith(module_name + ".")
+    if not below and not (trusted_origin is not None and trusted_origin(f"{defined}.{found.__qualname__}")):
         return f"is {defined}.{found.__qualname__}, re-exported from another module"
     if not issubclass(found, base):
         names = " or ".join("torch.nn.Module" if b is nn.Module else b.__qualname__

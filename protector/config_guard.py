@@ -140,10 +140,7 @@ def _build_problem(class_path: str, prefixes: tuple[str, ...]) -> str | None:
     if not hasattr(module, attr):
         return None
     found = getattr(module, attr)
-    problem = class_problem(found, module_name, buildable_bases())
-    if problem is None and not _is_allowed(f"{found.__module__}.{found.__qualname__}", prefixes):
-        problem = f"is defined in {found.__module__}, outside the allowed modules"
-    return problem
+    return class_problem(found, module_name, buildable_bases(), lambda path: _is_allowed(path, prefixes))
 
 
 def buildable_bases() -> tuple[type, ...]:

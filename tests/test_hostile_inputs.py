@@ -123,7 +123,10 @@ ZIPPED = ("--run-code", "team_run", "--zip")
 def marker(tmp_path: Path, monkeypatch) -> Path:
     monkeypatch.chdir(REPO)
     monkeypatch.setattr(sys, "path", list(sys.path))
-    return tmp_path / "command-ran.marker"
+    yield tmp_path / "command-ran.marker"
+    for name, module in list(sys.modules.items()):  # a planted module imported with consent goes
+        if str(tmp_path) in str(getattr(module, "__file__", "") or ""):
+            del sys.modules[name]
 
 
 def _planted_folder(tmp_path: Path, marker: Path) -> Path:
@@ -211,6 +214,17 @@ def test_config_cannot_run_commands_external_classifier_checks_before_calling(ma
     (tmp_path / "reexport_mod.py").write_text("from origin_mod import Net\n")
     with pytest.raises(ClassPathError, match="re-exported from another module"):
         import_class("reexport_mod.Net", tmp_path)
+
+
+def test_config_cannot_run_commands_a_re_export_counts_only_from_an_allowed_library(marker) -> None:
+    from protector.config_guard import ConfigClassError, check_class_paths
+
+    # torchmetrics.Metric (an nn.Module) as pytorch_lightning.core.module imports it: not an allowed library.
+    with pytest.raises(ConfigClassError, match="is torchmetrics.metric.Metric, re-exported from another module"):
+        check_class_paths(["fit", "--model.generator", "pytorch_lightning.core.module.Metric"])
+    # pytorch_lightning's own re-exports of lightning_fabric are fine.
+    check_class_paths(["fit", "--trainer.plugins=pytorch_lightning.plugins.environments.LightningEnvironment",
+                       "--trainer.logger", "pytorch_lightning.loggers.CSVLogger"])
 
 
 def test_config_cannot_run_commands_shipped_configs_still_parse(shared, marker, tmp_path) -> None:
