@@ -301,6 +301,19 @@ def test_small_file_large_cost_a_huge_run_record_is_refused_not_read(protect_cas
     assert sorted(p.name for p in protect_case["out"].iterdir()) == ["protect-run.json"]
 
 
+@pytest.mark.parametrize("kind", ["sparse terabyte", "FIFO"])
+def test_small_file_large_cost_a_resume_checkpoint_is_measured_before_lightning_reads_it(shared, marker, tmp_path,
+                                                                                         capsys, kind) -> None:
+    ckpt = tmp_path / "last.ckpt"
+    sparse_file(ckpt) if kind == "sparse terabyte" else os.mkfifo(ckpt)
+    code = run_lightning_cli(["fit", "--config", "configs/debug.yaml", "--trainer.logger=false", "--ckpt_path",
+                              str(ckpt), "--trainer.default_root_dir", str(tmp_path / "run")])
+    assert code == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert str(ckpt) in line
+    assert ("1.0 TiB is more than any checkpoint" if kind == "sparse terabyte" else "is a FIFO") in line
+
+
 def test_small_file_large_cost_the_photo_bound_is_the_documented_one() -> None:
     assert MAX_PHOTO_BYTES == 1 << 30
 

@@ -32,6 +32,8 @@ from protector.callbacks import ExportProtector
 from protector.config_guard import check_class_paths, enforced_import_paths, split_allowances, split_search_paths
 from protector.search_paths import allow_search_paths
 from protector.data.training import TrainingDataModule
+from protector.limits import MAX_WEIGHTS_BYTES
+from protector.paths import NotAFileError, regular_file_size
 from protector.module import NonFiniteLossError, ProtectorModule
 
 SUBCOMMANDS = ("fit", "validate")  # no test_step: validation is the held-out measurement
@@ -73,6 +75,13 @@ class ProtectorCLI(LightningCLI):
             "avoids the busy-waiting of oversubscribed threads, which can slow training tenfold.",
         )
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # Lightning reads a --ckpt_path file whole right after parsing (its hyperparameters).
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            _check_resume_file(self.config[subcommand].get("ckpt_path"))
+
     def before_instantiate_classes(self) -> None:
         threads = self._get(self.config, "torch_threads")
         if threads is not None:
@@ -97,6 +106,20 @@ class ProtectorCLI(LightningCLI):
                 # `--ckpt_path last` could not find the previous run's last.ckpt.
                 callback.dirpath = os.path.realpath(root / "checkpoints")
         return trainer
+
+
+def _check_resume_file(ckpt_path: Any) -> None:
+    """A `--ckpt_path` file is measured before Lightning reads it whole (a FIFO, a 1 TB file: one line)."""
+    if isinstance(ckpt_path, os.PathLike):
+        ckpt_path = os.fspath(ckpt_path)
+    if not isinstance(ckpt_path, str) or ckpt_path in ("last", "best", "hpc", "registry") or "://" in ckpt_path:
+        return
+    if not os.path.lexists(ckpt_path):
+        return  # Lightning names a missing checkpoint itself
+    try:
+        regular_file_size(ckpt_path, MAX_WEIGHTS_BYTES, "checkpoint")
+    except NotAFileError as err:
+        raise ValueError(f"--ckpt_path {err}; give a checkpoint file, or last") from None
 
 
 def default_logger(root: Path) -> Any:
