@@ -4,7 +4,7 @@ A one-colour lossless WebP of SIDE x SIDE pixels is a few KB. `off` disables the
 bound of protector/limits.py (as before reliability round 3), `on` keeps it. One process per case
 (peak memory is per process):
 
-    for s in 4096 8000 9000; do for g in off on; do PYTHONPATH=. python bench/pixel_cost.py $s $g; done; done
+    for s in 2048 4096 8000 9000; do for g in off on; do PYTHONPATH=. python bench/pixel_cost.py $s $g; done; done
 """
 import io, sys, time, resource
 from PIL import Image

@@ -24,15 +24,16 @@ MAX_WEIGHTS_BYTES = 1 * GIB
 # A submission zip: 600 photos of 256 px JPEG are about 12 MB; 1 GiB is 80 times that.
 MAX_ZIP_BYTES = 1 * GIB
 
-# Decoded pixels per byte of file, above LARGE_PHOTO_PIXELS. A camera JPEG stores 2 to 30
-# pixels per byte, a flat-coloured JPEG about 170, an RGB PNG of one colour at most about 340
-# (deflate's ratio, 1032:1, over 3 bytes a pixel). A file that claims more is built to cost
-# minutes and gigabytes of decoding and protection from a few kilobytes (a WebP of one colour
-# holds 89 MP in a few hundred bytes).
+# Decoded pixels per byte of file, above LARGE_PHOTO_PIXELS. The 100 full-size photos of
+# ../shared/fullsize store 1.5 to 5.1 pixels a byte; a JPEG of one colour 64 (RGB) to 85 (gray),
+# an RGB PNG of one colour 284 (measured, BENCHMARKS.md). A file that claims more is built to cost
+# minutes and gigabytes of decoding and protection from a few kilobytes (a lossless WebP of one
+# colour holds 64 MP in 2.5 KB).
 MAX_PIXELS_PER_BYTE = 1024
-# Below this size (16 MP: a 4:3 phone photo of 4608x3456) any ratio is accepted: decoding and
-# protecting it costs seconds, and flat synthetic test images are legitimate.
-LARGE_PHOTO_PIXELS = 16 * 1024 * 1024
+# At or below this size (4 MP, `protect --tile-max-pixels`: a photo protected in one pass, no
+# tiles) any ratio is accepted: decoding costs a fraction of a second, and flat synthetic images
+# are legitimate.
+LARGE_PHOTO_PIXELS = 4 * 1024 * 1024
 
 
 class FileTooLargeError(ValueError):

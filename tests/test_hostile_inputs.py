@@ -255,10 +255,19 @@ def test_small_file_large_cost_a_few_kb_photo_claiming_64_megapixels_fails_alone
 
 
 def test_small_file_large_cost_plausible_photos_are_still_read(tmp_path) -> None:
-    # A flat image up to 16 MP is accepted whatever its ratio (seconds to decode); a real photo's ratio any size.
+    # A one-colour RGB PNG holds 284 pixels a byte: accepted at any size.
     path = tmp_path / "flat.png"
     Image.new("RGB", (4000, 4000), (10, 20, 30)).save(path)
     assert read_photo(path).pixels.shape == (4000, 4000, 3)
+    # Up to 4 MP (one pass, no tiles) any ratio is accepted: a 2048x2048 WebP of a few hundred bytes.
+    small = tmp_path / "flat.webp"
+    Image.new("RGB", (2048, 2048), (10, 20, 30)).save(small, lossless=True)
+    assert small.stat().st_size < 1024
+    assert read_photo(small).pixels.shape == (2048, 2048, 3)
+    big = tmp_path / "flat4096.webp"
+    Image.new("RGB", (4096, 4096), (10, 20, 30)).save(big, lossless=True)
+    with pytest.raises(ImageReadError, match="claims 4096x4096 = 16,777,216 pixels"):
+        read_photo(big)
 
 
 @pytest.mark.parametrize("what", ["list", "protector", "classifier checkpoint", "nima", "criteria", "zip"])
