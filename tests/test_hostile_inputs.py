@@ -123,6 +123,8 @@ ZIPPED = ("--run-code", "team_run", "--zip")
 def marker(tmp_path: Path, monkeypatch) -> Path:
     monkeypatch.chdir(REPO)
     monkeypatch.setattr(sys, "path", list(sys.path))
+    # The real stand-in imported by an earlier test would answer the import instead of the planted one.
+    monkeypatch.delitem(sys.modules, "squeezenet_places", raising=False)
     yield tmp_path / "command-ran.marker"
     for name, module in list(sys.modules.items()):  # a planted module imported with consent goes
         if str(tmp_path) in str(getattr(module, "__file__", "") or ""):
