@@ -27,7 +27,10 @@ APPEAL ?=
 APPEAL_CONFIG = $(if $(APPEAL),--config configs/overlays/appeal.yaml --model.appeal.init_args.weights $(NIMA))
 # GPU=1 / GPU=0 chooses the recipe; by default torch is asked whether it sees a CUDA device.
 # Without one, training runs the CPU recipe (configs/overlays/cpu.yaml: bounded, see README).
-GPU ?= $(shell $(PY) -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev/null || echo 0)
+# (asked once, and only by the targets that use it).
+ifeq ($(origin GPU),undefined)
+GPU = $(eval GPU := $(shell $(PY) -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev/null || echo 0))$(GPU)
+endif
 RECIPE = $(if $(filter 1,$(GPU)),,--config configs/overlays/cpu.yaml)
 RECIPE_NOTE = $(if $(filter 1,$(GPU)),GPU recipe (configs/mepp19.yaml: 40 epochs$(comma) bf16),no GPU found: CPU recipe (configs/overlays/cpu.yaml: 2 epochs of 128 px windows$(comma) training stops after 90 min at most; about 2 h 30 min in all on 2 cores). Set GPU=1 to force the GPU recipe)
 comma := ,
