@@ -32,7 +32,7 @@ ifeq ($(origin GPU),undefined)
 GPU = $(eval GPU := $(shell $(PY) -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev/null || echo 0))$(GPU)
 endif
 RECIPE = $(if $(filter 1,$(GPU)),,--config configs/overlays/cpu.yaml)
-RECIPE_NOTE = $(if $(filter 1,$(GPU)),GPU recipe (configs/mepp19.yaml: 40 epochs$(comma) bf16),no GPU found: CPU recipe (configs/overlays/cpu.yaml: 2 epochs of 128 px windows$(comma) training stops after 90 min at most; about 2 h 30 min in all on 2 cores). Set GPU=1 to force the GPU recipe)
+RECIPE_NOTE = $(if $(filter 1,$(GPU)),GPU recipe (configs/mepp19.yaml: 40 epochs$(comma) bf16),no GPU found: CPU recipe (configs/overlays/cpu.yaml: 2 epochs of 128 px windows$(comma) training stops after 90 min at most; about 1 h in all on 2 cores). Set GPU=1 to force the GPU recipe)
 comma := ,
 # More trainer flags, after every config: devices, strategy, resuming, e.g.
 # TRAINER_ARGS='--trainer.devices 4 --trainer.strategy ddp' or TRAINER_ARGS='--ckpt_path last'.
