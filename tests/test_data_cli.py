@@ -69,7 +69,7 @@ def test_check_reports_a_corrupted_list(complete_root, capsys):
     assert main(["data", "check", "--root", str(root), "--weights", str(weights)]) == 1
     out = capsys.readouterr().out
     assert "1 of 11 files missing or bad" in out
-    assert "MEPP19test.csv (size expected 16,200 bytes, got 16,800 bytes)" in out
+    assert "MEPP19test.csv  (size expected 16,200 bytes, got 16,800 bytes; 16,200 bytes, sha256 " in out
 
 
 def test_fetch_verifies_real_lists_from_file_urls(tmp_path, shared, monkeypatch, capsys):

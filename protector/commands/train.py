@@ -28,7 +28,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from protector.callbacks import ExportProtector
+from protector.callbacks import ExportProtector, TrainingProgress
 from protector.config_guard import check_class_paths, enforced_import_paths, split_allowances, split_search_paths
 from protector.search_paths import allow_search_paths
 from protector.data.training import TrainingDataModule
@@ -46,6 +46,8 @@ class ProtectorCLI(LightningCLI):
       mode max, ``save_last``), writing to ``<default_root_dir>/checkpoints`` unless
       ``checkpoint.dirpath`` says otherwise, so ``--ckpt_path last`` finds it on resume.
     - ``export.*``: the :class:`~protector.callbacks.ExportProtector` callback.
+    - ``progress.*``: :class:`~protector.callbacks.TrainingProgress`, plain progress lines
+      (steps, rate, ETA) when stdout is not a terminal.
     - ``torch_threads``: CPU threads for torch.
     - ``trainer.logger`` left unset means Weights & Biases, project ``protector``, files in
       the run folder, offline unless ``WANDB_API_KEY`` is set; ``--trainer.logger=false``
@@ -67,6 +69,7 @@ class ProtectorCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(ExportProtector, "export")
+        parser.add_lightning_class_args(TrainingProgress, "progress")
         parser.add_argument(
             "--torch_threads",
             type=Optional[int],
@@ -88,6 +91,21 @@ class ProtectorCLI(LightningCLI):
             if threads < 1:
                 raise ValueError(f"torch_threads must be >= 1, got {threads}")
             torch.set_num_threads(threads)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except SIGTERMException as err:
+            raise TrainingStopped(self._last_checkpoint()) from err
+
+    def _last_checkpoint(self) -> Path | None:
+        """The ``last.ckpt`` a resume would start from, if one was written before the signal."""
+        for callback in getattr(self.trainer, "checkpoint_callbacks", []):
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath is not None:
+                last = Path(callback.dirpath) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+                if last.is_file():
+                    return last
+        return None
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         if config.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
@@ -120,6 +138,24 @@ def _check_resume_file(ckpt_path: Any) -> None:
         regular_file_size(ckpt_path, MAX_WEIGHTS_BYTES, "checkpoint")
     except NotAFileError as err:
         raise ValueError(f"--ckpt_path {err}; give a checkpoint file, or last") from None
+
+
+class TrainingStopped(Exception):
+    """Training stopped by SIGTERM; ``checkpoint`` is the last.ckpt to resume from, or None."""
+
+    def __init__(self, checkpoint: Path | None) -> None:
+        super().__init__(str(checkpoint))
+        self.checkpoint = checkpoint
+
+
+def stopped_message(checkpoint: Path | None) -> str:
+    """What to do after a SIGTERM: resume from the checkpoint that exists, or start again."""
+    if checkpoint is None:
+        return ("protector train: stopped by SIGTERM before the first checkpoint (one is saved after each "
+                "epoch's validation); no protector.pt was written. Nothing to resume: run the same command again.")
+    return (f"protector train: stopped by SIGTERM; no protector.pt was written. Resume from {checkpoint} "
+            "(the last checkpoint saved before the signal) by adding --ckpt_path last "
+            "to the same command (make run: TRAINER_ARGS='--ckpt_path last').")
 
 
 def default_logger(root: Path) -> Any:
@@ -175,10 +211,9 @@ def run_lightning_cli(argv: list[str] | None = None) -> int:
     """Entry of ``protector train ARGS`` and ``train.py`` (``argv=None``: ``sys.argv``); the exit code."""
     try:
         cli_main(None if argv is None else list(argv))
-    except SIGTERMException:
+    except TrainingStopped as stopped:
         # Lightning stops the loop on SIGTERM with a SystemExit whose code means success.
-        print("protector train: stopped by SIGTERM; no protector.pt was written. Resume with "
-              "--ckpt_path last (the last checkpoint saved before the signal).", file=sys.stderr)
+        print(stopped_message(stopped.checkpoint), file=sys.stderr)
         return 128 + signal.SIGTERM
     except SystemExit as exit_:  # argument errors and --help end here
         code = exit_.code

@@ -25,6 +25,7 @@ from protector.protect.manifest import ManifestRow, default_manifest_path, manif
 from protector.protect.naming import check_run_code
 from protector.protect.plan import Plan, build_plan
 from protector.protect.predictor import ProtectPredictor
+from protector.protect.progress import PhotoProgress
 from protector.protect.provenance import MANIFEST_ENTRY, Provenance, describe_maker
 from protector.protect.submission import write_submission_zip
 from protector.protect.summary import RunSummary
@@ -376,11 +377,12 @@ def _run_trainer(options: ProtectOptions, predictor: ProtectPredictor, datamodul
         strategy=options.strategy,
         num_nodes=options.num_nodes,
         precision=precision,
-        callbacks=[writer],
+        # The bar counts photos (PhotoProgress), not Lightning's batches.
+        callbacks=[writer, PhotoProgress()] if options.progress else [writer],
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
-        enable_progress_bar=options.progress,
+        enable_progress_bar=False,
         # Protection must be repeatable: a resumed run writes the same bytes. "warn" keeps an
         # op without a deterministic kernel from stopping a run.
         deterministic="warn",
