@@ -201,6 +201,30 @@ class UNetGenerator(nn.Module):
         return raw if second_guide is None else raw + self.second_gain * second_guide
 
 
+class NoGenerator(nn.Module):
+    r"""The generator of a protector made without a trained file: no learned perturbation.
+
+    Its raw map is zero, so the protected photo starts as the photo itself and all of the
+    protection comes from the gradient steps after it (``protect --refine-steps``: EOT-PGD
+    over views). A trained generator instead starts those steps where it ends.
+    """
+
+    guided = False
+    config: dict = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
+DEFAULT_EPS = 2 / 255
+
+
+def default_protector(eps: float | None = None) -> BoundedProtector:
+    """The protector of ``protect`` without a trained file: :class:`NoGenerator` within ``eps``
+    (default 2/255, two 8-bit levels), protecting with gradient steps alone."""
+    return BoundedProtector(NoGenerator(), DEFAULT_EPS if eps is None else eps)
+
+
 def protect_batch(
     generator: nn.Module, x: torch.Tensor, eps: float, classifier: nn.Module | None, label: torch.Tensor | None = None
 ) -> torch.Tensor:

@@ -27,6 +27,7 @@ from protector.losses import (
     topk_margin,
 )
 from protector.robust import Robustifier
+from protector.views import ViewSampler
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -69,6 +70,8 @@ class ProtectorModule(LightningModule):
         jpeg_quality: JPEG quality range of the training-time differentiable JPEG.
         jpeg_prob: probability of the training-time JPEG per image.
         resize_prob: probability of the training-time down-up resize per image.
+        views: train through the views a classifier sees a shared photo through, one drawn per
+            batch (:class:`~protector.views.ViewSampler`); None: the file as it is.
         eval_jpeg_quality: quality of the real JPEG written in validation (1..100).
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
@@ -111,6 +114,7 @@ class ProtectorModule(LightningModule):
         jpeg_quality: tuple[int, int] = (70, 95),
         jpeg_prob: float = 0.8,
         resize_prob: float = 0.0,
+        views: ViewSampler | None = None,
         eval_jpeg_quality: int = 90,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -161,7 +165,8 @@ class ProtectorModule(LightningModule):
         # module tree so checkpoint keys stay `generator.*`; it shares the modules above.
         self.__dict__["protector"] = BoundedProtector(generator, eps, self.classifier, enhancer)
         self.robustifier = (
-            Robustifier(jpeg_quality=jpeg_quality, jpeg_prob=jpeg_prob, resize_prob=resize_prob) if robust else None
+            Robustifier(jpeg_quality=jpeg_quality, jpeg_prob=jpeg_prob, resize_prob=resize_prob, views=views)
+            if robust else None
         )
         self.objective = (loss if isinstance(loss, AttackLoss)
                           else attack_loss_by_name(loss, top_k, kappa, sensitive_categories))
