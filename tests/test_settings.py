@@ -58,10 +58,3 @@ def test_the_refine_loss_defaults_to_what_the_views_need() -> None:
     assert ProtectionSettings(views="as-is", working_side=None, refine_steps=2).refine_loss == "topk"
     assert ProtectionSettings(views="shared", refine_steps=10, refine_loss="topk").refine_loss == "topk"
 
-
-def test_a_refine_loss_without_refine_steps_is_refused(tmp_path) -> None:
-    from protector.protect import ProtectOptions
-
-    options = ProtectOptions(output=tmp_path / "out", inputs=[tmp_path], refine_steps=0, refine_loss="ce")
-    with pytest.raises(ValueError, match="--refine-steps 0"):
-        options.check()
