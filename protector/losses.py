@@ -25,33 +25,6 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 from protector.robust import differentiable_jpeg
 
 
-def margin_loss(
-    logits: torch.Tensor,
-    y: torch.Tensor,
-    kappa: float = 0.0,
-    class_weights: torch.Tensor | None = None,
-) -> torch.Tensor:
-    r"""Top-1 margin: true logit minus the best other logit, clamped below at ``-kappa``.
-
-    Negative once the true class is no longer the top-1 prediction.
-
-    Args:
-        logits: classifier logits.
-        y: true class indices, all in ``[0, C)``.
-        kappa: margin (in logit units) beyond which a sample stops contributing. Default: 0.
-        class_weights: optional per-class weight ``(C,)``; each sample is weighted by the
-            weight of its class and the result is the weighted mean.
-
-    Shape:
-        - logits: :math:`(B, C)`, y: :math:`(B,)`; output: scalar.
-
-    Example::
-        >>> margin_loss(torch.tensor([[2.0, 1.0, 0.0]]), torch.tensor([0]))
-        tensor(1.)
-    """
-    return topk_margin_loss(logits, y, k=1, kappa=kappa, class_weights=class_weights)
-
-
 def topk_margin_loss(
     logits: torch.Tensor,
     y: torch.Tensor,
@@ -62,7 +35,7 @@ def topk_margin_loss(
     r"""Top-k margin: true logit minus the k-th largest *other* logit, clamped at ``-kappa``.
 
     Negative exactly when at least ``k`` other classes score above the true one, i.e. the
-    true class is out of the top-k. ``k = 1`` is :func:`margin_loss`.
+    true class is out of the top-k. ``k = 1`` is the top-1 margin.
 
     Args:
         logits: classifier logits.
