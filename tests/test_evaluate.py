@@ -230,6 +230,31 @@ def test_baselines_need_eps(case):
         evaluate(hand_options(case, baselines=["fgsm"]))
 
 
+def test_the_baselines_bench_uses_are_evaluates(tiny_classifier, tmp_path):
+    # bench/ builds its FGSM/PGD/EOT-PGD rows and writes its files through these functions.
+    from protector.evaluation.baselines import (
+        baseline_attack, baseline_spec, eot_pgd_step_size, write_attacked)
+    from protector.losses import UntargetedCE
+
+    eps = 4 / 255
+    assert baseline_spec("eot-pgd", eps).alpha == eot_pgd_step_size(eps, 10) == 2.5 * eps / 10
+    assert [eot_pgd_step_size(eps, k) for k in (1, 2)] == [eps, eps / 2]
+    assert baseline_spec("eot-pgd", eps, steps=2).steps == 2 and baseline_spec("pgd", eps, steps=10).steps == 10
+    with pytest.raises(ValueError, match="10 step"):
+        baseline_spec("pgd", eps, steps=5)
+    with pytest.raises(ValueError, match="only eot-pgd takes a loss"):
+        baseline_attack(baseline_spec("fgsm", eps), tiny_classifier, torch.device("cpu"), loss=UntargetedCE())
+    torch.manual_seed(0)
+    x, y = torch.rand(2, 3, 32, 32), torch.tensor([0, 1])
+    attack = baseline_attack(baseline_spec("eot-pgd", eps, steps=2), tiny_classifier, torch.device("cpu"),
+                             jpeg_quality=90, loss=UntargetedCE())
+    x_adv = attack(x, y)
+    assert (x_adv - x).abs().max() <= eps + 1e-6 and not torch.equal(x_adv, x)
+    path = write_attacked(x_adv[0], tmp_path / "sub" / "a.png", quality=90)
+    expected = (x_adv[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    assert np.array_equal(read_photo(path).pixels, expected)  # PNG by its extension: lossless
+
+
 def test_evaluate_command_writes_the_report(case, capsys):
     import argparse
 
