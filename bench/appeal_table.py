@@ -20,16 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "bench"))
-
-from protection_table import (  # noqa: E402
+from protection_table import (
     Method,
     decode,
     held_out_split,
@@ -40,13 +36,15 @@ from protection_table import (  # noqa: E402
     select_eval_set,
 )
 
-from protector.classifier_spec import build_classifier  # noqa: E402
-from protector.classifiers import FrozenClassifier  # noqa: E402
-from protector.evaluation.quality import IMPLEMENTATION as BRISQUE_NAME  # noqa: E402
-from protector.evaluation.quality import brisque_scores  # noqa: E402
-from protector.export import load_protector  # noqa: E402
-from protector.generator import BoundedProtector  # noqa: E402
-from protector.nima import load_nima  # noqa: E402
+from protector.classifier_spec import build_classifier
+from protector.classifiers import FrozenClassifier
+from protector.evaluation.quality import IMPLEMENTATION as BRISQUE_NAME
+from protector.evaluation.quality import brisque_scores
+from protector.export import load_protector
+from protector.generator import BoundedProtector
+from protector.nima import load_nima
+
+REPO = Path(__file__).resolve().parent.parent
 
 COLUMNS = ("method", "top1_fooled", "top5_fooled", "nima", "nima_change", "brisque", "psnr_db", "ssim", "s_per_image")
 

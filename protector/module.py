@@ -15,13 +15,13 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from protector.appeal_loss import NimaAppeal
 from protector.generator import BoundedProtector
 from protector.images import encode_photo, read_photo, to_tensor, to_uint8
 from protector.losses import (
     AttackLoss,
     FidelityTerm,
     LossName,
-    NimaAppeal,
     attack_loss_by_name,
     fidelity_by_name,
     topk_margin,
@@ -86,7 +86,7 @@ class ProtectorModule(LightningModule):
         enhancer: an appeal stage trained with the generator
             (:class:`~protector.enhance.ToneCurveEnhancer`): the perturbation is added around
             the enhanced photo. It sees whole photos (a global edit), the attack the window.
-        appeal: the enhancer's objective (:class:`~protector.losses.NimaAppeal`), on the
+        appeal: the enhancer's objective (:class:`~protector.appeal_loss.NimaAppeal`), on the
             whole enhanced photo; validation then also logs ``val/nima_change`` (saved file
             against the clean photo saved the same way).
         enhancer_lr: AdamW learning rate of the enhancer (None: ``lr``). Its head starts at

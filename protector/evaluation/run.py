@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from protector.budget import parse_budget
 from protector.data.criteria import CRITERIA, criteria_of_senscats, read_privacy_criteria
 from protector.data.lists import read_categories, read_senscats
 from protector.devices import resolve_device
@@ -184,14 +183,6 @@ def _image_json(im: ImageEval) -> dict:
         "nima_clean": list(im.nima_clean) if im.nima_clean else None,
         "nima_protected": list(im.nima_protected) if im.nima_protected else None,
     }
-
-
-def parse_eps(text: str) -> float:
-    """'2/255' or '0.0078' -> float in (0, 1] (the check `--eps` gets on the command line)."""
-    try:
-        return parse_budget(text)
-    except ValueError as err:
-        raise EvaluationError(f"--eps {err}") from None
 
 
 def _parse_transfer(spec: str) -> tuple[str, Path | None]:
