@@ -89,7 +89,7 @@ def describe_maker(
     made_by["eps"] = getattr(protector, "eps", None)  # also read by `evaluate` (its baselines' budget)
     enhancer = getattr(protector, "enhancer", None)
     shapes_with_model = bool(getattr(protector, "guided", False)) or options.refine_steps > 0
-    return {
+    maker = {
         "protector": made_by,
         "format": options.fmt,
         "quality": options.quality,
@@ -100,6 +100,12 @@ def describe_maker(
         "tiling": [options.tile_max_pixels, options.tile, options.tile_overlap, options.tile_align],
         "precision": precision,
     }
+    from protector.appeal_steps import describe as describe_appeal_steps
+
+    steps = describe_appeal_steps(enhancer)
+    if steps is not None:  # only when used: records of runs without them keep their digest
+        maker["appeal_steps"] = steps
+    return maker
 
 
 def _digest(maker: dict[str, Any]) -> str:
