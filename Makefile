@@ -25,6 +25,18 @@ NIMA ?= weights/weights_mobilenet_aesthetic_0.07.hdf5
 # the report then splits the NIMA change into the edit's and the perturbation's.
 APPEAL ?=
 APPEAL_CONFIG = $(if $(APPEAL),--config configs/overlays/appeal.yaml --model.appeal.init_args.weights $(NIMA))
+# GPU=1 / GPU=0 chooses the recipe; by default torch is asked whether it sees a CUDA device.
+# Without one, training runs the CPU recipe (configs/overlays/cpu.yaml: bounded, see README).
+# (asked once, and only by the targets that use it).
+ifeq ($(origin GPU),undefined)
+GPU = $(eval GPU := $(shell $(PY) -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev/null || echo 0))$(GPU)
+endif
+RECIPE = $(if $(filter 1,$(GPU)),,--config configs/overlays/cpu.yaml)
+RECIPE_NOTE = $(if $(filter 1,$(GPU)),GPU recipe (configs/mepp19.yaml: 40 epochs$(comma) bf16),no GPU found: CPU recipe (configs/overlays/cpu.yaml: 2 epochs of 128 px windows$(comma) training stops after 90 min at most; about 1 h in all on 2 cores). Set GPU=1 to force the GPU recipe)
+comma := ,
+# More trainer flags, after every config: devices, strategy, resuming, e.g.
+# TRAINER_ARGS='--trainer.devices 4 --trainer.strategy ddp' or TRAINER_ARGS='--ckpt_path last'.
+TRAINER_ARGS ?=
 # One set of paths for every step: training reads the same files that are protected and scored.
 TRAIN_PATHS = --data.images $(DATA)/val_256.tar --data.train_list $(DATA)/MEPP18val.csv \
 	--data.labels_file $(DATA)/places365_val.txt \
@@ -54,8 +66,9 @@ test: $(STAMP)
 # The whole task: fetch what is missing, train on MEPP18val, protect MEPP19test into the
 # submission zip, evaluate the written files. Offline, the fetch step says which file goes where.
 run: $(STAMP)
+	@echo "make run: $(RECIPE_NOTE)"
 	$(PY) -m protector data fetch --root $(DATA) --weights $(dir $(ATTACK_MODEL)) $(if $(KEEP_MISMATCHED),--keep-mismatched)
-	$(PY) train.py fit --config configs/mepp19.yaml $(APPEAL_CONFIG) --trainer.default_root_dir $(RUN) $(TRAIN_PATHS) $(TRAIN_CHECKSUM)
+	$(PY) train.py fit --config configs/mepp19.yaml $(APPEAL_CONFIG) $(RECIPE) --trainer.default_root_dir $(RUN) $(TRAIN_PATHS) $(TRAIN_CHECKSUM) $(TRAINER_ARGS)
 	$(PY) infer.py --checkpoint $(RUN)/protector.pt --list $(DATA)/MEPP19test.csv --images $(DATA)/val_256.tar \
 		--output $(RUN)/submission --format jpeg --quality 90 --run-code $(RUN_CODE) --zip --refine-steps $(REFINE_STEPS) $(if $(OVERWRITE),--overwrite) \
 		--refine-loss $(REFINE_LOSS) --senscats $(DATA)/MEPP18senscats.txt \

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import math
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, Timer
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from protector.export import save_protector
@@ -70,6 +73,118 @@ class ExportProtector(Callback):
             module.load_state_dict({k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)})
         score = callback.best_model_score
         return str(best), None if score is None else float(score), callback.monitor
+
+
+class TrainingProgress(Callback):
+    """Progress lines for a log that is not a terminal: steps done of the total, rate, ETA.
+
+    Lightning's bar redraws one line in place, so a log file shows nothing for a whole epoch;
+    this callback prints a plain line every ``every_n_seconds`` (and at the end of each epoch
+    and validation) on global rank zero. The ETA is the training steps left at the rate of
+    this run so far, capped by ``trainer.max_time`` when that is set; validation is not in it.
+
+    Args:
+        enabled: True always, False never; None (default) only when stdout is not a terminal
+            (on a terminal the progress bar already shows the same).
+        every_n_seconds: seconds between lines during training. Default: 60.
+
+    Example line::
+
+        train: epoch 1/2, step 120/676 (18%), 1.32 s/step, ETA 12 min
+    """
+
+    def __init__(self, enabled: bool | None = None, every_n_seconds: float = 60.0) -> None:
+        super().__init__()
+        if every_n_seconds <= 0:
+            raise ValueError(f"every_n_seconds must be > 0, got {every_n_seconds}")
+        self.enabled = enabled
+        self.every_n_seconds = every_n_seconds
+        self.stream: TextIO = sys.stdout
+        self._start_time = 0.0
+        self._start_step = 0
+        self._last_line = 0.0
+        self._val_start = 0.0
+
+    def _active(self, trainer: Trainer) -> bool:
+        if not trainer.is_global_zero:
+            return False
+        return (not self.stream.isatty()) if self.enabled is None else self.enabled
+
+    def _print(self, line: str) -> None:
+        print(line, file=self.stream, flush=True)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start_time = self._last_line = time.monotonic()
+        self._start_step = trainer.global_step
+        if self._active(trainer):
+            total = _total_steps(trainer)
+            self._print(f"train: {total if total is not None else 'unknown number of'} steps "
+                        f"({trainer.num_training_batches} a epoch), starting at step {trainer.global_step}")
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        now = time.monotonic()
+        if now - self._last_line >= self.every_n_seconds and self._active(trainer):
+            self._last_line = now
+            self._print(self.status(trainer, now))
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._active(trainer):
+            self._last_line = time.monotonic()
+            self._print(self.status(trainer, self._last_line, prefix="train: end of"))
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._val_start = time.monotonic()
+        if self._active(trainer) and not trainer.sanity_checking:
+            batches = sum(trainer.num_val_batches) if trainer.num_val_batches else 0
+            self._print(f"validation: {batches} batches")
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._active(trainer) and not trainer.sanity_checking:
+            fooled = trainer.callback_metrics.get("val/top1_fooled")
+            score = "" if fooled is None else f", val/top1_fooled {float(fooled):.4f}"
+            self._print(f"validation: done in {_duration(time.monotonic() - self._val_start)}{score}")
+
+    def status(self, trainer: Trainer, now: float, prefix: str = "train:") -> str:
+        """One line: epoch, step of total, seconds per step, ETA."""
+        step, total = trainer.global_step, _total_steps(trainer)
+        done = step - self._start_step
+        epochs = trainer.max_epochs if trainer.max_epochs not in (None, -1) else "?"
+        line = f"{prefix} epoch {trainer.current_epoch + 1}/{epochs}, step {step}"
+        if total:
+            line += f"/{total} ({100 * step / total:.0f}%)"
+        if done <= 0:
+            return line
+        seconds_per_step = (now - self._start_time) / done
+        line += f", {seconds_per_step:.2f} s/step"
+        eta = None if not total else max(total - step, 0) * seconds_per_step
+        remaining = _time_remaining(trainer)
+        if remaining is not None:
+            eta = remaining if eta is None else min(eta, remaining)
+        if eta is not None:
+            line += f", ETA {_duration(eta)}" + (" (max_time)" if remaining is not None and eta == remaining else "")
+        return line
+
+
+def _total_steps(trainer: Trainer) -> int | None:
+    total = trainer.estimated_stepping_batches
+    return int(total) if isinstance(total, (int, float)) and math.isfinite(total) else None
+
+
+def _time_remaining(trainer: Trainer) -> float | None:
+    for callback in trainer.callbacks:
+        if isinstance(callback, Timer):
+            remaining = callback.time_remaining("train")
+            return None if remaining is None else max(float(remaining), 0.0)
+    return None
+
+
+def _duration(seconds: float) -> str:
+    """A rough human duration: '45 s', '12 min', '3 h 05 min'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 90 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def _describe(classifier: torch.nn.Module) -> str:

@@ -12,10 +12,10 @@ from torch import nn
 
 from protector.architectures import REGISTRY
 from protector.classifiers import ExternalClassifier, FrozenClassifier, Places365Classifier
+# The stand-in lives in ../shared/standin beside the repository (see its README).
+from protector.search_paths import STANDIN_DIR, allow_search_paths
 
 STANDIN_CLASS_PATH = "squeezenet_places.StandinPlaces365"
-# The stand-in lives in ../shared/standin beside the repository (see its README).
-STANDIN_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "standin"
 
 
 def build_classifier(
@@ -66,7 +66,9 @@ def build_classifier(
                     f"{STANDIN_DIR}: the stand-in classifier folder is missing (expected ../shared/standin beside "
                     "the repository); point --classifier-path at the folder holding squeezenet_places.py"
                 )
-        model = ExternalClassifier(class_path, str(search_path) if search_path is not None else None)
+        # The flag's folder is on the command line: the user's consent to import from it.
+        with allow_search_paths([search_path]):
+            model = ExternalClassifier(class_path, str(search_path) if search_path is not None else None)
     return FrozenClassifier(model)
 
 

@@ -10,21 +10,25 @@ or the user accepted an unpinned file explicitly (`allow_unpinned=True`).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import inspect
 import pickle
 import re
 import sys
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 from protector.architectures import PLACES365_CLASSES, REGISTRY, build_architecture, get_architecture
 from protector.checksums import ChecksumError, verify_sha256
-from protector.paths import sha256_file
+from protector.limits import MAX_WEIGHTS_BYTES, FileTooLargeError
+from protector.search_paths import require_allowed
+from protector.paths import NotAFileError, regular_file_size, sha256_file
 
 try:  # numpy >= 2
     from numpy._core import multiarray as np_multiarray
@@ -74,8 +78,7 @@ def resolve_sha256(path: str | Path, sha256: str | None = None, allow_unpinned: 
     for known in REGISTRY.values():
         if known.filename == name and known.sha256:
             return known.sha256
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: checkpoint file not found")
+    checkpoint_size(path)
     actual = sha256_file(path)
     if not allow_unpinned:
         raise ChecksumError(
@@ -103,13 +106,31 @@ _NUMPY_SCALAR_GLOBALS = [
 ]
 
 
+def checkpoint_size(path: str | Path) -> int:
+    """The size of a checkpoint file, checked before anything reads or hashes it.
+
+    Raises:
+        FileNotFoundError: nothing there.
+        CheckpointError: a folder, a FIFO (which would block a read forever), unreadable, or
+            larger than any Places365 checkpoint (``limits.MAX_WEIGHTS_BYTES``).
+    """
+    try:
+        return regular_file_size(path, MAX_WEIGHTS_BYTES, "checkpoint")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: checkpoint file not found") from None
+    except NotAFileError as err:
+        raise CheckpointError(f"{path}: is a {err.kind}, not a checkpoint file") from None
+    except FileTooLargeError as err:
+        raise CheckpointError(str(err)) from None
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot be read ({err.strerror or err})") from None
+
+
 def _read_checkpoint(path: Path) -> Any:
     """torch.load(weights_only=True) with every failure turned into a CheckpointError."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: checkpoint file not found")
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
-    size = path.stat().st_size
+    size = checkpoint_size(path)
     if size == 0:
         raise CheckpointError(f"{path}: empty file (0 bytes); the download probably failed")
     with open(path, "rb") as f:
@@ -191,9 +212,8 @@ def load_places365_state_dict(
     """
     architecture = get_architecture(arch)
     path = Path(path)
+    checkpoint_size(path)  # before hashing: a FIFO or a 1 TB file fails here, not in sha256
     if sha256 is not None:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: checkpoint file not found")
         verify_sha256(path, sha256)
     loaded = _read_checkpoint(path)
     raw, file_arch = _unwrap(path, loaded)
@@ -393,42 +413,99 @@ class Places365Classifier(nn.Module):
         return self.net(self.normalize(x))
 
 
-def import_class(class_path: str, search_path: str | Path | None = None) -> type:
-    """Import `package.module.Class`, after putting `search_path` first on `sys.path`.
+def import_class(class_path: str, search_path: str | Path | None = None, base: type = nn.Module,
+                 consent: bool = False) -> type:
+    """Import the class `package.module.Class`, a subclass of `base` defined in that module.
+
+    `search_path` is put first on ``sys.path`` only for this import; with `consent` (what a
+    config reaches: `ExternalClassifier`) only when it is the stand-in's folder or the command
+    line allowed it (:mod:`protector.search_paths`). What the
+    path names must be a class defined in the named module (or below it): a function, or a
+    name another module re-exports (``signal_connector.call`` is ``subprocess.call``), is
+    refused before it is called.
 
     Raises:
         FileNotFoundError: `search_path` is not a folder.
-        ClassPathError: the module or the class cannot be found.
+        SearchPathError: `search_path` was not allowed on the command line.
+        ClassPathError: the module or the class cannot be found, or it is not such a class.
     """
+    module_name, _, class_name = class_path.rpartition(".")
+    if not module_name:
+        raise ClassPathError(f"{class_path!r}: expected a class path like 'module.ClassName'")
+    folder = None
     if search_path is not None:
         folder = Path(search_path).expanduser().resolve()
         if not folder.is_dir():
             raise FileNotFoundError(f"{search_path}: search path is not a folder (relative paths start at {Path.cwd()})")
-        if str(folder) not in sys.path:
-            sys.path.insert(0, str(folder))
-    module_name, _, class_name = class_path.rpartition(".")
-    if not module_name:
-        raise ClassPathError(f"{class_path!r}: expected a class path like 'module.ClassName'")
+        if consent:
+            require_allowed(search_path)
     try:
-        module = importlib.import_module(module_name)
+        module = _import_module(module_name, folder)
     except ModuleNotFoundError as err:
         where = f" (searched {search_path} and sys.path)" if search_path is not None else ""
         raise ClassPathError(f"{class_path}: cannot import module {module_name!r}{where}: {err}") from None
     try:
-        return getattr(module, class_name)
+        found = getattr(module, class_name)
     except AttributeError:
         raise ClassPathError(f"{class_path}: module {module_name!r} has no {class_name!r}") from None
+    problem = class_problem(found, module_name, base)
+    if problem is not None:
+        raise ClassPathError(f"{class_path}: {problem}; only such classes are built")
+    return found
+
+
+def class_problem(found: object, module_name: str, base: type | tuple[type, ...],
+                  trusted_origin: Callable[[str], bool] | None = None) -> str | None:
+    """Why `found` (named in `module_name`) is not a class to build, or None when it is one.
+
+    A class defined in `module_name` or a module below it (``torch.nn.Conv2d`` lives in
+    ``torch.nn.modules.conv``), or re-exported from a module `trusted_origin` accepts (the
+    config guard's allowed libraries: pytorch_lightning re-exports lightning_fabric), that
+    subclasses `base`.
+    """
+    if not inspect.isclass(found):
+        kind = "a function" if inspect.isroutine(found) else f"a {type(found).__name__} object"
+        defined = getattr(found, "__module__", None)
+        where = f" from {defined}" if isinstance(defined, str) and defined != module_name else ""
+        return f"is {kind}{where}, not a class"
+    defined = found.__module__
+    below = defined == module_name or defined.startswith(module_name + ".")
+    if not below and not (trusted_origin is not None and trusted_origin(f"{defined}.{found.__qualname__}")):
+        return f"is {defined}.{found.__qualname__}, re-exported from another module"
+    if not issubclass(found, base):
+        names = " or ".join("torch.nn.Module" if b is nn.Module else b.__qualname__
+                            for b in (base if isinstance(base, tuple) else (base,)))
+        return f"is not a {names} subclass"
+    return None
+
+
+def _import_module(module_name: str, folder: Path | None) -> Any:
+    """Import `module_name`, with `folder` first on sys.path during the import only.
+
+    Left there, the folder would shadow every module imported later (h5py, wandb, ...).
+    """
+    if folder is None or str(folder) in sys.path:
+        return importlib.import_module(module_name)
+    sys.path.insert(0, str(folder))
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(str(folder))
 
 
 class ExternalClassifier(nn.Module):
     """Any classifier importable by class path, e.g. the stand-in beside the repository.
 
-    The class must build an `nn.Module` taking RGB in [0, 1] and returning logits.
+    The class must be an `nn.Module` subclass defined in the module named, taking RGB in [0, 1]
+    and returning logits; anything else (a function such as ``subprocess.call`` re-exported under
+    an allowed name) is refused before it is called.
 
     Args:
         class_path: `module.ClassName`, e.g. `squeezenet_places.StandinPlaces365`.
-        search_path: folder put on `sys.path` first (relative to the current directory),
-            e.g. `../shared/standin`.
+        search_path: folder put on `sys.path` first for the import (relative to the current
+            directory): the stand-in's `../shared/standin`, or a folder allowed on the command line
+            (:mod:`protector.search_paths`; a config cannot allow its own).
         init_args: keyword arguments for the class.
 
     Shape:
@@ -441,7 +518,7 @@ class ExternalClassifier(nn.Module):
 
     def __init__(self, class_path: str, search_path: str | None = None, init_args: dict | None = None):
         super().__init__()
-        cls = import_class(class_path, search_path)
+        cls = import_class(class_path, search_path, nn.Module, consent=True)  # checked before it is called
         model = cls(**(init_args or {}))
         if not isinstance(model, nn.Module):
             raise ClassPathError(f"{class_path}: built a {type(model).__name__}, not a torch.nn.Module")

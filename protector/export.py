@@ -21,6 +21,8 @@ from torch import nn
 from protector.enhance import ToneCurveEnhancer
 from protector.generator import BoundedProtector, UNetGenerator, check_eps
 from protector.images import write_atomic
+from protector.limits import MAX_WEIGHTS_BYTES, FileTooLargeError
+from protector.paths import NotAFileError, regular_file_size
 
 FORMAT_TAG = "protector"
 FORMAT_VERSION = 1
@@ -134,8 +136,16 @@ def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
 def read_protector_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and validate the raw dict of a protector file (weights_only=True)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no protector file here (train one with `protector train fit ...`)")
+    try:
+        regular_file_size(path, MAX_WEIGHTS_BYTES, "protector file")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no protector file here (train one with `protector train fit ...`)") from None
+    except NotAFileError as err:
+        raise ProtectorFileError(f"{err}; give RUN/protector.pt") from None
+    except FileTooLargeError as err:
+        raise ProtectorFileError(str(err)) from None
+    except OSError as err:
+        raise ProtectorFileError(f"{path}: cannot be read ({err.strerror or err})") from None
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except _CORRUPT_FILE_ERRORS as err:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from protector.limits import MAX_PHOTO_BYTES, FileTooLargeError, pixel_cost_problem
 from protector.paths import NotAFileError, read_regular_file
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
@@ -95,6 +96,9 @@ def read_photo(source: str | Path | bytes, name: str | None = None, max_pixels: 
                     f"{label}: {width}x{height} = {width * height:,} pixels exceeds the limit of "
                     f"{max_pixels:,} (decompression-bomb guard)"
                 )
+            implausible = pixel_cost_problem(width, height, len(data))
+            if implausible is not None:
+                raise ImageReadError(f"{label}: {implausible}")
             # An MPO's first picture is the photo; the others are not frames of an animation.
             if image.format != "MPO" and getattr(image, "n_frames", 1) > 1:
                 raise ImageReadError(
@@ -147,9 +151,11 @@ def _read_bytes(source: str | Path | bytes, label: str) -> bytes:
     if isinstance(source, bytes):
         return source
     try:
-        return read_regular_file(source)
+        return read_regular_file(source, MAX_PHOTO_BYTES, "photo")
     except FileNotFoundError:
         raise
+    except FileTooLargeError as err:
+        raise ImageReadError(f"{label}: {err.reason}") from None
     except NotAFileError as err:
         raise ImageReadError(f"{label}: is a {err.kind}, not an image file") from None
     except OSError as err:

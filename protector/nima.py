@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from protector.paths import sha256_file
+from protector.limits import MAX_WEIGHTS_BYTES, FileTooLargeError
+from protector.paths import NotAFileError, regular_file_size, sha256_file
 
 __all__ = ["NIMA", "NIMA_AESTHETIC_SHA256", "NIMA_NAME", "NIMAWeightsError", "load_nima", "nima_scores"]
 
@@ -128,14 +129,25 @@ class NIMA(nn.Module):
     # -------------------------------------------------------------- weights
 
     def _load_keras_weights(self, path: Path, sha256: str | None, allow_unpinned: bool) -> None:
-        if not path.is_file():
+        try:
+            regular_file_size(path, MAX_WEIGHTS_BYTES, "NIMA weights file")
+        except FileNotFoundError:
             raise FileNotFoundError(
                 f"{path}: NIMA weights not found (weights_mobilenet_aesthetic_0.07.hdf5 from "
                 "idealo/image-quality-assessment; see ../shared/nima/README.md)"
-            )
+            ) from None
+        except NotAFileError as err:  # a FIFO would block the checksum forever
+            raise NIMAWeightsError(f"{err}; give the weights file (weights_mobilenet_aesthetic_0.07.hdf5)") from None
+        except FileTooLargeError as err:
+            raise NIMAWeightsError(str(err)) from None
+        except OSError as err:
+            raise NIMAWeightsError(f"{path}: NIMA weights cannot be read ({err.strerror or err})") from None
         if sha256 is not None or not allow_unpinned:
             expected = (sha256 or NIMA_AESTHETIC_SHA256).lower()
-            actual = sha256_file(path)
+            try:
+                actual = sha256_file(path)
+            except OSError as err:  # EIO, permissions: one line, not a traceback
+                raise NIMAWeightsError(f"{path}: NIMA weights cannot be read ({err.strerror or err})") from None
             if actual != expected:
                 raise NIMAWeightsError(
                     f"{path}: not the expected NIMA weights: sha256 {actual}, expected {expected} "

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Iterator
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from protector.images import probe_writable
@@ -105,3 +107,33 @@ def inside(path: str | Path, folder: str | Path) -> bool:
     """Whether `path` is `folder` or lies within it (links resolved; neither needs to exist)."""
     path, folder = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
     return path == folder or folder in path.parents
+
+
+def replace_together(folder: str | Path, write: Callable[[Path], dict[str, Path]]) -> dict[str, Path]:
+    """Write a result of several files (a report) so that it replaces the earlier one whole or not at all.
+
+    `write(stage)` writes every file into a hidden staging folder inside `folder` and returns their
+    paths by kind. Only when it succeeded are the earlier entries of the same names moved into a
+    hidden ``.previous-*`` folder and the new ones renamed into place (renames within one folder:
+    no copy), then the earlier ones deleted. A failure while writing (a full disk, Ctrl-C) leaves
+    the earlier result untouched and no staging folder; the moment of the swap is a few renames.
+
+    Returns:
+        The paths of `write`, moved into `folder`.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+    try:
+        written = write(stage)
+        previous = Path(tempfile.mkdtemp(prefix=".previous-", dir=folder))
+        entries = sorted(stage.iterdir())
+        for entry in entries:
+            if os.path.lexists(folder / entry.name):
+                os.replace(folder / entry.name, previous / entry.name)
+        for entry in entries:
+            os.replace(entry, folder / entry.name)
+        shutil.rmtree(previous, ignore_errors=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return {kind: folder / path.relative_to(stage) for kind, path in written.items()}

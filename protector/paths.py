@@ -8,6 +8,8 @@ import re
 import stat
 from pathlib import Path, PurePosixPath
 
+from protector.limits import MAX_PHOTO_BYTES, FileTooLargeError, check_size
+
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -58,16 +60,44 @@ class NotAFileError(OSError):
         self.kind = kind
 
 
-def read_regular_file(path: str | Path) -> bytes:
+def read_regular_file(path: str | Path, max_bytes: int = MAX_PHOTO_BYTES, what: str = "file") -> bytes:
     """The bytes of `path`, which must be a regular file (symlinks to one are followed).
 
     Opened without blocking and checked on the open descriptor, so a FIFO given as a photo or
-    a list fails at once instead of hanging, and nothing can be swapped in between.
+    a list fails at once instead of hanging, and nothing can be swapped in between. Its size is
+    checked there too, before any byte is read: a 1 TB sparse file fails with one line.
 
     Raises:
         FileNotFoundError: nothing at `path` (or a dangling or looping link).
         NotAFileError: a FIFO, device, socket or directory.
+        FileTooLargeError (a ValueError): more than `max_bytes` bytes (`what` names the kind).
     """
+    fd, size = _open_regular(path)
+    try:
+        check_size(path, size, max_bytes, what)
+    except FileTooLargeError:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as file:
+        return file.read()
+
+
+def regular_file_size(path: str | Path, max_bytes: int, what: str = "file") -> int:
+    """The size of `path`, checked to be a regular file of at most `max_bytes`, without reading it.
+
+    For files read by a library from their path (torch.load, h5py, zipfile): the same checks as
+    `read_regular_file`, so a FIFO or a huge file fails before the library touches it.
+
+    Raises:
+        FileNotFoundError, NotAFileError, FileTooLargeError: as `read_regular_file`.
+    """
+    fd, size = _open_regular(path)
+    os.close(fd)
+    check_size(path, size, max_bytes, what)
+    return size
+
+
+def _open_regular(path: str | Path) -> tuple[int, int]:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except IsADirectoryError:
@@ -76,10 +106,10 @@ def read_regular_file(path: str | Path) -> bytes:
         if err.errno == getattr(os, "ELOOP", None) or isinstance(err, FileNotFoundError):
             raise FileNotFoundError(f"{path}: not found (or a link that leads nowhere)") from None
         raise
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode):
         os.close(fd)
+        mode = status.st_mode
         kind = "directory" if stat.S_ISDIR(mode) else "FIFO" if stat.S_ISFIFO(mode) else "device or socket"
         raise NotAFileError(path, kind)
-    with os.fdopen(fd, "rb") as file:
-        return file.read()
+    return fd, status.st_size

@@ -19,12 +19,20 @@ from PIL import Image
 from protector.data.lists import read_image_list
 from protector.data.sources import ImageSource
 from protector.images import ImageReadError, read_photo
+from protector.limits import MAX_ZIP_BYTES
+from protector.paths import NotAFileError, regular_file_size
 from protector.protect.naming import check_run_code
 
 TASK_SIZE = (256, 256)
 DEFAULT_RUN_CODES = ("protector_unet", "myteam_unet")  # the defaults of older and current make run
 # A member larger than this is not a 256 px JPEG; reading it could exhaust memory (zip bomb).
 MAX_MEMBER_BYTES = 20 * 1024 * 1024
+
+
+class SubmissionFileError(ValueError):
+    """The path given as the submission zip is not a regular file."""
+
+
 # Metadata keys Pillow exposes for what must not be published; the ICC profile is colour, allowed.
 _LEAKY_INFO = {"exif": "EXIF", "xmp": "XMP", "photoshop": "IPTC/Photoshop", "comment": "a comment"}
 
@@ -61,10 +69,16 @@ def check_submission(zip_path: str | Path, list_path: str | Path, originals: Ima
 
     Raises:
         FileNotFoundError: no file at `zip_path`.
+        SubmissionFileError, FileTooLargeError (ValueErrors): a FIFO or folder at `zip_path`, or a
+            file larger than any submission (``limits.MAX_ZIP_BYTES``).
     """
     zip_path = Path(zip_path)
-    if not zip_path.is_file():
-        raise FileNotFoundError(f"{zip_path}: submission zip not found")
+    try:
+        regular_file_size(zip_path, MAX_ZIP_BYTES, "submission zip")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{zip_path}: submission zip not found") from None
+    except NotAFileError as err:
+        raise SubmissionFileError(f"{err}; give the submission zip") from None
     run_code = zip_path.stem
     entries = read_image_list(list_path)
     report = SubmissionCheck(zip_path, run_code, expected=len(entries))

@@ -85,3 +85,18 @@ def rng() -> np.random.Generator:
 def random_images() -> torch.Tensor:
     torch.manual_seed(0)
     return torch.rand(4, 3, 64, 64)
+
+
+def save_shaped_resnet50(path: Path) -> Path:
+    """A ResNet50-Places365 checkpoint in the official layout whose tensors are one value each.
+
+    Every tensor has the official shape but a stride-0 storage of one element, so the file is a
+    few hundred KB: enough for checks that it loads into the architecture (data fetch/check).
+    """
+    from protector.architectures import build_architecture
+
+    with torch.device("meta"):
+        shapes = {key: value.shape for key, value in build_architecture("resnet50", 365).state_dict().items()}
+    state = {f"module.{key}": torch.zeros(1).expand(shape) if shape else torch.zeros(()) for key, shape in shapes.items()}
+    torch.save({"epoch": 1, "arch": "resnet50", "state_dict": state, "best_prec1": 0.0}, path)
+    return path

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import save_shaped_resnet50
 from protector.cli import main
 from protector.data.fetch import OFFICIAL_FILES
 
@@ -42,6 +43,8 @@ def complete_root(tmp_path, shared, monkeypatch) -> tuple[Path, Path]:
             table[name] = file  # the real pins
             continue
         data = f"stand-in for {name}\n".encode()
+        if file.loads_as is not None:  # a checkpoint must load to be present
+            data = save_shaped_resnet50(path).read_bytes()
         path.write_bytes(data)
         if file.pinned:
             file = dataclasses.replace(file, md5=hashlib.md5(data).hexdigest(), size=len(data))
@@ -55,7 +58,7 @@ def test_check_complete_root_passes(complete_root, capsys):
     assert main(["data", "check", "--root", str(root), "--weights", str(weights)]) == 0
     out = capsys.readouterr().out
     assert f"all {len(OFFICIAL_FILES)} files present" in out
-    assert "present, checksum not pinned" in out  # the attack model
+    assert "present, loads as a resnet50 checkpoint, checksum not pinned" in out  # the attack model
     assert out.count("sha256 ok") == 6
 
 
@@ -66,7 +69,7 @@ def test_check_reports_a_corrupted_list(complete_root, capsys):
     assert main(["data", "check", "--root", str(root), "--weights", str(weights)]) == 1
     out = capsys.readouterr().out
     assert "1 of 11 files missing or bad" in out
-    assert "MEPP19test.csv (size expected 16,200 bytes, got 16,800 bytes)" in out
+    assert "MEPP19test.csv  (size expected 16,200 bytes, got 16,800 bytes; 16,200 bytes, sha256 " in out
 
 
 def test_fetch_verifies_real_lists_from_file_urls(tmp_path, shared, monkeypatch, capsys):

@@ -322,22 +322,46 @@ def test_files_the_run_record_does_not_account_for_are_not_scored(tmp_path):
     assert evaluate(hand_options(case, gallery=0)).settings["protected_by"] is None
 
 
-def test_clean_accuracy_far_from_the_official_models_is_a_warning() -> None:
+def test_clean_accuracy_far_from_the_official_models_is_a_warning(tmp_path) -> None:
+    """Judged by what the photos are (all in MEPP19test / MEPP18val beside the data), not by the list's file name."""
     from protector.evaluation.records import ImageEval, RunEval
     from protector.evaluation.run import clean_accuracy_warnings
 
-    def run_with(correct: int, total: int) -> RunEval:
-        images = [ImageEval(name=f"{i}.jpg", file=f"{i}.jpg", label=7, reference=7, width=8, height=8,
-                            clean={"resnet50": [(7 if i < correct else 3, 0.9)]}, protected={}, fidelity=None)
+    def run_with(correct: int, total: int, start: int = 0) -> RunEval:
+        images = [ImageEval(name=f"Places365_val_{start + i:08d}.jpg", file=f"x{i}.jpg", label=7, reference=7,
+                            width=8, height=8, clean={"resnet50": [(7 if i < correct else 3, 0.9)]}, protected={},
+                            fidelity=None)
                   for i in range(total)]
         return RunEval("protector", "out", "as given", images)
 
-    # A wrong checkpoint on MEPP19test (the official model gets all 600 right): named.
-    (warning,) = clean_accuracy_warnings(Path("data/MEPP19test.csv"), run_with(1, 60), "resnet50")
-    assert "is 1.7%" in warning and "100.00%" in warning and "not the task's" in warning
-    assert clean_accuracy_warnings(Path("data/MEPP19test.csv"), run_with(60, 60), "resnet50") == []
-    assert clean_accuracy_warnings(Path("data/MEPP18val.csv"), run_with(55, 100), "resnet50") == []  # 55% vs 59.6%
-    assert clean_accuracy_warnings(Path("my_list.csv"), run_with(1, 60), "resnet50") == []  # no known reference
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "MEPP19test.csv").write_text("".join(f"Places365_val_{i:08d}.jpg\n" for i in range(600)))
+    (data / "MEPP18val.csv").write_text("".join(f'"Places365_val_{i:08d}.jpg","7"\n' for i in range(1000, 4000)))
+    subset = tmp_path / "my_40_photos.csv"  # any name, anywhere: the photos are MEPP19test's
+    places = [subset, data / "places365_val.txt", data / "val_256.tar"]
+    (warning,) = clean_accuracy_warnings(run_with(1, 40), "resnet50", places)
+    assert "is 2.5%" in warning and "100.00% on MEPP19test" in warning and "40 of its photos" in warning
+    assert "not the task's" in warning
+    assert clean_accuracy_warnings(run_with(40, 40), "resnet50", places) == []
+    assert clean_accuracy_warnings(run_with(55, 100, start=1000), "resnet50", places) == []  # 55% vs 59.6%
+    (warning,) = clean_accuracy_warnings(run_with(1, 100, start=1000), "resnet50", places)
+    assert "59.60% on MEPP18val" in warning
+    # Photos of neither list (or no lists found): no reference, no warning.
+    assert clean_accuracy_warnings(run_with(1, 40, start=5000), "resnet50", places) == []
+    assert clean_accuracy_warnings(run_with(1, 40), "resnet50", [tmp_path / "elsewhere" / "x.csv"]) == []
+
+
+def test_accuracy_command_warns_on_a_wrong_checkpoint(tmp_path) -> None:
+    from protector.commands.accuracy import _checkpoint_warning
+    from protector.evaluation.accuracy import AccuracyResult, ImageResult
+
+    (tmp_path / "MEPP19test.csv").write_text("".join(f"Places365_val_{i:08d}.jpg\n" for i in range(600)))
+    result = AccuracyResult(images=[ImageResult(f"val_256/Places365_val_{i:08d}.jpg", 7, [3, 7]) for i in range(30)])
+    warning = _checkpoint_warning(result, "resnet50", [tmp_path / "sub.csv", None])
+    assert warning is not None and "is 0.0%" in warning and "MEPP19test" in warning
+    result.images = [ImageResult(im.name, 7, [7]) for im in result.images]
+    assert _checkpoint_warning(result, "resnet50", [tmp_path / "sub.csv"]) is None
 
 
 def evaluate_cli(capsys, case: dict[str, Path], *more: str) -> tuple[int, str, str]:
@@ -439,3 +463,29 @@ def test_an_unreadable_original_fails_alone(case, capsys):
     results = json.loads((case["out"] / "results.json").read_text())
     assert results["unreadable_originals"] == ["e.png: cannot be read (Input/output error)"]
     assert results["runs"]["protector"]["n_images"] == 4
+
+
+def test_the_submission_zip_is_evaluated_like_its_folder(tmp_path, capsys) -> None:
+    import zipfile
+
+    case = build_hand_case(tmp_path)
+    folder_code, folder_out, _ = evaluate_cli(capsys, case, "--out", str(tmp_path / "r1"))
+    archive = tmp_path / "hand.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        for path in sorted(case["protected"].iterdir()):
+            out.write(path, path.name)
+    zip_case = {**case, "protected": archive}
+    zip_code, zip_out, err = evaluate_cli(capsys, zip_case, "--out", str(tmp_path / "r2"))
+    assert folder_code == zip_code == 0, err
+    first = json.loads((tmp_path / "r1" / "results.json").read_text())["runs"]["protector"]["models"][ATTACK]
+    second = json.loads((tmp_path / "r2" / "results.json").read_text())["runs"]["protector"]["models"][ATTACK]
+    assert first == second
+    assert "protected files: `…/" in zip_out and "hand.zip`" in zip_out  # the report names the zip, shortened
+
+    (tmp_path / "bad.zip").write_bytes(b"not a zip")
+    code, _, err = evaluate_cli(capsys, {**case, "protected": tmp_path / "bad.zip"}, "--out", str(tmp_path / "r3"))
+    assert code == 2 and "bad.zip: --protected is a file but not a zip" in err
+    with zipfile.ZipFile(tmp_path / "evil.zip", "w") as out:
+        out.writestr("../escape.png", b"x")
+    code, _, err = evaluate_cli(capsys, {**case, "protected": tmp_path / "evil.zip"}, "--out", str(tmp_path / "r4"))
+    assert code == 2 and "unsafe name" in err and not (tmp_path / "escape.png").exists()

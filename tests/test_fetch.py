@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import io
@@ -13,7 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from conftest import save_shaped_resnet50
+from protector.cli import main
 from protector.data.fetch import (
     OFFICIAL_FILES,
     ChecksumError,
@@ -249,6 +253,55 @@ def test_one_unreachable_file_does_not_stop_the_others(tmp_path, server, table):
     assert (tmp_path / "images.tar").read_bytes() == PAYLOAD
 
 
+def test_extracted_files_without_their_archive_are_enough_offline(tmp_path, server, table, capsys):
+    """Offline with places365_val.txt already extracted: the devkit tar is not needed (also when kept as it is)."""
+    from protector.cli import main
+
+    (tmp_path / "images.tar").write_bytes(PAYLOAD)
+    (tmp_path / "places365_val.txt").write_bytes(LABELS)
+    (tmp_path / "model.pth.tar").write_bytes(WEIGHTS)
+    server.files.clear()  # offline
+    results = fetch(tmp_path, weights_dir=tmp_path, progress=False)
+    assert [(r.name, r.action) for r in results] == [
+        ("images.tar", "present"), ("devkit.tar", "not needed"), ("places365_val.txt", "present"),
+        ("model.pth.tar", "present")]
+    assert not (tmp_path / "devkit.tar").exists() and server.requests == []
+    by_name = {s.name: s for s in check(tmp_path, tmp_path)}
+    assert by_name["devkit.tar"].state == "not needed" and all(s.ok for s in by_name.values())
+    assert main(["data", "check", "--root", str(tmp_path), "--weights", str(tmp_path)]) == 0
+    capsys.readouterr()
+
+    # A re-packed labels file, kept on purpose (make run KEEP_MISMATCHED=1): still no devkit needed.
+    (tmp_path / "places365_val.txt").write_bytes(LABELS + b"\n")
+    with pytest.raises(DownloadError):
+        fetch(tmp_path, weights_dir=tmp_path, progress=False)
+    results = fetch(tmp_path, weights_dir=tmp_path, progress=False, keep_mismatched=True)
+    assert [(r.name, r.action) for r in results][1:3] == [("devkit.tar", "not needed"), ("places365_val.txt", "kept")]
+
+
+def test_offline_message_lists_each_download_once_with_the_total(tmp_path, server, table):
+    server.files.clear()  # offline: every download fails
+    with pytest.raises(DownloadError) as info:
+        fetch(tmp_path, weights_dir=tmp_path / "w", progress=False)
+    message = str(info.value)
+    assert message.count("Without network access") == 1 and message.count("then run `make run`") == 1
+    for url in ("/images.tar", "/devkit.tar", "/model.pth.tar"):
+        assert message.count(f"download {server.url(url)}") == 1, message
+    assert f"save as  {tmp_path / 'images.tar'}" in message
+    assert f"save as  {tmp_path / 'w' / 'model.pth.tar'}" in message
+    assert f"places365_val.txt  ->  save as  {tmp_path / 'places365_val.txt'}" in message
+    # The devkit and the weights have no pinned size here: the total is a lower bound.
+    assert "3 download(s), at least 0.00 GB in all" in message
+
+
+def test_offline_total_of_the_real_table(tmp_path):
+    """The real files: about 0.69 GB when nothing is there, each download named once."""
+    help_text = offline_help(check(tmp_path, tmp_path / "weights"))
+    assert help_text.startswith("9 download(s), about 0.69 GB in all")
+    assert help_text.count("filelist_places365-standard.tar  (") == 1
+    assert help_text.rstrip().endswith("then run `make run` (or `protector data fetch`) again.")
+
+
 def test_member_alone_brings_its_archive(tmp_path, server, table):
     results = fetch(tmp_path, names=["places365_val.txt"], weights_dir=tmp_path, progress=False)
     assert [(r.name, r.action) for r in results] == [("devkit.tar", "downloaded"), ("places365_val.txt", "extracted")]
@@ -280,7 +333,7 @@ def test_check_reports_missing_bad_and_unpinned(tmp_path, server, table):
     help_text = offline_help(list(by_name.values()))
     assert f"download {server.url('/images.tar')}" in help_text
     assert f"save as  {tmp_path / 'images.tar'}" in help_text
-    assert "extract the member named places365_val.txt" in help_text
+    assert f"places365_val.txt  ->  save as  {tmp_path / 'places365_val.txt'}" in help_text
     assert "model.pth.tar" not in help_text
 
     # fetch replaces the bad file with a verified one
@@ -360,3 +413,48 @@ def test_a_directory_in_the_way_is_named_and_the_other_files_still_come(tmp_path
     assert f"{tmp_path / 'images.tar'}: is a directory" in message and "move it away" in message
     assert (tmp_path / "model.pth.tar").read_bytes() == WEIGHTS
     assert (tmp_path / "images.tar").is_dir()
+
+
+# ------------------------------------------------------------ suspicious downloads
+
+
+@pytest.fixture
+def attack_model_table(server, monkeypatch) -> OfficialFile:
+    """Only the real attack-model entry (no pinned checksum), served by the local server."""
+    file = dataclasses.replace(OFFICIAL_FILES["resnet50_places365.pth.tar"], urls=(server.url("/resnet50.pth.tar"),))
+    monkeypatch.setattr(fetch_module, "OFFICIAL_FILES", {file.name: file})
+    return file
+
+
+def test_suspicious_input_is_refused_an_html_page_is_never_kept_as_the_attack_model(
+        tmp_path, server, attack_model_table, capsys) -> None:
+    server.files = {"/resnet50.pth.tar": b"<!DOCTYPE html><html><body>Service unavailable</body></html>\n"}
+    weights = tmp_path / "w"
+    assert main(["data", "fetch", "--root", str(tmp_path), "--weights", str(weights), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "resnet50_places365.pth.tar: not a resnet50 Places365 checkpoint: not a PyTorch checkpoint; it is a " \
+           "text file (an HTML error page" in err
+    assert not any(weights.iterdir())  # neither the file nor its .part
+
+    # Saved by hand (or by an older version): check calls it bad, not "unpinned present"; fetch replaces it.
+    (weights / "resnet50_places365.pth.tar").write_bytes(server.files["/resnet50.pth.tar"])
+    status = check(tmp_path, weights)[0]
+    assert status.state == "bad" and not status.ok
+    assert status.detail.startswith("content expected a resnet50 Places365 checkpoint, got not a PyTorch checkpoint")
+    # --keep-mismatched keeps re-packed data, never a checkpoint that does not load.
+    server.files = {"/resnet50.pth.tar": save_shaped_resnet50(tmp_path / "good.pth.tar").read_bytes()}
+    [result] = fetch(tmp_path, weights_dir=weights, progress=False, keep_mismatched=True)
+    assert result.action == "downloaded"
+    status = check(tmp_path, weights)[0]
+    assert status.state == "unpinned" and status.detail == "present, loads as a resnet50 checkpoint, checksum not pinned"
+
+
+def test_suspicious_input_is_refused_a_checkpoint_of_another_architecture(tmp_path, server, attack_model_table):
+    import torchvision
+
+    resnet18 = tmp_path / "r18.pth.tar"
+    torch.save({"arch": "resnet18", "state_dict": torchvision.models.resnet18(num_classes=365).state_dict()}, resnet18)
+    server.files = {"/resnet50.pth.tar": resnet18.read_bytes()}
+    with pytest.raises(ChecksumError, match="not a resnet50 Places365 checkpoint .the file says arch='resnet18'"):
+        fetch(tmp_path, weights_dir=tmp_path / "w", progress=False)
+    assert not any((tmp_path / "w").iterdir())

@@ -23,7 +23,18 @@ def dry_run(*variables: str) -> list[list[str]]:
         ["make", "--no-print-directory", "-n", "-o", ".venv/.installed", "run", *variables],
         cwd=REPO, capture_output=True, text=True, check=True, env=env,
     ).stdout
-    return [shlex.split(line) for line in output.replace("\\\n", " ").splitlines() if line.strip()]
+    lines = output.replace("\\\n", " ").splitlines()
+    return [shlex.split(line) for line in lines if line.strip() and not line.startswith("echo ")]
+
+
+def recipe_note(*variables: str) -> str:
+    """The line `make run` prints first: which training recipe it runs and roughly how long."""
+    env = {key: value for key, value in os.environ.items() if key not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    output = subprocess.run(
+        ["make", "--no-print-directory", "-n", "-o", ".venv/.installed", "run", *variables],
+        cwd=REPO, capture_output=True, text=True, check=True, env=env,
+    ).stdout
+    return next(line for line in output.splitlines() if line.startswith("echo "))
 
 
 def option_values(command: list[str]) -> list[str]:
@@ -68,3 +79,22 @@ def test_appeal_variant_trains_with_the_overlay_and_reports_the_split(tmp_path) 
     _, train, _, _ = dry_run("APPEAL=1", f"NIMA={nima}")
     assert train[train.index("configs/mepp19.yaml") + 1 : train.index("configs/mepp19.yaml") + 5] == [
         "--config", "configs/overlays/appeal.yaml", "--model.appeal.init_args.weights", str(nima)]
+
+
+def test_without_a_gpu_make_run_trains_the_cpu_recipe_and_says_so() -> None:
+    _, train, _, _ = dry_run("GPU=0")
+    assert train[train.index("configs/mepp19.yaml") + 1 : train.index("configs/mepp19.yaml") + 3] == [
+        "--config", "configs/overlays/cpu.yaml"]
+    note = recipe_note("GPU=0")
+    assert "no GPU found: CPU recipe" in note and "h" in note
+    _, train, _, _ = dry_run("GPU=1")
+    assert "configs/overlays/cpu.yaml" not in train
+    assert "GPU recipe" in recipe_note("GPU=1")
+    # Appeal: the CPU overlay comes after the appeal overlay (its trainer settings win).
+    _, train, _, _ = dry_run("GPU=0", "APPEAL=1")
+    assert train.index("configs/overlays/appeal.yaml") < train.index("configs/overlays/cpu.yaml")
+
+
+def test_trainer_args_reach_training_last() -> None:
+    _, train, _, _ = dry_run("TRAINER_ARGS=--trainer.devices 4 --trainer.strategy ddp --ckpt_path last")
+    assert train[-6:] == ["--trainer.devices", "4", "--trainer.strategy", "ddp", "--ckpt_path", "last"]

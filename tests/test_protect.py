@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import struct
 import subprocess
 import sys
@@ -591,3 +592,11 @@ def test_nima_before_and_after_in_manifest_and_summary(tmp_path, photo_dir, shar
                     protector=protector)
     assert all(r["nima_original"] == r["nima_protected"] == "" for r in read_manifest_csv(manifest_of(tmp_path / "plain")))
     assert plain.nima_before is None and "NIMA" not in plain.format()
+
+
+def test_progress_counts_photos_not_batches(tmp_path, photo_dir, capsys):
+    """Four photos of two sizes are two batches; the bar says 4/4 photos (it said 0/2 for 100 s on a CPU)."""
+    run_protect(tmp_path / "out", [photo_dir], progress=True, batch_size=8)
+    err = capsys.readouterr().err
+    assert re.search(r"protecting: 100%.*\b4/4 \[.*photo/s", err), err[-1000:]
+    assert "/2 [" not in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from html.parser import HTMLParser
@@ -106,3 +107,38 @@ def test_select_examples_fooled_first_then_recognized(tmp_path):
     assert [im.name for im in select_examples(images, evaluation.attack_model, 10)] == ["b.png", "a.png", "c.png",
                                                                                        "d.png"]
     assert select_examples(images, evaluation.attack_model, 0) == []
+
+
+def test_one_meaning_of_fooled_and_a_verdict(report):
+    """Hand case: a, b, c recognized before; b is not after (fooled); b and d changed (d was wrong already)."""
+    _, paths = report
+    page, text = html.unescape(paths["html"].read_text()), paths["summary"].read_text()
+    verdict = "Verdict: protection fooled the attack model on 1 of the 3 photos it recognized"
+    assert verdict in page and verdict in text and "from 75.0% to 50.0%" in page
+    assert '"fooled" on this page: the attack model' in page and '"changed": the top-1 differs' in page
+    assert "fooling rate" not in page and "fooled (top-1)" not in page + text
+    assert ">33.3%<" in page and "1 of the 3 photos recognized before (true label)" in page  # the fooled card
+    assert ">50.0%<" in page and "changed (top-1)" in page  # changed: b and d
+    assert page.count('<span class="tag fooled">fooled</span>') == 1  # the gallery agrees with the card
+
+
+def test_no_machine_paths_in_what_is_shared(report):
+    out, paths = report
+    case_root = str(out.parent)
+    for kind in ("results", "summary", "html"):
+        assert case_root not in paths[kind].read_text(), kind
+    settings = json.loads(paths["results"].read_text())["settings"]
+    assert settings["original"] == "…/" + "/".join(Path(out.parent / "originals").parts[-2:])
+    assert "/c/class_2" in paths["summary"].read_text()  # class names that look like paths stay
+
+
+def test_wrong_checkpoint_warning_is_a_box_and_comes_from_the_photos(tmp_path):
+    case = build_hand_case(tmp_path)
+    # The four photos are the task's MEPP19test here (the official model gets 100% there); the list has another name.
+    (tmp_path / "MEPP19test.csv").write_text("a.png\nb.png\nc.png\nd.png\n")
+    paths = write_report(evaluate(hand_options(case, gallery=0)), case["out"])
+    page, text = html.unescape(paths["html"].read_text()), paths["summary"].read_text()
+    assert '<div class="warnbox" role="alert"><strong>Warning</strong>clean top-1 of' in page
+    assert "is 75.0%, but the task's ResNet50-places365 gets 100.00% on MEPP19test" in page
+    assert "> **Warning:** clean top-1 of" in text
+    assert "(see the warning: the attack model is probably not the task's)" in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+import yaml
 from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
@@ -327,3 +329,84 @@ def test_shortened_standin_run_protects(standin, tmp_path) -> None:
     assert values["top5_fooled"] >= 0.75, line
     assert values["psnr"] > 35
     assert load_protector(run / "protector.pt").eps == pytest.approx(2 / 255, abs=1e-6)
+
+
+def test_cpu_overlay_makes_the_task_recipe_a_bounded_cpu_run(capsys) -> None:
+    """`make run` without a GPU: configs/mepp19.yaml + configs/overlays/cpu.yaml, the task's data and model kept."""
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["fit", "--config", "configs/mepp19.yaml", "--config", "configs/overlays/cpu.yaml", "--print_config"])
+    assert exit_.value.code in (0, None)
+    config = yaml.safe_load(capsys.readouterr().out)
+    trainer = config["trainer"]
+    assert (trainer["accelerator"], trainer["precision"], trainer["sync_batchnorm"]) == ("cpu", "32-true", False)
+    assert trainer["max_time"] and trainer["max_epochs"] <= 3  # bounded
+    assert config["model"]["classifier"]["init_args"]["arch"] == "resnet50"
+    assert config["model"]["train_crop"] == 128 and config["data"]["images"] == "data/val_256.tar"
+
+
+def test_cpu_overlay_builds_on_a_machine_without_a_gpu(official_resnet18) -> None:
+    cli = cli_main(mepp19_args(official_resnet18, "--allow-unpinned", "--config", "configs/overlays/cpu.yaml")[1:],
+                   run=False)
+    assert isinstance(cli.trainer.accelerator, CPUAccelerator)
+    assert cli.trainer.max_epochs == 2 and any(type(c).__name__ == "Timer" for c in cli.trainer.callbacks)
+
+
+def test_training_prints_progress_lines_to_a_log(standin, tmp_path, one_thread, capsys) -> None:
+    """stdout is not a terminal here (captured): plain lines with steps done of the total, rate and ETA."""
+    run = tmp_path / "run"
+    assert run_lightning_cli(["fit", "--config", "configs/debug.yaml", "--trainer.default_root_dir", str(run),
+                              "--trainer.max_epochs", "2", "--progress.every_n_seconds", "0.001"]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("train: ")]
+    assert lines[0] == "train: 4 steps (2 a epoch), starting at step 0"
+    assert re.search(r"^train: epoch 2/2, step 3/4 \(75%\), [\d.]+ s/step, ETA \d+ s$", out, re.M), out
+    assert re.search(r"^train: end of epoch 2/2, step 4/4 \(100%\)", out, re.M)
+    assert re.search(r"^validation: done in \d+ s, val/top1_fooled [\d.]+$", out, re.M)
+
+
+def test_progress_lines_are_off_on_a_terminal() -> None:
+    from protector.callbacks import TrainingProgress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    progress = TrainingProgress()
+    progress.stream = Terminal()
+    trainer = type("T", (), {"is_global_zero": True})()
+    assert not progress._active(trainer)
+    progress.stream = io.StringIO()
+    assert progress._active(trainer)
+    assert not TrainingProgress(enabled=False)._active(trainer)
+
+
+def test_stop_message_names_a_checkpoint_only_when_there_is_one(tmp_path) -> None:
+    from protector.commands.train import stopped_message
+
+    early = stopped_message(None)
+    assert "Nothing to resume" in early and "--ckpt_path" not in early
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert f"Resume from {last}" in stopped_message(last) and "--ckpt_path last" in stopped_message(last)
+
+
+@pytest.mark.slow
+def test_sigterm_before_any_checkpoint_does_not_offer_a_resume(standin, tmp_path) -> None:
+    run = tmp_path / "run"
+    command = [
+        sys.executable, "train.py", "fit", "--config", "configs/debug.yaml", "--trainer.default_root_dir", str(run),
+        "--trainer.max_epochs", "500", "--checkpoint.save_last", "false", "--checkpoint.save_top_k", "0",
+        "--trainer.check_val_every_n_epoch", "1000", "--trainer.logger=false", "--torch_threads", "1",
+    ]
+    log_path = tmp_path / "train.log"
+    with open(log_path, "wb") as log:
+        training = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and "train: " not in log_path.read_text():
+            assert training.poll() is None, log_path.read_text()[-3000:]
+            time.sleep(0.2)
+        training.send_signal(signal.SIGTERM)
+        training.wait(timeout=120)
+    output = log_path.read_text()
+    assert training.returncode == 128 + signal.SIGTERM, output[-3000:]
+    assert "stopped by SIGTERM before the first checkpoint" in output and "--ckpt_path" not in output
+    assert not (run / "checkpoints").exists() or not any((run / "checkpoints").iterdir())

@@ -95,6 +95,9 @@ def _run(args: argparse.Namespace) -> int:
     result.skipped_unknown_label = skipped
     label = classifier_label(args.model, args.checkpoint)
     print(format_summary(result, f"protector accuracy: {label} on {args.list_path.name} ({source.describe()})", device))
+    warning = _checkpoint_warning(result, label, [args.list_path, args.labels, args.images])
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
 
     if args.json is not None:
         report = {
@@ -110,6 +113,7 @@ def _run(args: argparse.Namespace) -> int:
             "top1_correct": result.top1_correct,
             "top5_correct": result.top5_correct,
             "skipped_unknown_label": result.skipped_unknown_label,
+            "warning": warning,
             "unreadable": [{"name": name, "reason": reason} for name, reason in result.unreadable],
             "seconds": round(result.seconds, 3),
             "per_image": [asdict(image) for image in result.images],
@@ -118,3 +122,12 @@ def _run(args: argparse.Namespace) -> int:
             write_atomic(args.json, (json.dumps(report, indent=1) + "\n").encode("utf-8"), overwrite=True)
         print(f"  json     {args.json}")
     return 1 if result.unreadable else 0
+
+
+def _checkpoint_warning(result, model: str, places: list) -> str | None:
+    """The wrong-checkpoint warning when the scored photos are (a subset of) MEPP19test or MEPP18val."""
+    from protector.evaluation.checkpoint_check import check_clean_accuracy, task_list_names
+
+    check = check_clean_accuracy([(im.name, bool(im.top5) and im.top5[0] == im.label) for im in result.images],
+                                 task_list_names(places))
+    return check.warning(model) if check is not None and check.far else None

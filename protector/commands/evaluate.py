@@ -21,7 +21,8 @@ def _baselines(text: str) -> list[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     files = parser.add_argument_group("files")
-    files.add_argument("--protected", type=Path, required=True, metavar="DIR", help="the run's output folder")
+    files.add_argument("--protected", type=Path, required=True, metavar="DIR|ZIP",
+                       help="the run's output folder, or the submission zip (scored from its members)")
     files.add_argument("--run-code", metavar="CODE", help="the CODE_ prefix of the protected file names, if any")
     files.add_argument("--original", type=Path, required=True, metavar="DIR_OR_TAR_OR_LIST",
                        help="the originals: a folder, val_256.tar, or a list file (names relative to its folder)")
@@ -88,19 +89,24 @@ def run(args: argparse.Namespace) -> int:
     from protector.evaluation.report import write_report
     from protector.evaluation.run import EvaluateOptions, evaluate
 
+    from protector.evaluation.zip_input import protected_folder
+    from protector.outputs import OutputError, replace_together, write_failures
+
     values = {key: value for key, value in vars(args).items() if key in EvaluateOptions.__dataclass_fields__}
     try:
-        options = EvaluateOptions(**values)
-        evaluation = evaluate(options)
+        # A submission zip is scored from its members; the report names the zip.
+        with protected_folder(Path(args.protected)) as folder:
+            options = EvaluateOptions(**{**values, "protected": folder})
+            evaluation = evaluate(options)
+            evaluation.settings["protected"] = str(args.protected)
+            try:
+                with write_failures(f"the report in {options.out}"):
+                    # All of results.json, summary.md, report.html, plots/ and gallery/, or none of them.
+                    paths = replace_together(options.out, lambda stage: write_report(evaluation, stage))
+            except OutputError as err:
+                print(f"protector evaluate: error: {err}", file=sys.stderr)
+                return 2
     except (ValueError, FileNotFoundError) as err:
-        print(f"protector evaluate: error: {err}", file=sys.stderr)
-        return 2
-    from protector.outputs import OutputError, write_failures
-
-    try:
-        with write_failures(f"the report in {options.out}"):
-            paths = write_report(evaluation, options.out)
-    except OutputError as err:
         print(f"protector evaluate: error: {err}", file=sys.stderr)
         return 2
     print(paths["summary"].read_text(encoding="utf-8"))

@@ -120,6 +120,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     big.add_argument("--min-side", type=positive_int, default=32, help="smaller photos fail (too small to classify). Default: 32")
     big.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS,
                      help=f"decompression-bomb limit in pixels. Default: {MAX_PIXELS}")
+    big.add_argument("--allow-large-eps", action="store_true",
+                     help="accept a protector whose budget is above 16/255, twice the largest budget measured "
+                          "(8/255); the summary names it. Without it such a protector is refused")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -26,14 +26,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    from protector.data.lists import ListFormatError
-    from protector.data.sources import SourceError, open_source
+    from protector.data.sources import open_source
     from protector.submission_check import check_submission
 
     try:
         originals = open_source(args.images) if args.images else None
         report = check_submission(args.zip, args.list, originals)
-    except (FileNotFoundError, ListFormatError, SourceError) as err:
+    except (FileNotFoundError, ValueError) as err:  # ListFormatError, SourceError, too large, not a file
         print(f"protector submission check: error: {err}", file=sys.stderr)
         return 2
     for warning in report.warnings:

@@ -28,9 +28,12 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from protector.callbacks import ExportProtector
-from protector.config_guard import check_class_paths, split_allowances
+from protector.callbacks import ExportProtector, TrainingProgress
+from protector.config_guard import check_class_paths, enforced_import_paths, split_allowances, split_search_paths
+from protector.search_paths import allow_search_paths
 from protector.data.training import TrainingDataModule
+from protector.limits import MAX_WEIGHTS_BYTES
+from protector.paths import NotAFileError, regular_file_size
 from protector.module import NonFiniteLossError, ProtectorModule
 
 SUBCOMMANDS = ("fit", "validate")  # no test_step: validation is the held-out measurement
@@ -43,6 +46,8 @@ class ProtectorCLI(LightningCLI):
       mode max, ``save_last``), writing to ``<default_root_dir>/checkpoints`` unless
       ``checkpoint.dirpath`` says otherwise, so ``--ckpt_path last`` finds it on resume.
     - ``export.*``: the :class:`~protector.callbacks.ExportProtector` callback.
+    - ``progress.*``: :class:`~protector.callbacks.TrainingProgress`, plain progress lines
+      (steps, rate, ETA) when stdout is not a terminal.
     - ``torch_threads``: CPU threads for torch.
     - ``trainer.logger`` left unset means Weights & Biases, project ``protector``, files in
       the run folder, offline unless ``WANDB_API_KEY`` is set; ``--trainer.logger=false``
@@ -64,6 +69,7 @@ class ProtectorCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(ExportProtector, "export")
+        parser.add_lightning_class_args(TrainingProgress, "progress")
         parser.add_argument(
             "--torch_threads",
             type=Optional[int],
@@ -72,12 +78,34 @@ class ProtectorCLI(LightningCLI):
             "avoids the busy-waiting of oversubscribed threads, which can slow training tenfold.",
         )
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # Lightning reads a --ckpt_path file whole right after parsing (its hyperparameters).
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            _check_resume_file(self.config[subcommand].get("ckpt_path"))
+
     def before_instantiate_classes(self) -> None:
         threads = self._get(self.config, "torch_threads")
         if threads is not None:
             if threads < 1:
                 raise ValueError(f"torch_threads must be >= 1, got {threads}")
             torch.set_num_threads(threads)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except SIGTERMException as err:
+            raise TrainingStopped(self._last_checkpoint()) from err
+
+    def _last_checkpoint(self) -> Path | None:
+        """The ``last.ckpt`` a resume would start from, if one was written before the signal."""
+        for callback in getattr(self.trainer, "checkpoint_callbacks", []):
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath is not None:
+                last = Path(callback.dirpath) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+                if last.is_file():
+                    return last
+        return None
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         if config.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
@@ -96,6 +124,38 @@ class ProtectorCLI(LightningCLI):
                 # `--ckpt_path last` could not find the previous run's last.ckpt.
                 callback.dirpath = os.path.realpath(root / "checkpoints")
         return trainer
+
+
+def _check_resume_file(ckpt_path: Any) -> None:
+    """A `--ckpt_path` file is measured before Lightning reads it whole (a FIFO, a 1 TB file: one line)."""
+    if isinstance(ckpt_path, os.PathLike):
+        ckpt_path = os.fspath(ckpt_path)
+    if not isinstance(ckpt_path, str) or ckpt_path in ("last", "best", "hpc", "registry") or "://" in ckpt_path:
+        return
+    if not os.path.lexists(ckpt_path):
+        return  # Lightning names a missing checkpoint itself
+    try:
+        regular_file_size(ckpt_path, MAX_WEIGHTS_BYTES, "checkpoint")
+    except NotAFileError as err:
+        raise ValueError(f"--ckpt_path {err}; give a checkpoint file, or last") from None
+
+
+class TrainingStopped(Exception):
+    """Training stopped by SIGTERM; ``checkpoint`` is the last.ckpt to resume from, or None."""
+
+    def __init__(self, checkpoint: Path | None) -> None:
+        super().__init__(str(checkpoint))
+        self.checkpoint = checkpoint
+
+
+def stopped_message(checkpoint: Path | None) -> str:
+    """What to do after a SIGTERM: resume from the checkpoint that exists, or start again."""
+    if checkpoint is None:
+        return ("protector train: stopped by SIGTERM before the first checkpoint (one is saved after each "
+                "epoch's validation); no protector.pt was written. Nothing to resume: run the same command again.")
+    return (f"protector train: stopped by SIGTERM; no protector.pt was written. Resume from {checkpoint} "
+            "(the last checkpoint saved before the signal) by adding --ckpt_path last "
+            "to the same command (make run: TRAINER_ARGS='--ckpt_path last').")
 
 
 def default_logger(root: Path) -> Any:
@@ -131,28 +191,29 @@ def expand_aliases(args: list[str]) -> list[str]:
 def cli_main(args: list[str] | None = None, run: bool = True) -> ProtectorCLI:
     """Build (and by default run) the CLI; ``args=None`` reads ``sys.argv``."""
     given, allowed = split_allowances(sys.argv[1:] if args is None else list(args))
-    check_class_paths(given, allowed)  # before LightningCLI imports what the config names
-    if args is None:
-        # Rewritten in place: LightningCLI warns when given args while sys.argv holds some too.
-        sys.argv[1:] = expand_aliases(given)
-    return ProtectorCLI(
-        ProtectorModule,
-        TrainingDataModule,
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
-        args=None if args is None else expand_aliases(given),
-        run=run,
-    )
+    given, folders = split_search_paths(given)
+    with allow_search_paths(folders), enforced_import_paths(allowed):
+        check_class_paths(given, allowed)  # before LightningCLI imports what the config names
+        if args is None:
+            # Rewritten in place: LightningCLI warns when given args while sys.argv holds some too.
+            sys.argv[1:] = expand_aliases(given)
+        return ProtectorCLI(
+            ProtectorModule,
+            TrainingDataModule,
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            args=None if args is None else expand_aliases(given),
+            run=run,
+        )
 
 
 def run_lightning_cli(argv: list[str] | None = None) -> int:
     """Entry of ``protector train ARGS`` and ``train.py`` (``argv=None``: ``sys.argv``); the exit code."""
     try:
         cli_main(None if argv is None else list(argv))
-    except SIGTERMException:
+    except TrainingStopped as stopped:
         # Lightning stops the loop on SIGTERM with a SystemExit whose code means success.
-        print("protector train: stopped by SIGTERM; no protector.pt was written. Resume with "
-              "--ckpt_path last (the last checkpoint saved before the signal).", file=sys.stderr)
+        print(stopped_message(stopped.checkpoint), file=sys.stderr)
         return 128 + signal.SIGTERM
     except SystemExit as exit_:  # argument errors and --help end here
         code = exit_.code

@@ -17,6 +17,9 @@ from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
 
+from protector.limits import MAX_LIST_BYTES, FileTooLargeError
+from protector.paths import NotAFileError, read_regular_file
+
 # Keys and the task's wording (2019 task README).
 CRITERIA: dict[str, str] = {
     "home": "places in the home",
@@ -68,9 +71,15 @@ def read_privacy_criteria(path: str | Path | None = None) -> dict[int, Sensitive
         text, where = _packaged_text()
     else:
         try:
-            text = Path(path).read_bytes().decode("utf-8-sig")
+            text = read_regular_file(path, MAX_LIST_BYTES, "criteria file").decode("utf-8-sig")
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: privacy criteria file not found") from None
+        except NotAFileError as err:  # a FIFO would block forever, a folder reads as nothing
+            raise PrivacyCriteriaError(f"{err}; give a criteria file (category,index,criteria lines)") from None
+        except FileTooLargeError as err:
+            raise PrivacyCriteriaError(str(err)) from None
+        except OSError as err:
+            raise PrivacyCriteriaError(f"{path}: cannot be read ({err.strerror or err})") from None
         except UnicodeDecodeError as err:
             raise PrivacyCriteriaError(f"{path}: not UTF-8 text (byte {err.start})") from None
         where = str(path)

@@ -62,6 +62,11 @@ class OfficialFile:
         size: expected size in bytes, None if unknown.
         in_weights: the file goes to the weights folder instead of the data root.
         archive: for a file extracted from another official file, that file's name.
+        loads_as: for a checkpoint, the architecture it must load into (``classifiers.
+            load_places365_state_dict``) before it is kept or reported present: with no pinned
+            checksum, an HTML error page saved under its name is otherwise indistinguishable.
+        approx_size: bytes to expect when ``size`` is not pinned, for the offline message's
+            total only (never checked).
     """
 
     name: str
@@ -73,6 +78,8 @@ class OfficialFile:
     size: int | None = None
     in_weights: bool = False
     archive: str | None = None
+    loads_as: str | None = None
+    approx_size: int | None = None
 
     @property
     def pinned(self) -> bool:
@@ -96,7 +103,7 @@ OFFICIAL_FILES: dict[str, OfficialFile] = _official(
         "filelist_places365-standard.tar", "filelist_places365-standard.tar",
         (_PLACES + "filelist_places365-standard.tar",),
         "the Places365 devkit; places365_val.txt and categories_places365.txt come from it",
-        md5="35a0585fee1fa656440f3ab298f8479c",
+        md5="35a0585fee1fa656440f3ab298f8479c", approx_size=67_000_000,  # about 64 MiB of text lists
     ),
     OfficialFile(
         "places365_val.txt", "places365_val.txt", (_PLACES + "filelist_places365-standard.tar",),
@@ -148,7 +155,7 @@ OFFICIAL_FILES: dict[str, OfficialFile] = _official(
         "resnet50_places365.pth.tar", "resnet50_places365.pth.tar",
         (REGISTRY["resnet50"].url,),
         "the attack model, ResNet50-places365 (protector.classifiers)",
-        in_weights=True,
+        in_weights=True, loads_as="resnet50", approx_size=98_000_000,  # 24.3 M float32 parameters
     ),
 )
 
@@ -172,7 +179,7 @@ def _problem(file: OfficialFile, path: Path) -> ChecksumError | None:
         return ChecksumError(path, "size", f"{file.size:,} bytes", f"{size:,} bytes")
     wanted = {name: value for name, value in (("md5", file.md5), ("sha256", file.sha256)) if value}
     if not wanted:
-        return None
+        return _content_problem(file, path)
     digests = {name: hashlib.new(name) for name in wanted}
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK_BYTES):
@@ -182,6 +189,28 @@ def _problem(file: OfficialFile, path: Path) -> ChecksumError | None:
         actual = digests[name].hexdigest()
         if actual != expected.lower():
             return ChecksumError(path, name, expected, actual)
+    return _content_problem(file, path)
+
+
+def _named(dest: Path, problem: ChecksumError) -> ChecksumError:
+    """`problem`, found on a temporary ``.part`` file, told about the file it was meant to become."""
+    message = str(problem).replace(str(problem.path), str(dest)) if problem.algorithm == "content" else None
+    return ChecksumError(dest, problem.algorithm, problem.expected, problem.actual, message=message)
+
+
+def _content_problem(file: OfficialFile, path: Path) -> ChecksumError | None:
+    """For a checkpoint: why it does not load into its architecture (read with weights_only=True)."""
+    if file.loads_as is None:
+        return None
+    from protector.classifiers import load_places365_state_dict  # torch: only for checkpoints
+
+    try:
+        load_places365_state_dict(path, file.loads_as)
+    except ValueError as err:  # CheckpointError, FileTooLargeError
+        reason = str(err).removeprefix(f"{path}: ")
+        expected = f"a {file.loads_as} Places365 checkpoint"
+        return ChecksumError(path, "content", expected, reason,
+                             message=f"{path}: not {expected}: {reason}")
     return None
 
 
@@ -189,27 +218,28 @@ def _problem(file: OfficialFile, path: Path) -> ChecksumError | None:
 class FileStatus:
     """The state of one official file on disk.
 
-    state: "ok" (checksum matches), "unpinned" (present, checksum not pinned), "missing",
-    "bad" (size or checksum differs; `detail` says how), or "unreadable" (present, but
-    reading it fails: `detail` gives the cause).
+    state: "ok" (checksum matches), "unpinned" (present, checksum not pinned), "not needed"
+    (an archive that is absent or differs, while every file extracted from it is present),
+    "missing", "bad" (size or checksum differs; `detail` says how), or "unreadable"
+    (present, but reading it fails: `detail` gives the cause).
     """
 
     name: str
     path: Path
-    state: Literal["ok", "unpinned", "missing", "bad", "unreadable"]
+    state: Literal["ok", "unpinned", "not needed", "missing", "bad", "unreadable"]
     detail: str
     file: OfficialFile
 
     @property
     def ok(self) -> bool:
-        return self.state in ("ok", "unpinned")
+        return self.state in ("ok", "unpinned", "not needed")
 
 
 def _status(file: OfficialFile, root: Path, weights_dir: Path) -> FileStatus:
     path = file.path(root, weights_dir)
     if not path.is_file():
         return FileStatus(file.name, path, "missing", "not found", file)
-    if not file.pinned and file.size is None:
+    if not file.pinned and file.size is None and file.loads_as is None:
         return FileStatus(file.name, path, "unpinned", "present, checksum not pinned", file)
     try:
         problem = _problem(file, path)
@@ -220,7 +250,9 @@ def _status(file: OfficialFile, root: Path, weights_dir: Path) -> FileStatus:
             file.name, path, "bad", f"{problem.algorithm} expected {problem.expected}, got {problem.actual}", file
         )
     if not file.pinned:
-        return FileStatus(file.name, path, "unpinned", "present, size ok, checksum not pinned", file)
+        loads = f", loads as a {file.loads_as} checkpoint" if file.loads_as else ""
+        size = ", size ok" if file.size is not None else ""
+        return FileStatus(file.name, path, "unpinned", f"present{size}{loads}, checksum not pinned", file)
     algorithm = "md5" if file.md5 else "sha256"
     return FileStatus(file.name, path, "ok", f"{algorithm} ok", file)
 
@@ -232,33 +264,74 @@ def check(root: str | Path, weights_dir: str | Path = "weights") -> list[FileSta
         >>> [s.name for s in check("data") if not s.ok]
         ['val_256.tar', 'resnet50_places365.pth.tar']
     """
-    return [_status(f, Path(root), Path(weights_dir)) for f in OFFICIAL_FILES.values()]
+    statuses = [_status(f, Path(root), Path(weights_dir)) for f in OFFICIAL_FILES.values()]
+    by_name = {s.name: s for s in statuses}
+    return [_unless_not_needed(s, by_name) for s in statuses]
+
+
+def _members(archive: OfficialFile) -> list[OfficialFile]:
+    return [f for f in OFFICIAL_FILES.values() if f.archive == archive.name]
+
+
+def _unless_not_needed(status: FileStatus, by_name: dict[str, FileStatus]) -> FileStatus:
+    """An archive whose extracted files are all present is not needed: its own state does not matter."""
+    members = _members(status.file)
+    if status.ok or status.state == "unreadable" or not members:
+        return status
+    if all(m.name in by_name and by_name[m.name].ok for m in members):
+        names = " and ".join(m.name for m in members)
+        return FileStatus(status.name, status.path, "not needed", f"{status.state}; {names} present", status.file)
+    return status
+
+
+def _pins(file: OfficialFile) -> str:
+    return ", ".join(
+        p for p in (
+            f"{file.size:,} bytes" if file.size else (f"about {file.approx_size / 1e6:,.0f} MB" if file.approx_size else ""),
+            f"md5 {file.md5}" if file.md5 else "",
+            f"sha256 {file.sha256}" if file.sha256 else "",
+        ) if p
+    ) or "size and checksum not pinned"
 
 
 def offline_help(statuses: list[FileStatus]) -> str:
-    """For each missing or bad file: the URL to download by hand and where to put it."""
-    lines = []
-    for status in statuses:
-        if status.ok:
-            continue
+    """What to download by hand for every missing or bad file: URL, where it goes, and the total size.
+
+    A file extracted from an archive is listed under its archive (downloaded once); the
+    archive can be kept, or only the listed members extracted from it. Ends with the total
+    download size and "then run `make run` again".
+    """
+    needed = [s for s in statuses if not s.ok]
+    if not needed:
+        return ""
+    # archive or file name -> (the file, its status when it is itself listed, the files to extract from it)
+    downloads: dict[str, tuple[OfficialFile, FileStatus | None, list[FileStatus]]] = {}
+    for status in needed:
         file = status.file
-        pins = ", ".join(
-            p for p in (
-                f"md5 {file.md5}" if file.md5 else "",
-                f"sha256 {file.sha256}" if file.sha256 else "",
-                f"{file.size:,} bytes" if file.size else "",
-            ) if p
-        ) or "checksum not pinned"
-        lines.append(f"{status.name} ({status.detail}):")
-        if file.archive is not None:
-            archive = OFFICIAL_FILES[file.archive]
-            lines.append(f"  download {archive.urls[0]}")
-            lines.append(f"  extract the member named {PurePosixPath(file.dest).name} from it")
+        if file.archive is None:
+            downloads[file.name] = (file, status, downloads.get(file.name, (file, None, []))[2])
         else:
-            lines.append(f"  download {file.urls[0]}")
-            lines.extend(f"  or       {url}" for url in file.urls[1:])
-        lines.append(f"  save as  {status.path}  ({pins})")
-    return "\n".join(lines)
+            archive = OFFICIAL_FILES[file.archive]
+            downloads.setdefault(archive.name, (archive, None, []))[2].append(status)
+    lines: list[str] = []
+    total, unknown = 0, False
+    for file, own, members in downloads.values():
+        size = file.size or file.approx_size
+        total += size or 0
+        unknown |= size is None
+        path = None if own is None else own.path
+        lines.append(f"  {file.name}  ({'' if own is None else own.detail + '; '}{_pins(file)})")
+        lines.append(f"    download {file.urls[0]}")
+        lines.extend(f"    or       {url}" for url in file.urls[1:])
+        if path is not None:
+            lines.append(f"    save as  {path}")
+        if members:
+            lines.append("    fetch extracts from it (or extract yourself, by base name, and skip the tar):" if path is not None
+                         else "    extract from it (by base name):")
+            lines.extend(f"      {PurePosixPath(m.file.dest).name}  ->  save as  {m.path}" for m in members)
+    amount = f"{'at least ' if unknown else 'about '}{total / 1e9:.2f} GB"
+    head = f"{len(downloads)} download(s), {amount} in all; put each file where it says:"
+    return "\n".join([head, *lines, "then run `make run` (or `protector data fetch`) again."])
 
 
 # ------------------------------------------------------------------ fetching
@@ -266,11 +339,12 @@ def offline_help(statuses: list[FileStatus]) -> str:
 
 @dataclass(frozen=True)
 class FetchResult:
-    """What `fetch` did for one file: "present", "downloaded", "resumed", "extracted" or "kept" (bad, opted in)."""
+    """What `fetch` did for one file: "present", "downloaded", "resumed", "extracted", "kept" (bad,
+    opted in) or "not needed" (an archive whose extracted files are present)."""
 
     name: str
     path: Path
-    action: Literal["present", "downloaded", "resumed", "extracted", "kept"]
+    action: Literal["present", "downloaded", "resumed", "extracted", "kept", "not needed"]
     detail: str = ""
 
 
@@ -339,12 +413,8 @@ def _fetch_download(file: OfficialFile, dest: Path, progress: bool, timeout: flo
             part.unlink(missing_ok=True)
             if action == "resumed" and attempt == 0:
                 continue  # the old .part may be what was wrong: once more from the first byte
-            raise ChecksumError(dest, problem.algorithm, problem.expected, problem.actual)
-    raise DownloadError(
-        f"could not download {file.name}:\n  " + "\n  ".join(failures)
-        + "\nWithout network access, fetch it by hand:\n"
-        + offline_help([FileStatus(file.name, dest, "missing", "not downloaded", file)])
-    )
+            raise _named(dest, problem)
+    raise DownloadError(f"{file.name}: could not download it: " + "; ".join(failures))
 
 
 def _extract(file: OfficialFile, archive_path: Path, dest: Path) -> FetchResult:
@@ -374,7 +444,7 @@ def _extract(file: OfficialFile, archive_path: Path, dest: Path) -> FetchResult:
     problem = _problem(file, part)
     if problem is not None:
         part.unlink(missing_ok=True)
-        raise ChecksumError(dest, problem.algorithm, problem.expected, problem.actual)
+        raise _named(dest, problem)
     os.replace(part, dest)
     return FetchResult(file.name, dest, "extracted", str(archive_path))
 
@@ -424,8 +494,13 @@ def fetch(
     root, weights_dir = Path(root), Path(weights_dir)
     results: list[FetchResult] = []
     failed: dict[str, str] = {}  # name -> why; other files are still fetched (partial network access)
+    by_hand: list[FileStatus] = []  # what could not be downloaded: the offline message lists them
     for file in _selected(names):
         status = _status(file, root, weights_dir)
+        unneeded = _not_needed_archive(file, root, weights_dir, keep_mismatched)
+        if unneeded is not None:
+            results.append(FetchResult(file.name, status.path, "not needed", unneeded))
+            continue
         if status.path.exists() and not status.path.is_file():
             failed[file.name] = f"{status.path}: is a directory (or another non-file); move it away so {file.name} can be saved there"
             continue
@@ -436,7 +511,8 @@ def fetch(
             failed[file.name] = (f"{status.path}: {status.detail}; move it away (or repair the disk) so "
                                  f"{file.name} can be checked or downloaded again")
             continue
-        if status.state == "bad" and keep_mismatched:
+        # A checkpoint that does not load is of no use to anyone: never kept, fetched again.
+        if status.state == "bad" and keep_mismatched and not status.detail.startswith("content"):
             results.append(FetchResult(file.name, status.path, "kept", f"checksum differs: {status.detail}"))
             continue
         try:
@@ -445,6 +521,7 @@ def fetch(
                 continue
             if file.archive in failed:
                 failed[file.name] = f"{file.name}: needs {file.archive}, which could not be downloaded"
+                by_hand.append(status)
                 continue
             archive = OFFICIAL_FILES[file.archive]
             archive_status = _status(archive, root, weights_dir)
@@ -453,12 +530,34 @@ def fetch(
                     results.append(_fetch_download(archive, archive_status.path, progress, timeout))
                 except DownloadError as err:
                     failed[archive.name] = str(err)
+                    by_hand.append(archive_status)
                     raise
             results.append(_extract(file, archive_status.path, status.path))
         except DownloadError as err:
-            failed.setdefault(file.name, str(err))
+            if file.name not in failed:
+                failed[file.name] = str(err)
+                by_hand.append(status)
     if failed:
-        error = DownloadError(f"{len(failed)} file(s) not fetched:\n" + "\n".join(failed.values()))
+        message = f"{len(failed)} file(s) not fetched:\n" + "\n".join(f"  {why}" for why in failed.values())
+        if by_hand:
+            message += "\nWithout network access, fetch them by hand: " + offline_help(by_hand)
+        error = DownloadError(message)
         error.results = results  # what did succeed
         raise error
     return results
+
+
+def _not_needed_archive(file: OfficialFile, root: Path, weights_dir: Path, keep_mismatched: bool) -> str | None:
+    """Why an archive need not be fetched (every file extracted from it is usable), or None.
+
+    Offline, the devkit tar is often absent while the two files extracted from it are
+    there; those are what protector reads.
+    """
+    members = _members(file)
+    if not members or _status(file, root, weights_dir).ok:
+        return None
+    for member in members:
+        status = _status(member, root, weights_dir)
+        if not (status.ok or (keep_mismatched and status.state == "bad")):
+            return None
+    return f"{' and '.join(m.name for m in members)} present"

@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal, NamedTuple, overload
 
+from protector.limits import MAX_LIST_BYTES, FileTooLargeError
 from protector.paths import NotAFileError, UnsafePathError, read_regular_file, safe_relative_name
 
 # Labels are class indices; anything beyond int32 is a typo, not a class.
@@ -75,9 +76,11 @@ class _LineError(Exception):
 def _read_text(path: str | Path) -> str:
     path = Path(path)
     try:
-        data = read_regular_file(path)
+        data = read_regular_file(path, MAX_LIST_BYTES, "list file")
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: list file not found") from None
+    except FileTooLargeError as err:
+        raise ListFormatError(str(err)) from None
     except NotAFileError as err:
         raise ListFormatError(f"{err}; give a list file") from None
     except OSError as err:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from protector.images import DECODER_FORMATS, IMAGE_EXTENSIONS, UNREAD_PHOTO_SUFFIXES
+from protector.limits import MAX_PHOTO_BYTES, FileTooLargeError, check_size
 from protector.paths import UnsafePathError, read_regular_file, safe_relative_name
 
 
@@ -165,7 +166,10 @@ class FolderSource(ImageSource):
             if reason not in (None, "file not found"):  # a FIFO, a directory, a dangling link: say so
                 raise FileNotFoundError(f"{self.describe()}: {name}: {reason}")
             raise self._not_found(name)
-        return read_regular_file(path)
+        try:
+            return read_regular_file(path, MAX_PHOTO_BYTES, "photo")
+        except FileTooLargeError as err:
+            raise SourceError(f"{name}: {err.reason}") from None
 
     def describe(self) -> str:
         return f"folder {self.root}"
@@ -269,6 +273,10 @@ class TarSource(ImageSource):
         member = self._lookup(safe)
         if member is None:
             raise self._not_found(name)
+        try:
+            check_size(name, member.size, MAX_PHOTO_BYTES, "photo")
+        except FileTooLargeError as err:
+            raise SourceError(str(err)) from None
         with self._lock:
             fd = self._handle()
         if hasattr(os, "pread"):

@@ -23,6 +23,7 @@ from PIL import Image
 from protector.evaluation.run import Evaluation
 from protector.evaluation import plots
 from protector.evaluation.records import ImageEval
+from protector.evaluation.shareable import shareable
 from protector.images import encode_photo, read_photo, write_atomic
 
 GALLERY_MAX_SIDE = 1024  # larger photos are shown downscaled (noted under the image)
@@ -44,7 +45,7 @@ def write_report(evaluation: Evaluation, out_dir: str | Path) -> dict[str, Path]
     """Write every output of an evaluation into `out_dir`; returns their paths by kind."""
     out_dir = Path(out_dir)
     (out_dir / "plots").mkdir(parents=True, exist_ok=True)
-    results = evaluation.summary()
+    results = shareable(evaluation.summary())  # shared as it is: no machine paths
     results["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     paths = {"results": out_dir / "results.json"}
     write_atomic(paths["results"], json.dumps(results, indent=2, allow_nan=False).encode("utf-8"), overwrite=True)
@@ -177,7 +178,7 @@ def _comparison_rows(evaluation: Evaluation, results: dict) -> list[list[str]]:
     return rows
 
 
-COMPARISON_HEADER = ["run", "photos", "top-1 acc.", "top-5 acc.", "fooled (top-1)", "fooled (top-5)", "PSNR",
+COMPARISON_HEADER = ["run", "photos", "top-1 acc.", "top-5 acc.", "changed (top-1)", "changed (top-5)", "PSNR",
                      "SSIM", "CIEDE2000", "max |Δ| (8-bit)", "NIMA before → after (Δ)", "attack s/img"]
 
 
@@ -226,7 +227,13 @@ def _markdown(evaluation: Evaluation, results: dict) -> str:
     parts = [
         "# Protection evaluation",
         "",
-        f"- protected files: `{evaluation.options.protected}`" + (f" (run code `{s['run_code']}`)" if s["run_code"] else ""),
+        *[f"> **Warning:** {w}" for w in s.get("warnings", [])],
+        *([""] if s.get("warnings") else []),
+        f"**{verdict(evaluation, results)}**",
+        "",
+        f"- protected files: `{s.get('protected') or evaluation.options.protected}`"
+        + (f" (run code `{s['run_code']}`)" if s["run_code"] else ""),
+        f"- {FOOLED_MEANING}",
         f"- {coverage_line(results)}",
         f"- attack model: {s['attack_model']}; {s['classification']}",
         f"- labels: {s['labels']}",
@@ -388,6 +395,10 @@ code { background: var(--bg); padding: 1px 4px; border-radius: 4px; font-size: 1
 dl { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; font-size: 13px; }
 dt { color: var(--muted); } dd { margin: 0; word-break: break-word; }
 .problems li { color: var(--bad); }
+.warnbox { border: 1px solid #f9ab00; border-left: 6px solid #f9ab00; background: #fef7e0; border-radius: 8px;
+  padding: 10px 14px; margin: 10px 0; }
+.warnbox strong { color: #b06000; margin-right: 6px; }
+.verdict { font-size: 16px; font-weight: 600; margin: 12px 0 4px; }
 """
 
 
@@ -399,7 +410,7 @@ def _cards(evaluation: Evaluation, results: dict) -> str:
     cards = [
         ("top-1 accuracy", f"{_pct(acc['top1_before'])} → {_pct(acc['top1_after'])}", "attack model, saved files"),
         ("top-5 accuracy", f"{_pct(acc['top5_before'])} → {_pct(acc['top5_after'])}", ""),
-        ("fooling rate", _pct(acc["fooling_rate_top1"]), "top-1 changed by protection"),
+        *_fooled_cards(evaluation, acc),
         ("PSNR", _num(fid["psnr_mean"], 2, " dB"), f"min {_num(fid['psnr_min'], 2, ' dB')}"),
         ("SSIM", _num(fid["ssim_mean"], 4), f"CIEDE2000 {_num(fid['ciede2000_mean'], 3)}"),
         ("max |Δ|", f"{fid['max_delta_8bit']}", "8-bit levels, file vs original"),
@@ -481,7 +492,7 @@ def _gallery_html(evaluation: Evaluation, cards: list[dict]) -> str:
 
 def _html(evaluation: Evaluation, results: dict, figures: dict[str, str], gallery: list[dict]) -> str:
     s = results["settings"]
-    run_name = s["run_code"] or Path(evaluation.options.protected).resolve().name
+    run_name = s["run_code"] or Path(s.get("protected") or Path(evaluation.options.protected).resolve()).name
     title = f"Protection report — {run_name}"
     sections = [
         f"<h1>{html.escape(title)}</h1>",
@@ -490,7 +501,9 @@ def _html(evaluation: Evaluation, results: dict, figures: dict[str, str], galler
         "<p class='sub'>the task ranks: " + html.escape(s["ranked"]) + " · budget: "
         + (f"eps {s['eps_8bit']:.2f}/255 (from {html.escape(s['eps_source'])})" if s["eps"] else "not known")
         + (f" · refine steps {s['refine_steps']}" if s.get("refine_steps") is not None else "") + "</p>",
-        *["<p class='problems'>warning: " + html.escape(w) + "</p>" for w in s.get("warnings", [])],
+        *[_warning_box(w) for w in s.get("warnings", [])],
+        f"<p class=\"verdict\">{html.escape(verdict(evaluation, results))}</p>",
+        f"<p class=\"sub\">{html.escape(FOOLED_MEANING)}</p>",
         f"<p class=\"{'problems' if '(see Problems)' in coverage_line(results) else 'sub'}\">"
         + html.escape(coverage_line(results)) + "</p>",
         _cards(evaluation, results),
@@ -539,7 +552,7 @@ def _html(evaluation: Evaluation, results: dict, figures: dict[str, str], galler
                      "<p class=\"sub\">Original" + (", the edit alone" if evaluation.edit is not None else "")
                      + " and protected file side by side with the attack model's top-5; the "
                      "reference class is in bold. Examples are spread evenly over the photos (fooled first, then "
-                     "about a third still recognized), not picked for looks.</p>",
+                     "about a third still recognized), not picked for looks. " + html.escape(FOOLED_MEANING) + "</p>",
                      _gallery_html(evaluation, gallery)]
     problems = _problems(evaluation, results)
     if problems:
@@ -554,3 +567,43 @@ def _html(evaluation: Evaluation, results: dict, figures: dict[str, str], galler
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body><main>"
             + "\n".join(sections) + "</main></body></html>\n")
+
+
+# ---------------------------------------------------------------- one meaning of "fooled"
+
+FOOLED_MEANING = ("\"fooled\" on this page: the attack model's top-1 was the true label before protection and is "
+                  "not after (the clean prediction stands in where no label is known); the task ranks the top-1 "
+                  "accuracy against the true label. \"changed\": the top-1 differs from the clean photo's top-1, "
+                  "right or wrong (not what the task ranks).")
+
+
+def fooled_counts(evaluation: Evaluation) -> tuple[int, int]:
+    """(fooled, recognized before protection) on the protected files, for the attack model."""
+    outcomes = [_outcome(im, evaluation.attack_model) for im in evaluation.runs["protector"].images]
+    fooled = outcomes.count("fooled")
+    return fooled, fooled + outcomes.count("recognized")
+
+
+def _fooled_cards(evaluation: Evaluation, acc: dict) -> list[tuple[str, str, str]]:
+    fooled, recognized = fooled_counts(evaluation)
+    rate = fooled / recognized if recognized else None
+    return [("fooled", _pct(rate), f"{fooled} of the {recognized} photos recognized before (true label)"),
+            ("changed", _pct(acc["fooling_rate_top1"]), "top-1 differs from the clean photo's; not ranked")]
+
+
+def verdict(evaluation: Evaluation, results: dict) -> str:
+    """One sentence: what protection did to the number the task ranks, or why there is no verdict."""
+    acc = results["runs"]["protector"]["models"][evaluation.attack_model]
+    fooled, recognized = fooled_counts(evaluation)
+    photos = len(evaluation.runs["protector"].images)
+    caveat = " (see the warning: the attack model is probably not the task's)" if results["settings"].get("warnings") else ""
+    if not recognized:
+        return (f"No verdict: the attack model recognizes none of the {photos} photos before protection (clean "
+                f"top-1 {_pct(acc['top1_before'])}), so its accuracy cannot show what protection does{caveat}.")
+    return (f"Verdict: protection fooled the attack model on {fooled} of the {recognized} photos it recognized; its "
+            f"top-1 accuracy, the number the task ranks (lower is better), went from {_pct(acc['top1_before'])} to "
+            f"{_pct(acc['top1_after'])}{caveat}.")
+
+
+def _warning_box(text: str) -> str:
+    return f"<div class=\"warnbox\" role=\"alert\"><strong>Warning</strong>{html.escape(text)}</div>"

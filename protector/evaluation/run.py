@@ -27,6 +27,7 @@ from protector.data.lists import read_categories, read_senscats
 from protector.devices import resolve_device
 from protector.evaluation import aggregate
 from protector.evaluation.baselines import BASELINES, baseline_spec, run_baseline
+from protector.evaluation.checkpoint_check import check_clean_accuracy, task_list_names
 from protector.evaluation.edit_split import EditSplit, load_edit_split
 from protector.evaluation.fidelity import IMPLEMENTATION as FIDELITY_IMPLEMENTATION
 from protector.evaluation.fidelity import fidelity
@@ -331,6 +332,7 @@ def evaluate(options: EvaluateOptions) -> Evaluation:
         "fidelity_implementation": FIDELITY_IMPLEMENTATION,
         "nima": (nima.name if nima is not None else None),
         "nima_weights": str(options.nima) if options.nima else None,
+        "protected": str(options.protected),
         "original": str(options.original),
         "list": str(options.list_path) if options.list_path else None,
         "run_code": options.run_code,
@@ -346,7 +348,8 @@ def evaluate(options: EvaluateOptions) -> Evaluation:
         "edit": ({"protector": edit.protector, "strength": edit.strength, "strength_source": edit.strength_source}
                  if edit is not None else None),
         "ranked": "top-1 accuracy of the attack model on the saved files (lower is better)",
-        "warnings": clean_accuracy_warnings(options.list_path, runs["protector"], attack_name)
+        "warnings": clean_accuracy_warnings(runs["protector"], attack_name,
+                                            [options.list_path, options.labels, options.original])
         + (edit.warnings if edit is not None else []),
         "baseline_quality": options.quality if options.baselines else None,
         "device": str(device),
@@ -357,21 +360,12 @@ def evaluate(options: EvaluateOptions) -> Evaluation:
                       runs, categories, senscats, settings, criteria, edit)
 
 
-# Clean accuracy of the official ResNet50-places365 on the task's lists (../shared/docs/TASK.md):
-# far from these, the attack model or its checkpoint is not the task's.
-KNOWN_CLEAN_TOP1 = {"MEPP19test": 100.0, "MEPP18val": 59.60}
-CLEAN_TOLERANCE_POINTS = 10.0
-
-
-def clean_accuracy_warnings(list_path: Path | None, run: RunEval, model: str) -> list[str]:
-    """A warning when the clean top-1 on a task list is far from the official model's."""
-    reference = KNOWN_CLEAN_TOP1.get(Path(list_path).stem) if list_path is not None else None
-    measured = run.clean_top1_percent(model)
-    if reference is None or measured is None or abs(measured - reference) <= CLEAN_TOLERANCE_POINTS:
-        return []
-    return [f"clean top-1 of {model} on {Path(list_path).name} is {measured:.1f}%, but the task's ResNet50-places365 "
-            f"gets {reference:.2f}% there: the attack model or its checkpoint is probably not the task's, and the "
-            "numbers here do not say how the submission will score"]
+def clean_accuracy_warnings(run: RunEval, model: str, places: list[Path | None]) -> list[str]:
+    """A warning when the photos are (a subset of) a task list and the clean top-1 there is far from the official model's."""
+    lists = task_list_names(places)
+    results = [(im.name, im.clean[model][0][0] == im.label) for im in run.images if im.label is not None]
+    check = check_clean_accuracy(results, lists)
+    return [check.warning(model)] if check is not None and check.far else []
 
 
 def _clean_pass(pairing: Pairing, models: dict[str, nn.Module], nima: nn.Module | None,

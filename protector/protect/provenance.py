@@ -31,7 +31,8 @@ import torch
 from torch import nn
 
 from protector.images import write_atomic
-from protector.paths import sha256_file
+from protector.limits import MAX_LIST_BYTES
+from protector.paths import read_regular_file, sha256_file
 
 RECORD_NAME = "protect-run.json"
 # The record's entry for the run's manifest, a file outside the folder (its path is the run's to give).
@@ -160,7 +161,7 @@ class Provenance:
         path = self.output_dir / RECORD_NAME
         if path.is_file():
             try:
-                record = json.loads(path.read_text(encoding="utf-8"))
+                record = json.loads(read_regular_file(path, MAX_LIST_BYTES, "run record").decode("utf-8"))
                 if record.get("format") != _FORMAT:
                     raise ValueError(f"unknown format {record.get('format')!r}")
                 self.found_maker = record["maker"]
@@ -181,7 +182,11 @@ class Provenance:
     def _fold(self, files: dict[str, dict[str, Any]], maker_digest: str) -> None:
         """Add the journal lines of `maker_digest` to `files` (lines of any other maker are dropped)."""
         for journal in self._journals():
-            for line in journal.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                text = read_regular_file(journal, MAX_LIST_BYTES, "run journal").decode("utf-8", errors="replace")
+            except (OSError, ValueError):
+                continue  # not a journal this code wrote (a FIFO, a huge file): nothing in it is trusted
+            for line in text.splitlines():
                 try:
                     entry = json.loads(line)
                     if entry["maker"] == maker_digest:

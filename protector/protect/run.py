@@ -14,15 +14,18 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from protector.budget import check_budget
 from protector.generator import BoundedProtector
 from protector.images import MAX_PIXELS, OUTPUT_FORMATS
 from protector.losses import attack_loss_by_name
+from protector.protect.folder_lock import folder_lock
 from protector.protect.loading import ProtectionDataModule
 from protector.outputs import OutputError, inside, prepare_file, prepare_folder, refuse_unusable_folder, write_failures
 from protector.protect.manifest import ManifestRow, default_manifest_path, manifest_bytes, remove_shards
 from protector.protect.naming import check_run_code
 from protector.protect.plan import Plan, build_plan
 from protector.protect.predictor import ProtectPredictor
+from protector.protect.progress import PhotoProgress
 from protector.protect.provenance import MANIFEST_ENTRY, Provenance, describe_maker
 from protector.protect.submission import write_submission_zip
 from protector.protect.summary import RunSummary
@@ -79,6 +82,7 @@ class ProtectOptions:
     tile_align: int = 64
     min_side: int = 32
     max_pixels: int = MAX_PIXELS
+    allow_large_eps: bool = False
     progress: bool = True
 
     def manifest_path(self) -> Path:
@@ -219,6 +223,8 @@ def protect(
     options.check()
     from protector.data.lists import read_categories
 
+    # Every input is read and checked before the output folder is locked or touched: a refused
+    # run (bad weights, an empty --senscats) leaves every file of an earlier run as it was.
     categories = read_categories(options.categories) if options.categories else None
     plan = build_plan(options.output, options.inputs, options.list_path, options.images,
                       options.recursive, options.fmt, options.run_code)
@@ -229,35 +235,54 @@ def protect(
         protector, loaded_classifier = _load_networks(options)
         protector_file = options.checkpoint
         classifier = classifier if classifier is not None else loaded_classifier
+    eps = getattr(protector, "eps", None)
+    large_budget = (check_budget(float(eps), options.allow_large_eps, str(protector_file or "the protector"))
+                    if eps is not None else None)
     _give_guide_model(protector, classifier)
     _set_enhancement(protector, options)
     if options.refine_steps and classifier is None:
         raise ValueError("--refine-steps needs the attack model: pass --classifier (e.g. --classifier resnet50)")
+    nima = _load_nima(options)
+    refine_loss = _refine_loss(options)
     precision = options.precision or default_precision(options.accelerator)
     manifest_path = options.manifest_path()
-    provenance = Provenance.open(plan.output_dir, describe_maker(options, protector, classifier, protector_file,
-                                                                 precision), outside={MANIFEST_ENTRY: manifest_path})
     zip_name = f"{options.run_code}.zip" if options.zip else None
-    removed_zips: list[Path] = []  # and old in-folder manifests
-    if launch_rank() == 0:
-        # Before any work: only files this protector with these settings made may be skipped or zipped.
-        existing = [item.output for item in plan.runnable() if item.exists]
-        provenance.check(existing + [MANIFEST_ENTRY] + ([zip_name] if zip_name else []), options.overwrite)
+    rank_zero = launch_rank() == 0
+    if rank_zero:
         # A folder or manifest that cannot be written is refused here, not photo by photo.
         prepare_folder(plan.output_dir, "--output")
         prepare_file(manifest_path, "--manifest")
-        # Before any other rank can start writing: leftovers of a killed run go.
-        remove_stale_temporaries(plan)
-        remove_shards(manifest_path)
-        with write_failures(str(plan.output_dir / "protect-run.json")):
-            removed_zips = provenance.start(options.overwrite, zip_name)
+    # One run at a time per folder, from reading its record to writing its last file.
+    with folder_lock(plan.output_dir) if rank_zero else contextlib.nullcontext():
+        provenance = Provenance.open(plan.output_dir, describe_maker(options, protector, classifier, protector_file,
+                                                                     precision), outside={MANIFEST_ENTRY: manifest_path})
+        removed_zips: list[Path] = []  # and old in-folder manifests
+        if rank_zero:
+            # Before any work: only files this protector with these settings made may be skipped or zipped.
+            existing = [item.output for item in plan.runnable() if item.exists]
+            provenance.check(existing + [MANIFEST_ENTRY] + ([zip_name] if zip_name else []), options.overwrite)
+            # Before any other rank can start writing: leftovers of a killed run go.
+            remove_stale_temporaries(plan)
+            remove_shards(manifest_path)
+            with write_failures(str(plan.output_dir / "protect-run.json")):
+                removed_zips = provenance.start(options.overwrite, zip_name)
+        summary = _write_outputs(options, plan, protector, classifier, provenance, manifest_path, categories,
+                                 precision, nima, refine_loss, zip_name, removed_zips)
+    if summary is not None:
+        summary.large_budget = large_budget
+    return summary
 
+
+def _write_outputs(options: ProtectOptions, plan: Plan, protector: nn.Module, classifier: nn.Module | None,
+                   provenance: Provenance, manifest_path: Path, categories: list[str] | None, precision: str,
+                   nima: nn.Module | None, refine_loss: nn.Module, zip_name: str | None,
+                   removed_zips: list[Path]) -> RunSummary | None:
     writer = ProtectedImageWriter(plan, provenance, manifest_path, options.quality, options.overwrite, categories)
     started = time.perf_counter()
     # Photos written before a write of the run's own files fails are whole and journaled: a rerun resumes.
     resume = "; the photos written so far are whole and recorded: run the same command again to resume"
     if plan.runnable():
-        manifest = _predict(options, plan, protector, classifier, writer, precision)
+        manifest = _predict(options, plan, protector, classifier, writer, precision, nima, refine_loss)
         if manifest is None:
             return None  # not global rank zero
     else:
@@ -286,6 +311,13 @@ def protect(
     with write_failures(str(plan.output_dir / "protect-run.json"), resume):
         provenance.commit()
     return summary
+
+
+def _refine_loss(options: ProtectOptions) -> nn.Module:
+    """The loss the refine steps descend; reads --senscats (an empty or bad file is refused here)."""
+    # k=5, kappa=2: the margins of refine's default (TopKMargin(5, 2)), for every loss.
+    return attack_loss_by_name(options.refine_loss, top_k=5, kappa=2.0,
+                               sensitive=str(options.senscats) if options.senscats else None)
 
 
 def _set_enhancement(protector: nn.Module, options: ProtectOptions) -> None:
@@ -319,14 +351,13 @@ def _predict(
     classifier: nn.Module | None,
     writer: ProtectedImageWriter,
     precision: str,
+    nima: nn.Module | None,
+    refine_loss: nn.Module,
 ) -> list[ManifestRow] | None:
     refine_quality = options.quality if options.fmt == "jpeg" else None
-    # k=5, kappa=2: the margins of refine's default (TopKMargin(5, 2)), for every loss.
-    refine_loss = attack_loss_by_name(options.refine_loss, top_k=5, kappa=2.0,
-                                      sensitive=str(options.senscats) if options.senscats else None)
     predictor = ProtectPredictor(protector, classifier, options.tile_max_pixels, options.tile,
                                  options.tile_overlap, options.tile_align, options.refine_steps, refine_quality,
-                                 refine_loss, _load_nima(options))
+                                 refine_loss, nima)
     workers = default_workers() if options.num_workers is None else options.num_workers
     datamodule = ProtectionDataModule(plan, options.batch_size, options.max_batch_pixels, workers,
                                    options.min_side, options.max_pixels, options.overwrite)
@@ -354,11 +385,12 @@ def _run_trainer(options: ProtectOptions, predictor: ProtectPredictor, datamodul
         strategy=options.strategy,
         num_nodes=options.num_nodes,
         precision=precision,
-        callbacks=[writer],
+        # The bar counts photos (PhotoProgress), not Lightning's batches.
+        callbacks=[writer, PhotoProgress()] if options.progress else [writer],
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
-        enable_progress_bar=options.progress,
+        enable_progress_bar=False,
         # Protection must be repeatable: a resumed run writes the same bytes. "warn" keeps an
         # op without a deterministic kernel from stopping a run.
         deterministic="warn",

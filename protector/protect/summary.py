@@ -48,6 +48,7 @@ class RunSummary:
     zips_removed: list[Path] = field(default_factory=list)
     manifests_removed: list[Path] = field(default_factory=list)
     eps_8bit: float | None = None
+    large_budget: str | None = None  # why the budget is outside what was measured (--allow-large-eps)
     nima_before: float | None = None
     nima_after: float | None = None
     nima_measured: int = 0
@@ -83,6 +84,7 @@ class RunSummary:
             f"written: {self.written}   skipped (already there): {self.skipped}   failed: {self.failed}",
             f"max |delta| on the saved files: {delta}",
             f"NaN values: {self.nan_count}",
+            *([f"budget: WARNING {self.large_budget} (accepted with --allow-large-eps)"] if self.large_budget else []),
             f"speed: {self.images_per_second:.2f} images/s ({self.written} in {self.seconds:.1f} s)",
         ]
         if self.nima_before is not None and self.nima_after is not None:
