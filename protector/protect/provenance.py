@@ -86,12 +86,19 @@ def describe_maker(
     else:
         made_by = {"weights_sha256": module_sha256(protector)}
     made_by["eps"] = getattr(protector, "eps", None)  # also read by `evaluate` (its baselines' budget)
+    enhancer = getattr(protector, "enhancer", None)
     shapes_with_model = bool(getattr(protector, "guided", False)) or settings.refine_steps > 0
-    return {
+    maker = {
         "protector": made_by,
         "attack_model": module_sha256(classifier) if shapes_with_model and classifier is not None else None,
         **settings.to_record(),
     }
+    from protector.appeal_steps import describe as describe_appeal_steps
+
+    steps = describe_appeal_steps(enhancer)
+    if steps is not None:  # only when used: records of runs without them keep their digest
+        maker["appeal_steps"] = steps
+    return maker
 
 
 def _digest(maker: dict[str, Any]) -> str:

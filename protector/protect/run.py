@@ -80,6 +80,7 @@ class ProtectOptions:
     senscats: Path | None = None
     enhance: str = "auto"
     enhance_strength: float = 1.0
+    appeal_steps: int | None = None  # None: protector.appeal_steps.resolve_steps decides
     nima: Path | None = None
     nima_preprocess: str = "idealo"
     batch_size: int = 16
@@ -377,14 +378,21 @@ def _refine_loss(name: str, senscats: Path | None) -> nn.Module:
 
 
 def _set_enhancement(protector: nn.Module, options: ProtectOptions) -> None:
-    """--enhance off drops the trained edit; --enhance-strength blends it with the photo."""
+    """--enhance off drops the trained edit; --enhance-strength blends it with the photo;
+    --appeal-steps refines it per photo (:mod:`protector.appeal_steps`)."""
+    from protector.appeal_steps import resolve_steps, with_appeal_steps
+
     enhancer = getattr(protector, "enhancer", None)
+    steps = resolve_steps(options.appeal_steps, enhancer is not None and options.enhance != "off", options.nima)
     if enhancer is None:
         return
     if options.enhance == "off":
         protector.enhancer = None
     else:
         enhancer.strength = options.enhance_strength
+        if steps:
+            quality = options.quality if options.fmt == "jpeg" else None
+            protector.enhancer = with_appeal_steps(enhancer, steps, options.nima, quality)
 
 
 def _give_guide_model(protector: nn.Module, classifier: nn.Module | None) -> None:
