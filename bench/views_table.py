@@ -36,13 +36,14 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 
 
-def photo_set(name: str, limit: int | None, list_path: Path | None) -> list[Path]:
+def photo_set(name: str, limit: int | None, list_path: Path | None, skip: int = 0) -> list[Path]:
     if name.startswith("fullsize"):
         photos = sorted((SHARED / "fullsize").glob("urban100_img_*.jpg"))
         photos = photos[50:] if name == "fullsize-heldout" else photos[:50]
     else:
         names = [line.split()[0] for line in list_path.read_text().splitlines() if line.strip()]
         photos = [SHARED / "standin/images" / n for n in names]
+    photos = photos[skip:]
     return photos[:limit] if limit else photos
 
 
@@ -67,12 +68,13 @@ def main() -> None:
     parser.add_argument("--photos", default="fullsize-heldout", choices=("fullsize-heldout", "fullsize-tune", "standin256"))
     parser.add_argument("--list", type=Path, help="photo names for standin256")
     parser.add_argument("--limit", type=int)
+    parser.add_argument("--skip", type=int, default=0, help="leave out the set's first N photos")
     parser.add_argument("--method", action="append", required=True, metavar="NAME=FLAGS")
     parser.add_argument("--out", type=Path, default=REPO / "bench/out/views")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
 
-    photos = photo_set(args.photos, args.limit, args.list)
+    photos = photo_set(args.photos, args.limit, args.list, args.skip)
     originals = [read_photo(p).pixels for p in photos]
     model = build_classifier("standin")
     device = torch.device("cpu")

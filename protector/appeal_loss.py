@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from protector.settings import check_quality
 from protector.robust import differentiable_jpeg
 
 
@@ -58,8 +59,8 @@ class NimaAppeal(nn.Module):
             raise ValueError(f"weights must be >= 0, got weight={weight}, colour_weight={colour_weight}, "
                              f"edit_weight={edit_weight}")
         self.nima = load_nima(weights, preprocess=preprocess)
-        if jpeg_quality is not None and not 1 <= jpeg_quality <= 100:
-            raise ValueError(f"jpeg_quality must be in 1..100 or None, got {jpeg_quality}")
+        if jpeg_quality is not None:
+            check_quality(jpeg_quality, "jpeg_quality (or None)")
         self.weight = float(weight)
         self.colour_weight = float(colour_weight)
         self.edit_weight = float(edit_weight)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from protector.settings import check_quality
 from protector.guidance import gradient_and_label, predicted_label
 
 Norm = Literal["batch", "instance", "none"]
@@ -121,8 +122,8 @@ class UNetGenerator(nn.Module):
             raise ValueError(f"norm must be 'batch', 'instance' or 'none', got {norm!r}")
         if queries not in (1, 2) or (queries == 2 and not guided):
             raise ValueError(f"queries must be 1, or 2 for a guided generator; got {queries} (guided={guided})")
-        if guide_jpeg_quality is not None and not 1 <= guide_jpeg_quality <= 100:
-            raise ValueError(f"guide_jpeg_quality must be in 1..100 or None, got {guide_jpeg_quality}")
+        if guide_jpeg_quality is not None:
+            check_quality(guide_jpeg_quality, "guide_jpeg_quality (or None)")
         if bound not in ("tanh", "clamp"):
             raise ValueError(f"bound must be 'tanh' or 'clamp', got {bound!r}")
         # Everything needed to rebuild this network (see protector.export).

@@ -15,6 +15,7 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from protector.settings import check_quality
 from protector.appeal_loss import NimaAppeal
 from protector.generator import BoundedProtector
 from protector.images import encode_photo, read_photo, to_tensor, to_uint8
@@ -142,8 +143,7 @@ class ProtectorModule(LightningModule):
             raise ValueError(f"kappa must be >= 0 (a margin in logit units), got {kappa}")
         if sensitive_weight <= 0:
             raise ValueError(f"sensitive_weight must be > 0, got {sensitive_weight}")
-        if not 1 <= eval_jpeg_quality <= 100:
-            raise ValueError(f"eval_jpeg_quality must be in 1..100, got {eval_jpeg_quality}")
+        check_quality(eval_jpeg_quality, "eval_jpeg_quality")
         if enhancer_lr is not None and enhancer_lr <= 0:
             raise ValueError(f"enhancer_lr must be > 0 or None, got {enhancer_lr}")
         if lr <= 0 or weight_decay < 0:

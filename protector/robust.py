@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from kornia.enhance import jpeg_codec_differentiable
 from torch import nn
 
+from protector.settings import check_quality
+
 if TYPE_CHECKING:
     from protector.views import ViewSampler
 

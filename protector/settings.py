@@ -25,7 +25,7 @@ DEFAULT_REFINE_LOSS = {"shared": "ce", "as-is": "topk"}
 def check_quality(quality: int, what: str = "quality") -> int:
     """The one range rule of a JPEG/WebP quality: an integer in 1..100."""
     if isinstance(quality, bool) or int(quality) != quality or not 1 <= quality <= 100:
-        raise ValueError(f"{what} must be an integer in 1..100, got {quality}")
+        raise ValueError(f"{what} must be in 1..100 (an integer), got {quality}")
     return int(quality)
 
 

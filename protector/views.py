@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from protector.settings import check_quality
 from protector.robust import differentiable_jpeg, quantize_8bit_ste
 
 
@@ -63,8 +64,8 @@ class View:
             value = getattr(self, field_name)
             if value is not None and value < 8:
                 raise ValueError(f"view {self.name!r}: {field_name} must be at least 8 pixels, got {value}")
-        if self.upload_quality is not None and not 1 <= self.upload_quality <= 100:
-            raise ValueError(f"view {self.name!r}: upload_quality must be in 1..100, got {self.upload_quality}")
+        if self.upload_quality is not None:
+            check_quality(self.upload_quality, f"view {self.name!r}: upload_quality")
         if self.crop is not None and self.shorter_side is not None and self.crop > self.shorter_side:
             raise ValueError(f"view {self.name!r}: crop {self.crop} is larger than the shorter side {self.shorter_side}")
 

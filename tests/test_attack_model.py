@@ -4,6 +4,7 @@ and `protector protect FOLDER` with nothing else."""
 from __future__ import annotations
 
 import functools
+import json
 import subprocess
 import sys
 import threading
@@ -126,3 +127,10 @@ def test_protect_a_folder_with_nothing_else(tmp_path):
         assert after.shape == before.shape
     assert "Protected 2 photo(s)" in result.stdout and "Removed from every file" in result.stdout
     assert "resized to 224..512 px" in result.stdout
+    # ... and checked with the same attack model, again with nothing to name.
+    report = subprocess.run([sys.executable, "-m", "protector", "evaluate", "--protected", str(out), "--original",
+                             str(photos), "--views", "--out", str(tmp_path / "report")],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    assert report.returncode == 0, report.stderr
+    results = json.loads((tmp_path / "report/results.json").read_text())
+    assert [view["view"] for view in results["views"]][:2] == ["as-is", "short-512"]

@@ -36,8 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     files.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR", help="folder for the report")
 
     models = parser.add_argument_group("models")
-    models.add_argument("--classifier", required=True, metavar="SPEC",
-                        help="attack model: resnet50 (with --classifier-checkpoint), standin, or module.Class")
+    models.add_argument("--classifier", metavar="SPEC",
+                        help="attack model: resnet50 (with --classifier-checkpoint), standin, or module.Class. "
+                             "Default: the task's ResNet50 from the user cache, the one `protector protect` uses")
     models.add_argument("--classifier-checkpoint", "--checkpoint", dest="checkpoint", type=Path, metavar="FILE",
                         help="checkpoint of the attack model, e.g. weights/resnet50_places365.pth.tar")
     models.add_argument("--sha256", help="expected sha256 of --classifier-checkpoint")

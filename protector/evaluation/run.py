@@ -57,7 +57,7 @@ class EvaluateOptions:
     protected: Path
     original: Path
     out: Path
-    classifier: str
+    classifier: str | None = None  # None: the cached attack model (protector.attack_model)
     checkpoint: Path | None = None
     sha256: str | None = None
     allow_unpinned: bool = False
@@ -193,6 +193,11 @@ def _parse_transfer(spec: str) -> tuple[str, Path | None]:
 def _load_models(options: EvaluateOptions, device: torch.device) -> tuple[str, dict[str, nn.Module]]:
     from protector.classifier_spec import build_classifier, classifier_label
 
+    if options.classifier is None:  # what `protector protect` used: the task's attack model from the cache
+        from protector.attack_model import DEFAULT_ARCH, cached_attack_model
+
+        options.classifier = DEFAULT_ARCH
+        options.checkpoint, options.sha256 = cached_attack_model(DEFAULT_ARCH)
     attack_name = classifier_label(options.classifier, options.checkpoint)
     models = {attack_name: build_classifier(options.classifier, options.checkpoint, options.sha256,
                                             options.allow_unpinned, options.classifier_path)}

@@ -114,8 +114,10 @@ class RunSummary:
                 "as in any re-saved JPEG)")
             lines.append(f"Each pixel was moved at most {self.eps_8bit:.3g} of 255 levels before saving{measured}.")
         if self.views == "shared":
-            lines.append("Protected for a classifier that sees the file as it is, resized to 224..512 px, "
-                         "centre-cropped, or re-encoded by a platform; other classifiers are not promised.")
+            lines.append("Computed for the attack model seeing the file resized to 224..512 px, "
+                         "centre-cropped, or re-encoded by a platform (and as it is, up to 512 px on the shorter "
+                         "side); not every view of every photo is fooled (BENCHMARKS.md, \"Views\"), and other "
+                         "classifiers are not promised.")
         elif self.views == "as-is":
             lines.append("Protected for a classifier that sees the file exactly as saved (not resized).")
         lines.append("Removed from every file: EXIF (GPS, camera, dates), XMP, IPTC, comments, ICC profile.")
