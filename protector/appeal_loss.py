@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from protector.settings import check_quality
 from protector.robust import differentiable_jpeg
+from protector.settings import check_quality
 
 
 class NimaAppeal(nn.Module):

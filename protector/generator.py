@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from protector.settings import check_quality
 from protector.guidance import gradient_and_label, predicted_label
+from protector.settings import check_quality
 
 Norm = Literal["batch", "instance", "none"]
 Bound = Literal["tanh", "clamp"]

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from protector.settings import check_quality
 from protector.limits import MAX_PHOTO_BYTES, FileTooLargeError, pixel_cost_problem
 from protector.paths import NotAFileError, read_regular_file
+from protector.settings import check_quality
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 # Photos a folder may hold that are not read here (no decoder in the allow-list): a run says so.

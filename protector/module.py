@@ -15,7 +15,6 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from protector.settings import check_quality
 from protector.appeal_loss import NimaAppeal
 from protector.generator import BoundedProtector
 from protector.images import encode_photo, read_photo, to_tensor, to_uint8
@@ -28,6 +27,7 @@ from protector.losses import (
     topk_margin,
 )
 from protector.robust import Robustifier
+from protector.settings import check_quality
 from protector.views import ViewSampler
 
 

@@ -38,7 +38,7 @@ def refine(
     loss: AttackLoss | None = None,
     jpeg_quality: int | None = 90,
     views: ViewSampler | None = None,
-    views_per_step: int = 4,
+    views_per_step: int = 2,
 ) -> torch.Tensor:
     """Projected gradient steps from `x_init`, kept within `eps` of `x_clean` (L-inf).
 

@@ -64,7 +64,7 @@ class ProtectionSettings:
     quality: int = 90
     eps: float | None = None
     views: str = "shared"
-    views_per_step: int = 4
+    views_per_step: int = 2
     working_side: int | None = 512
     refine_steps: int = 0
     refine_loss: str = ""

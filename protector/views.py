@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from protector.settings import check_quality
 from protector.robust import differentiable_jpeg, quantize_8bit_ste
+from protector.settings import check_quality
 
 
 @dataclass(frozen=True)

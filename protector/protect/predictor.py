@@ -69,7 +69,7 @@ class ProtectPredictor(pl.LightningModule):
         refine_loss: AttackLoss | None = None,
         nima: nn.Module | None = None,
         views: ViewSampler | None = None,
-        views_per_step: int = 4,
+        views_per_step: int = 2,
         working_side: int | None = None,
     ) -> None:
         super().__init__()

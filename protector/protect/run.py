@@ -57,7 +57,7 @@ class ProtectOptions:
     checkpoint: Path | None = None
     eps: float | None = None
     views: str = "shared"
-    views_per_step: int = 4
+    views_per_step: int = 2
     working_side: int | None = 512
     inputs: list[Path] = field(default_factory=list)
     list_path: Path | None = None
