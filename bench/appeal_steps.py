@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from protector.appeal_steps import AppealSteps
+from protector.evaluation.fidelity import fidelity
 from protector.evaluation.quality import brisque_scores
 from protector.images import encode_photo, read_photo, to_tensor, to_uint8
 from protector.losses import NimaAppeal
@@ -98,7 +99,7 @@ def main() -> None:
                 saved.append(pixels)
                 with torch.no_grad():
                     change.append(appeal.scores(to_tensor(pixels)[None]).item() - before)
-                psnr.append((-10 * torch.log10((to_tensor(pixels)[None] - photo).pow(2).mean())).item())
+                psnr.append(fidelity(to_uint8(photo[0]), pixels).psnr)
             row = {"family": name, "arguments": arguments, "steps": steps, "nima_change": statistics.fmean(change),
                    "worst": min(change), "brisque": statistics.fmean(brisque_scores(saved)),
                    "psnr_median": statistics.median(psnr), "s_per_photo": statistics.median(seconds)}

@@ -511,3 +511,21 @@ def test_the_submission_zip_is_evaluated_like_its_folder(tmp_path, capsys) -> No
         out.writestr("../escape.png", b"x")
     code, _, err = evaluate_cli(capsys, {**case, "protected": tmp_path / "evil.zip"}, "--out", str(tmp_path / "r4"))
     assert code == 2 and "unsafe name" in err and not (tmp_path / "escape.png").exists()
+
+
+def test_views_are_reported_with_their_control_in_every_output(case):
+    """Uniform photos and a classifier of mean intensity: a resize, crop or upload changes nothing,
+    so every view changes exactly the photos the file as it is changes, and the control none."""
+    from protector.evaluation.report import write_report
+    from protector.views import EVALUATION_VIEWS
+
+    evaluation = evaluate(hand_options(case, views=[]))
+    paths = write_report(evaluation, case["out"])
+    views = json.loads(paths["results"].read_text())["views"]
+    assert [v["view"] for v in views] == [v.name for v in EVALUATION_VIEWS]
+    as_is = views[0]
+    assert as_is["photos"] == len(LEVELS) and 0 < as_is["top1_changed"] < 1
+    for view in views:
+        assert view["top1_changed"] == as_is["top1_changed"] and view["control_top1_changed"] == 0
+    assert "## Under each view" in paths["summary"].read_text()
+    assert "Under each view" in paths["html"].read_text() and paths["views"].is_file()
