@@ -65,12 +65,14 @@ test: $(STAMP)
 
 # The whole task: fetch what is missing, train on MEPP18val, protect MEPP19test into the
 # submission zip, evaluate the written files. Offline, the fetch step says which file goes where.
+# The task classifies its 256 px files as they are: --views as-is (protect's default, shared,
+# is for photos that platforms and classifiers resize).
 run: $(STAMP)
 	@echo "make run: $(RECIPE_NOTE)"
 	$(PY) -m protector data fetch --root $(DATA) --weights $(dir $(ATTACK_MODEL)) $(if $(KEEP_MISMATCHED),--keep-mismatched)
 	$(PY) train.py fit --config configs/mepp19.yaml $(APPEAL_CONFIG) $(RECIPE) --trainer.default_root_dir $(RUN) $(TRAIN_PATHS) $(TRAIN_CHECKSUM) $(TRAINER_ARGS)
 	$(PY) infer.py --checkpoint $(RUN)/protector.pt --list $(DATA)/MEPP19test.csv --images $(DATA)/val_256.tar \
-		--output $(RUN)/submission --format jpeg --quality 90 --run-code $(RUN_CODE) --zip --refine-steps $(REFINE_STEPS) $(if $(OVERWRITE),--overwrite) \
+		--output $(RUN)/submission --format jpeg --quality 90 --run-code $(RUN_CODE) --zip --views as-is --refine-steps $(REFINE_STEPS) $(if $(OVERWRITE),--overwrite) \
 		--refine-loss $(REFINE_LOSS) --senscats $(DATA)/MEPP18senscats.txt \
 		--classifier resnet50 --classifier-checkpoint $(ATTACK_MODEL) $(CHECKSUM) --categories $(DATA)/categories_places365.txt \
 		$(if $(wildcard $(NIMA)),--nima $(NIMA))

@@ -21,9 +21,12 @@ from pathlib import Path
 
 import torch
 
+from protection_table import jpeg_file  # bench/protection_table.py
+
+from protector.appeal_loss import NimaAppeal
 from protector.enhance import ToneCurveEnhancer
-from protector.images import encode_photo, read_photo, to_tensor, to_uint8
-from protector.losses import NimaAppeal
+from protector.evaluation.fidelity import fidelity
+from protector.images import read_photo, to_tensor, to_uint8
 
 REPO = Path(__file__).resolve().parent.parent
 FAMILIES = {  # name -> ToneCurveEnhancer arguments
@@ -39,7 +42,7 @@ FAMILIES = {  # name -> ToneCurveEnhancer arguments
 
 
 def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
-    return to_tensor(read_photo(encode_photo(to_uint8(x[0]), "jpeg", quality=quality)).pixels)[None]
+    return to_tensor(jpeg_file(to_uint8(x[0]), quality))[None]
 
 
 def best_edit(photo: torch.Tensor, family: dict, appeal: NimaAppeal, steps: int, lr: float) -> torch.Tensor:
@@ -90,7 +93,7 @@ def main() -> None:
             with torch.no_grad():
                 png_change.append(appeal.scores(edited).item() - before)
                 jpeg_change.append(appeal.scores(jpeg(edited, args.quality)).item() - before)
-            psnr.append((-10 * torch.log10((edited - photo).pow(2).mean())).item())
+            psnr.append(fidelity(to_uint8(photo[0]), to_uint8(edited[0])).psnr)
         seconds = (time.perf_counter() - started) / len(photos)
         row = {"png": statistics.fmean(png_change), "jpeg": statistics.fmean(jpeg_change),
                "jpeg_worst": min(jpeg_change), "psnr_median": statistics.median(psnr), "s_per_photo": seconds}

@@ -12,6 +12,7 @@ Each step runs a slice of the real command and the rate is extrapolated to the t
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import re
@@ -32,9 +33,6 @@ TRAIN_LIST, VAL_COUNT, TEST_COUNT = 240, 24, 16
 
 def build_root(shared: Path, work: Path, count: int) -> tuple[Path, Path]:
     """An official-format data root of `count` stand-in photos and a random official-layout ResNet50."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from test_classifiers import save_official
-
     data = work / "data"
     data.mkdir(parents=True, exist_ok=True)
     photos = sorted((shared / "standin" / "images").glob("*.jpg"))[:count]
@@ -53,6 +51,14 @@ def build_root(shared: Path, work: Path, count: int) -> tuple[Path, Path]:
     torch.manual_seed(0)
     save_official(torchvision.models.resnet50(num_classes=365).eval(), weights, "resnet50")
     return data, weights
+
+
+def save_official(model: torch.nn.Module, path: Path, arch: str) -> None:
+    """Save like CSAIL did (as tests/test_classifiers.py does): DataParallel `module.` keys in an
+    epoch/arch/state_dict/best_prec1 dict, in the pre-1.6 pickle stream format."""
+    state = {"module." + key: value for key, value in model.state_dict().items()}
+    checkpoint = {"epoch": 90, "arch": arch, "state_dict": state, "best_prec1": 54.7}
+    torch.save(checkpoint, path, _use_new_zipfile_serialization=False)
 
 
 def timed(command: list[str], log: Path) -> tuple[float, str]:
@@ -119,4 +125,9 @@ def main(shared: Path, work: Path, train_steps: int = 20) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]), *(int(a) for a in sys.argv[3:4]))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("shared", type=Path, help="the shared data folder (../shared)")
+    parser.add_argument("work", type=Path, help="a scratch folder for the data root, the run and the logs")
+    parser.add_argument("train_steps", type=int, nargs="?", default=20, help="training steps to time (default 20)")
+    args = parser.parse_args()
+    main(args.shared, args.work, args.train_steps)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -26,16 +25,15 @@ import numpy as np
 import torch
 import yaml
 from PIL import Image
-from skimage.metrics import peak_signal_noise_ratio
+
+from protection_table import decode, held_out_split, jpeg_file, nima_means
+
+from protector.appeal_loss import NimaAppeal
+from protector.enhance import ToneCurveEnhancer
+from protector.evaluation.fidelity import fidelity
+from protector.images import to_tensor, to_uint8
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "bench"))
-
-from protection_table import decode, held_out_split, jpeg_file, nima_means  # noqa: E402
-
-from protector.enhance import ToneCurveEnhancer  # noqa: E402
-from protector.images import to_tensor, to_uint8  # noqa: E402
-from protector.losses import NimaAppeal  # noqa: E402
 
 
 def overlay_enhancer(changes: dict | None = None) -> tuple[ToneCurveEnhancer, float, dict]:
@@ -57,7 +55,7 @@ def score(enhancer, nima, held_out: list[np.ndarray], original_nima: list[float]
     nima_after = nima_means(nima, published)
     return {
         "nima_change": float(np.mean(nima_after) - np.mean(original_nima)),
-        "psnr_db": float(np.median([peak_signal_noise_ratio(o, p) for p, o in zip(published, held_out)])),
+        "psnr_db": float(np.median([fidelity(o, p).psnr for p, o in zip(published, held_out)])),
     }
 
 

@@ -12,18 +12,16 @@ survives JPEG), so `protector protect` and `protector evaluate` can be run on ex
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
+from protection_table import decode, held_out_split, select_eval_set
+
+from protector.classifier_spec import build_classifier
+from protector.classifiers import FrozenClassifier
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "bench"))
-
-from protection_table import decode, held_out_split, select_eval_set  # noqa: E402
-
-from protector.classifier_spec import build_classifier  # noqa: E402
-from protector.classifiers import FrozenClassifier  # noqa: E402
 
 
 def main() -> None:

@@ -15,23 +15,21 @@ JPEG q90 and read back:
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 
+from protection_table import clean_predictions, decode, jpeg_file
+
+from protector.classifier_spec import build_classifier
+from protector.classifiers import FrozenClassifier
+from protector.data.training import TrainingDataModule
+from protector.export import load_protector
+from protector.images import to_tensor, to_uint8
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "bench"))
-
-from protection_table import clean_predictions, decode, jpeg_file  # noqa: E402
-
-from protector.classifier_spec import build_classifier  # noqa: E402
-from protector.classifiers import FrozenClassifier  # noqa: E402
-from protector.data.training import TrainingDataModule  # noqa: E402
-from protector.export import load_protector  # noqa: E402
-from protector.images import to_tensor, to_uint8  # noqa: E402
 
 
 def saved(x: torch.Tensor, quality: int) -> torch.Tensor:

@@ -22,21 +22,19 @@ import argparse
 import csv
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from protector.classifier_spec import build_classifier
+from protector.export import load_protector
+from protector.images import IMAGE_EXTENSIONS, Photo, encode_photo, read_photo, to_tensor
+from protector.nima import NIMA, load_nima, nima_scores
+from protector.protect import ProtectOptions, protect
 
-from protector.classifier_spec import build_classifier  # noqa: E402
-from protector.export import load_protector  # noqa: E402
-from protector.images import IMAGE_EXTENSIONS, Photo, encode_photo, read_photo, to_tensor  # noqa: E402
-from protector.nima import NIMA, load_nima, nima_scores  # noqa: E402
-from protector.protect import ProtectOptions, protect  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 @torch.inference_mode()

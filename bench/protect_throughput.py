@@ -43,17 +43,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchattacks
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from protector.classifier_spec import build_classifier
+from protector.classifiers import FrozenClassifier, Places365Classifier
+from protector.evaluation.baselines import baseline_attack, baseline_spec
+from protector.export import load_protector, save_protector
+from protector.generator import UNetGenerator
+from protector.images import IMAGE_EXTENSIONS, encode_photo, read_photo, to_tensor, to_uint8, write_atomic
 
-from protector.classifier_spec import build_classifier  # noqa: E402
-from protector.classifiers import FrozenClassifier, Places365Classifier  # noqa: E402
-from protector.export import load_protector, save_protector  # noqa: E402
-from protector.generator import UNetGenerator  # noqa: E402
-from protector.images import IMAGE_EXTENSIONS, encode_photo, read_photo, to_tensor, to_uint8, write_atomic  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 EPS = 2 / 255
 SPEED = re.compile(r"speed: [\d.]+ images/s \((\d+) in ([\d.]+) s\)")
@@ -117,7 +116,7 @@ def pgd_seconds_per_image(files: list[Path], batch: int, guided_protector: torch
     With a guided protector, also its time with ResNet50 as the guide's model, batch by batch.
     """
     model = random_resnet50()
-    attack = torchattacks.PGD(model, eps=EPS, alpha=EPS / 4, steps=10)
+    attack = baseline_attack(baseline_spec("pgd", EPS), model, torch.device("cpu"))  # `evaluate --baselines pgd`
     x = torch.stack([to_tensor(read_photo(f).pixels) for f in files])
     with torch.no_grad():
         # Untargeted: move away from the clean prediction.

@@ -16,6 +16,10 @@ Methods, at every budget of `--eps-255` (default 2, 4, 8):
   at the output quality, from the clean photo (`protector.refine`);
 - FGSM and PGD-10 from torchattacks, cross-entropy, no JPEG in the loop.
 
+The attacks, the file writer, the classification of the re-read file and the fidelity
+(scikit-image PSNR/SSIM) are the product's: `protector.evaluation.baselines`,
+`protector.evaluation.scoring`, `protector.evaluation.fidelity`, as `protector evaluate` uses them.
+
 Each row: top-1 / top-5 fooled, PSNR and SSIM of the saved file against the original,
 NIMA-MobileNet (idealo, AVA; idealo preprocessing) change against the original, and the
 median seconds per photo (one photo at a time, this machine) with the stand-in and, with
@@ -31,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,25 +42,24 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torchattacks
 import yaml
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 from torchvision.models import resnet50
+from universal import apply_universal, train_universal  # bench/universal.py
+
+from protector.classifier_spec import build_classifier
+from protector.classifiers import FrozenClassifier
+from protector.data import TrainingDataModule
+from protector.evaluation.baselines import baseline_attack, baseline_spec, write_attacked
+from protector.evaluation.fidelity import fidelity
+from protector.evaluation.scoring import nima_mean_std, run_batched, top_k
+from protector.export import load_protector
+from protector.generator import BoundedProtector
+from protector.images import encode_photo, read_photo, to_tensor
+from protector.nima import load_nima
+from protector.refine import refine
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from universal import apply_universal, train_universal  # noqa: E402  (bench/universal.py)
-
-from protector.classifier_spec import build_classifier  # noqa: E402
-from protector.classifiers import FrozenClassifier  # noqa: E402
-from protector.data import TrainingDataModule  # noqa: E402
-from protector.export import load_protector  # noqa: E402
-from protector.generator import BoundedProtector  # noqa: E402
-from protector.images import encode_photo, read_photo, to_tensor, to_uint8  # noqa: E402
-from protector.losses import AttackLoss  # noqa: E402
-from protector.nima import load_nima, nima_scores  # noqa: E402
-from protector.refine import refine  # noqa: E402
+CPU = torch.device("cpu")  # the bench's timings are a 2-core CPU's
 
 Attack = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -87,30 +89,27 @@ def jpeg_file(pixels: np.ndarray, quality: int) -> np.ndarray:
     return read_photo(encode_photo(pixels, "jpeg", quality=quality)).pixels
 
 
-@torch.no_grad()
 def clean_predictions(classifier, photos: list[tuple[str, np.ndarray]], batch: int = 32) -> torch.Tensor:
-    out = []
-    for i in range(0, len(photos), batch):
-        out.append(classifier(torch.stack([to_tensor(p) for _, p in photos[i : i + batch]])).argmax(1))
-    return torch.cat(out)
+    return torch.stack(run_batched(classifier, [p for _, p in photos], CPU, batch)).argmax(1)
 
 
 def select_eval_set(classifier, photos, quality: int, min_confidence: float):
     """Photos the stand-in is confident of and whose clean prediction survives JPEG."""
+    pixels = [p for _, p in photos]
+    clean = top_k(classifier, pixels, CPU, k=1, batch_size=1)  # one at a time, as the rows are measured
     chosen = []
-    with torch.no_grad():
-        for name, pixels in photos:
-            confidence, label = classifier(to_tensor(pixels)[None])[0].softmax(-1).max(-1)
-            if confidence < min_confidence:
-                continue
-            if classifier(to_tensor(jpeg_file(pixels, quality))[None])[0].argmax().item() != label.item():
-                continue
-            chosen.append((name, pixels, int(label)))
+    for (name, photo), [(label, confidence)] in zip(photos, clean):
+        if confidence < min_confidence:
+            continue
+        if top_k(classifier, [jpeg_file(photo, quality)], CPU, k=1)[0][0][0] != label:
+            continue
+        chosen.append((name, photo, label))
     return chosen
 
 
 def measure(method: Method, classifier, photos, quality: int, out_dir: Path) -> tuple[dict, list[np.ndarray]]:
-    """Protect one photo at a time, save as JPEG, re-read from disk, classify; fidelity of the file."""
+    """Protect one photo at a time, save as JPEG, re-read from disk, classify; fidelity of the file
+    (all as `protector evaluate` does it)."""
     method_dir = out_dir / f"{method.name}_eps{round(method.eps * 255)}".replace(" ", "_").replace("/", "-")
     method_dir.mkdir(parents=True, exist_ok=True)
     top1 = top5 = 0
@@ -121,16 +120,14 @@ def measure(method: Method, classifier, photos, quality: int, out_dir: Path) -> 
         start = time.perf_counter()
         x_adv = method.attack(x, torch.tensor([label]))
         seconds.append(time.perf_counter() - start)
-        path = method_dir / (Path(file_name).stem + ".jpg")
-        path.write_bytes(encode_photo(to_uint8(x_adv[0]), "jpeg", quality=quality))
+        path = write_attacked(x_adv[0], method_dir / (Path(file_name).stem + ".jpg"), quality)
         saved_np = read_photo(path).pixels
-        saved = to_tensor(saved_np)[None]
-        with torch.no_grad():
-            logits = classifier(saved)[0]
-        top1 += int(logits.argmax().item() != label)
-        top5 += int(label not in logits.topk(5).indices.tolist())
-        psnrs.append(peak_signal_noise_ratio(saved, x, data_range=1.0).item())
-        ssims.append(structural_similarity_index_measure(saved, x, data_range=1.0).item())
+        classes = [c for c, _ in top_k(classifier, [saved_np], CPU, k=5)[0]]
+        top1 += int(classes[0] != label)
+        top5 += int(label not in classes)
+        measured = fidelity(pixels, saved_np)
+        psnrs.append(measured.psnr)
+        ssims.append(measured.ssim)
         saved_pixels.append(saved_np)
     n = len(photos)
     row = {
@@ -153,12 +150,8 @@ def resnet50_seconds(method: Method, photos, limit: int) -> float:
     return statistics.median(seconds[1:])  # the first call warms up
 
 
-@torch.inference_mode()
 def nima_means(nima, images: list[np.ndarray], batch: int = 16) -> list[float]:
-    means = []
-    for i in range(0, len(images), batch):
-        means.extend(nima_scores(nima(torch.stack([to_tensor(p) for p in images[i : i + batch]])))[0].tolist())
-    return means
+    return [mean for mean, _ in nima_mean_std(nima, images, CPU, batch)]
 
 
 def no_grad(fn: Callable[[torch.Tensor], torch.Tensor]) -> Attack:
@@ -199,17 +192,6 @@ def refined(protector: BoundedProtector, classifier, steps: int, quality: int) -
     return attack
 
 
-def eot_pgd(classifier, eps: float, steps: int, quality: int, loss: AttackLoss | None = None) -> Attack:
-    """Sign steps from the clean photo through a differentiable JPEG; `loss` None: refine's top-5 margin."""
-    # One step goes to the boundary (FGSM-like); ten take Madry's 2.5 * eps / steps.
-    step_size = {1: eps, 2: eps / 2}.get(steps, 2.5 * eps / steps)
-
-    def attack(x, y):
-        return refine(x, x, classifier, y, eps, steps=steps, step_size=step_size, loss=loss, jpeg_quality=quality)
-
-    return attack
-
-
 def universal_pattern(classifier, train_photos, train_labels, eps: float, steps: int, cache: Path) -> torch.Tensor:
     path = cache / f"universal_eps{eps * 255:.3g}_steps{steps}.pt"
     if path.is_file():
@@ -225,11 +207,12 @@ def baseline_methods(classifier, eps: float, quality: int, delta: torch.Tensor):
     yield Method("universal perturbation", "universal perturbation", eps, no_grad(lambda x: apply_universal(x, delta)),
                  "0")
     for k in (1, 2, 10):
-        yield Method(f"EOT-PGD-{k}", "EOT-PGD (JPEG in the loss)", eps, eot_pgd(classifier, eps, k, quality), str(k))
+        eot_pgd = baseline_attack(baseline_spec("eot-pgd", eps, steps=k), classifier, CPU, jpeg_quality=quality)
+        yield Method(f"EOT-PGD-{k}", "EOT-PGD (JPEG in the loss)", eps, eot_pgd, str(k))
     yield Method("FGSM (no JPEG in the loop)", "FGSM / PGD, no JPEG in the loop", eps,
-                 torchattacks.FGSM(classifier, eps=eps), "1")
+                 baseline_attack(baseline_spec("fgsm", eps), classifier, CPU), "1")
     yield Method("PGD-10 (no JPEG in the loop)", "FGSM / PGD, no JPEG in the loop", eps,
-                 torchattacks.PGD(classifier, eps=eps, alpha=eps / 4, steps=10, random_start=True), "10")
+                 baseline_attack(baseline_spec("pgd", eps), classifier, CPU), "10")
 
 
 def plot(rows: list[dict], path: Path) -> None:

@@ -7,7 +7,8 @@ stand-in has Places365 class indices). `--min-confidence` defaults to 0 here, no
 the protection table: at 0.3 only 16 held-out photos are predicted sensitive, too few to
 measure a rate to a few percent; the rows for that confident subset are reported beside.
 
-Every method is EOT-PGD-K from the clean photo (`protector.refine.refine`, sign steps of
+Every method is `evaluate`'s EOT-PGD baseline with K steps from the clean photo
+(`protector.evaluation.baselines`, which runs `protector.refine.refine`: sign steps of
 2.5 eps / K through a differentiable JPEG at the output quality) with a different loss:
 today's default (the top-5 margin of the clean prediction, kappa 2) and `SensitiveSafe`
 (the probability mass of the label and of every sensitive class below the k-th best other
@@ -26,30 +27,27 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
-import torch
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from protection_table import (  # noqa: E402  (bench/protection_table.py)
+from protection_table import (  # bench/protection_table.py
+    CPU,
     Method,
     decode,
-    eot_pgd,
     held_out_split,
     measure,
     select_eval_set,
 )
 
-from protector.classifier_spec import build_classifier  # noqa: E402
-from protector.classifiers import FrozenClassifier  # noqa: E402
-from protector.data.criteria import CRITERIA, criteria_of_senscats, read_privacy_criteria  # noqa: E402
-from protector.data.lists import read_senscats  # noqa: E402
-from protector.evaluation.leakage import leakage_summary  # noqa: E402
-from protector.images import to_tensor  # noqa: E402
-from protector.losses import SensitiveSafe, TopKMargin  # noqa: E402
+from protector.classifier_spec import build_classifier
+from protector.classifiers import FrozenClassifier
+from protector.data.criteria import CRITERIA, criteria_of_senscats, read_privacy_criteria
+from protector.data.lists import read_senscats
+from protector.evaluation.baselines import baseline_attack, baseline_spec
+from protector.evaluation.leakage import leakage_summary
+from protector.evaluation.scoring import top_k
+from protector.losses import SensitiveSafe, TopKMargin
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def methods(classifier, senscats: Path, eps: float, steps: int, quality: int, kappa: float) -> list[tuple[Method, str]]:
@@ -61,13 +59,13 @@ def methods(classifier, senscats: Path, eps: float, steps: int, quality: int, ka
         ("safe-k5-criteria", f"SensitiveSafe(k=5, kappa={kappa:g}, scope=criteria)",
          SensitiveSafe(str(senscats), k=5, kappa=kappa, scope="criteria")),
     ]
-    return [(Method(f"EOT-PGD-{steps} {name}", name, eps, eot_pgd(classifier, eps, steps, quality, loss), str(steps)),
-             description) for name, description, loss in losses]
+    spec = baseline_spec("eot-pgd", eps, steps=steps)  # `evaluate --baselines eot-pgd`, another loss
+    return [(Method(f"EOT-PGD-{steps} {name}", name, eps, baseline_attack(spec, classifier, CPU, quality, loss),
+                    str(steps)), description) for name, description, loss in losses]
 
 
-@torch.no_grad()
 def protected_tops(classifier, saved: list) -> list[list[int]]:
-    return [classifier(to_tensor(pixels)[None])[0].topk(5).indices.tolist() for pixels in saved]
+    return [[c for c, _ in top] for top in top_k(classifier, saved, CPU, k=5, batch_size=1)]
 
 
 def leakage_row(method: Method, description: str, measured: dict, leak: dict) -> dict:
@@ -118,8 +116,7 @@ def main() -> None:
     held_out = decode(datamodule, datamodule.val_entries[: args.limit])
     stable = select_eval_set(classifier, held_out, args.quality, args.min_confidence)
     photos = [p for p in stable if p[2] in senscats]
-    with torch.no_grad():
-        confidence = [float(classifier(to_tensor(pixels)[None])[0].softmax(-1).max()) for _, pixels, _ in photos]
+    confidence = [top[0][1] for top in top_k(classifier, [p for _, p, _ in photos], CPU, k=1, batch_size=1)]
     confident = [i for i, c in enumerate(confidence) if c >= args.confident]
     print(f"evaluation set: {len(photos)} of {len(held_out)} held-out photos (JPEG-stable, clean prediction "
           f"sensitive); {len(confident)} with confidence >= {args.confident}", flush=True)

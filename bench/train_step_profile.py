@@ -12,19 +12,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from protector.classifier_spec import build_classifier  # noqa: E402
-from protector.classifiers import FrozenClassifier  # noqa: E402
-from protector.generator import UNetGenerator, apply_budget  # noqa: E402
-from protector.robust import Robustifier, differentiable_jpeg  # noqa: E402
+from protector.classifier_spec import build_classifier
+from protector.classifiers import FrozenClassifier
+from protector.generator import UNetGenerator, apply_budget
+from protector.robust import Robustifier, differentiable_jpeg
 
 
 def median_seconds(fn, repeats: int) -> float:

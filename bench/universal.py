@@ -12,18 +12,13 @@ Trained and cached by `bench/protection_table.py`.
 from __future__ import annotations
 
 import math
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from protector.losses import untargeted_ce_loss  # noqa: E402
-from protector.robust import Robustifier  # noqa: E402
+from protector.losses import untargeted_ce_loss
+from protector.robust import Robustifier
 
 
 def apply_universal(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:

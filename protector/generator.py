@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from protector.guidance import gradient_and_label, predicted_label
+from protector.settings import check_quality
 
 Norm = Literal["batch", "instance", "none"]
 Bound = Literal["tanh", "clamp"]
@@ -121,8 +122,8 @@ class UNetGenerator(nn.Module):
             raise ValueError(f"norm must be 'batch', 'instance' or 'none', got {norm!r}")
         if queries not in (1, 2) or (queries == 2 and not guided):
             raise ValueError(f"queries must be 1, or 2 for a guided generator; got {queries} (guided={guided})")
-        if guide_jpeg_quality is not None and not 1 <= guide_jpeg_quality <= 100:
-            raise ValueError(f"guide_jpeg_quality must be in 1..100 or None, got {guide_jpeg_quality}")
+        if guide_jpeg_quality is not None:
+            check_quality(guide_jpeg_quality, "guide_jpeg_quality (or None)")
         if bound not in ("tanh", "clamp"):
             raise ValueError(f"bound must be 'tanh' or 'clamp', got {bound!r}")
         # Everything needed to rebuild this network (see protector.export).
@@ -199,6 +200,30 @@ class UNetGenerator(nn.Module):
             return raw
         raw = raw + self.guide_gain * guide
         return raw if second_guide is None else raw + self.second_gain * second_guide
+
+
+class NoGenerator(nn.Module):
+    r"""The generator of a protector made without a trained file: no learned perturbation.
+
+    Its raw map is zero, so the protected photo starts as the photo itself and all of the
+    protection comes from the gradient steps after it (``protect --refine-steps``: EOT-PGD
+    over views). A trained generator instead starts those steps where it ends.
+    """
+
+    guided = False
+    config: dict = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
+DEFAULT_EPS = 2 / 255
+
+
+def default_protector(eps: float | None = None) -> BoundedProtector:
+    """The protector of ``protect`` without a trained file: :class:`NoGenerator` within ``eps``
+    (default 2/255, two 8-bit levels), protecting with gradient steps alone."""
+    return BoundedProtector(NoGenerator(), DEFAULT_EPS if eps is None else eps)
 
 
 def protect_batch(

@@ -23,6 +23,7 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from protector.limits import MAX_PHOTO_BYTES, FileTooLargeError, pixel_cost_problem
 from protector.paths import NotAFileError, read_regular_file
+from protector.settings import check_quality
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 # Photos a folder may hold that are not read here (no decoder in the allow-list): a run says so.
@@ -235,8 +236,7 @@ def encode_photo(pixels: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> by
     """
     if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
         raise ValueError(f"expected (H, W, 3) uint8 pixels, got {pixels.shape} {pixels.dtype}")
-    if not 1 <= quality <= 100:
-        raise ValueError(f"quality must be in 1..100, got {quality}")
+    check_quality(quality)
     pil_format = normalize_format(fmt)
     image = Image.fromarray(pixels, mode="RGB")
     options: dict = {}

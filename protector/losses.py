@@ -22,34 +22,6 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from protector.robust import differentiable_jpeg
-
-
-def margin_loss(
-    logits: torch.Tensor,
-    y: torch.Tensor,
-    kappa: float = 0.0,
-    class_weights: torch.Tensor | None = None,
-) -> torch.Tensor:
-    r"""Top-1 margin: true logit minus the best other logit, clamped below at ``-kappa``.
-
-    Negative once the true class is no longer the top-1 prediction.
-
-    Args:
-        logits: classifier logits.
-        y: true class indices, all in ``[0, C)``.
-        kappa: margin (in logit units) beyond which a sample stops contributing. Default: 0.
-        class_weights: optional per-class weight ``(C,)``; each sample is weighted by the
-            weight of its class and the result is the weighted mean.
-
-    Shape:
-        - logits: :math:`(B, C)`, y: :math:`(B,)`; output: scalar.
-
-    Example::
-        >>> margin_loss(torch.tensor([[2.0, 1.0, 0.0]]), torch.tensor([0]))
-        tensor(1.)
-    """
-    return topk_margin_loss(logits, y, k=1, kappa=kappa, class_weights=class_weights)
 
 
 def topk_margin_loss(
@@ -62,7 +34,7 @@ def topk_margin_loss(
     r"""Top-k margin: true logit minus the k-th largest *other* logit, clamped at ``-kappa``.
 
     Negative exactly when at least ``k`` other classes score above the true one, i.e. the
-    true class is out of the top-k. ``k = 1`` is :func:`margin_loss`.
+    true class is out of the top-k. ``k = 1`` is the top-1 margin.
 
     Args:
         logits: classifier logits.
@@ -408,76 +380,6 @@ def fidelity_by_name(name: Literal["l2", "ssim"]) -> FidelityTerm:
     return terms[name]()
 
 
-class NimaAppeal(nn.Module):
-    r"""Appeal of an edit: minus its NIMA mean score, plus penalties that keep it a photo edit.
-
-    The edited photo goes through the project's NIMA port (:mod:`protector.nima`, frozen,
-    its preprocessing differentiable). The naturalness terms penalize a tint: the part of
-    the shift of the channel means that differs between channels, squared, in units of 10
-    8-bit levels (one channel 10 levels off the others costs about 1); and, with
-    ``edit_weight``, the edit's size: its mean squared change per pixel in the same units
-    (about 1.2 at 27.5 dB PSNR). A tone edit may brighten or add contrast, but should not
-    colour the photo, and NIMA alone keeps darkening and steepening it: on the stand-in's
-    photos the curves went from 23.5 to 20.1 dB PSNR between 100 and 400 steps at a
-    constant rate, where ``edit_weight`` 0.05 held them at 32.7 dB
-    (``bench/enhancer_stability.py``).
-
-    Args:
-        weights: NIMA weights file (``weights_mobilenet_aesthetic_0.07.hdf5``).
-        weight: weight of the NIMA term (per NIMA point).
-        colour_weight: weight of the colour-cast penalty.
-        edit_weight: weight of the edit-size penalty (0: none).
-        preprocess: NIMA's preprocessing (``"idealo"``: 224 x 224 nearest, or ``"native"``).
-        jpeg_quality: score the edit as published: through a differentiable JPEG at this
-            quality (:func:`~protector.robust.differentiable_jpeg`). None: as it is. Per photo,
-            the best unbounded curves gained +0.48 NIMA as PNG but +0.26 as JPEG q90
-            (``bench/appeal_ceiling.py``): part of what NIMA rewards does not survive JPEG.
-
-    Shape:
-        - edited, photo: :math:`(B, 3, H, W)` in [0, 1]; output: (scalar loss, (B,) NIMA means).
-    """
-
-    def __init__(
-        self,
-        weights: str,
-        weight: float = 1.0,
-        colour_weight: float = 1.0,
-        preprocess: str = "idealo",
-        jpeg_quality: int | None = None,
-        edit_weight: float = 0.0,
-    ):
-        super().__init__()
-        from protector.nima import load_nima  # h5py and the port load only when appeal is trained
-
-        if min(weight, colour_weight, edit_weight) < 0:
-            raise ValueError(f"weights must be >= 0, got weight={weight}, colour_weight={colour_weight}, "
-                             f"edit_weight={edit_weight}")
-        self.nima = load_nima(weights, preprocess=preprocess)
-        if jpeg_quality is not None and not 1 <= jpeg_quality <= 100:
-            raise ValueError(f"jpeg_quality must be in 1..100 or None, got {jpeg_quality}")
-        self.weight = float(weight)
-        self.colour_weight = float(colour_weight)
-        self.edit_weight = float(edit_weight)
-        self.jpeg_quality = jpeg_quality
-
-    def train(self, mode: bool = True) -> NimaAppeal:
-        super().train(mode)
-        self.nima.eval()  # frozen: BatchNorm statistics never move
-        return self
-
-    def scores(self, x: torch.Tensor) -> torch.Tensor:
-        """NIMA mean score per photo, (B,)."""
-        from protector.nima import nima_scores
-
-        return nima_scores(self.nima(x.float()))[0]
-
-    def forward(self, edited: torch.Tensor, photo: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        published = edited if self.jpeg_quality is None else differentiable_jpeg(edited, self.jpeg_quality).clamp(0, 1)
-        scores = self.scores(published)
-        change = (edited.float() - photo.float()) * 25.5  # in units of 10 levels
-        shift = change.mean(dim=(2, 3))  # (B, 3)
-        cast = (shift - shift.mean(dim=1, keepdim=True)).pow(2).sum(dim=1)
-        loss = -self.weight * scores.mean() + self.colour_weight * cast.mean()
-        if self.edit_weight:
-            loss = loss + self.edit_weight * change.pow(2).mean()
-        return loss, scores.detach()
+# The enhancer's objective lives beside the enhancer; this name stays so that configs and
+# checkpoints written with `class_path: protector.losses.NimaAppeal` still load.
+from protector.appeal_loss import NimaAppeal  # noqa: E402,F401

@@ -15,18 +15,20 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from protector.appeal_loss import NimaAppeal
 from protector.generator import BoundedProtector
 from protector.images import encode_photo, read_photo, to_tensor, to_uint8
 from protector.losses import (
     AttackLoss,
     FidelityTerm,
     LossName,
-    NimaAppeal,
     attack_loss_by_name,
     fidelity_by_name,
     topk_margin,
 )
 from protector.robust import Robustifier
+from protector.settings import check_quality
+from protector.views import ViewSampler
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -69,6 +71,8 @@ class ProtectorModule(LightningModule):
         jpeg_quality: JPEG quality range of the training-time differentiable JPEG.
         jpeg_prob: probability of the training-time JPEG per image.
         resize_prob: probability of the training-time down-up resize per image.
+        views: train through the views a classifier sees a shared photo through, one drawn per
+            batch (:class:`~protector.views.ViewSampler`); None: the file as it is.
         eval_jpeg_quality: quality of the real JPEG written in validation (1..100).
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
@@ -83,7 +87,7 @@ class ProtectorModule(LightningModule):
         enhancer: an appeal stage trained with the generator
             (:class:`~protector.enhance.ToneCurveEnhancer`): the perturbation is added around
             the enhanced photo. It sees whole photos (a global edit), the attack the window.
-        appeal: the enhancer's objective (:class:`~protector.losses.NimaAppeal`), on the
+        appeal: the enhancer's objective (:class:`~protector.appeal_loss.NimaAppeal`), on the
             whole enhanced photo; validation then also logs ``val/nima_change`` (saved file
             against the clean photo saved the same way).
         enhancer_lr: AdamW learning rate of the enhancer (None: ``lr``). Its head starts at
@@ -111,6 +115,7 @@ class ProtectorModule(LightningModule):
         jpeg_quality: tuple[int, int] = (70, 95),
         jpeg_prob: float = 0.8,
         resize_prob: float = 0.0,
+        views: ViewSampler | None = None,
         eval_jpeg_quality: int = 90,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -138,8 +143,7 @@ class ProtectorModule(LightningModule):
             raise ValueError(f"kappa must be >= 0 (a margin in logit units), got {kappa}")
         if sensitive_weight <= 0:
             raise ValueError(f"sensitive_weight must be > 0, got {sensitive_weight}")
-        if not 1 <= eval_jpeg_quality <= 100:
-            raise ValueError(f"eval_jpeg_quality must be in 1..100, got {eval_jpeg_quality}")
+        check_quality(eval_jpeg_quality, "eval_jpeg_quality")
         if enhancer_lr is not None and enhancer_lr <= 0:
             raise ValueError(f"enhancer_lr must be > 0 or None, got {enhancer_lr}")
         if lr <= 0 or weight_decay < 0:
@@ -161,7 +165,8 @@ class ProtectorModule(LightningModule):
         # module tree so checkpoint keys stay `generator.*`; it shares the modules above.
         self.__dict__["protector"] = BoundedProtector(generator, eps, self.classifier, enhancer)
         self.robustifier = (
-            Robustifier(jpeg_quality=jpeg_quality, jpeg_prob=jpeg_prob, resize_prob=resize_prob) if robust else None
+            Robustifier(jpeg_quality=jpeg_quality, jpeg_prob=jpeg_prob, resize_prob=resize_prob, views=views)
+            if robust else None
         )
         self.objective = (loss if isinstance(loss, AttackLoss)
                           else attack_loss_by_name(loss, top_k, kappa, sensitive_categories))

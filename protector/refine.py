@@ -1,14 +1,16 @@
-"""Optional refinement of the generator's output with a few white-box gradient steps.
+"""Gradient steps after the generator (or from the photo itself): the protection's white-box part.
 
-The generator protects in one forward pass. Where the attack model is at hand and a few
-more passes are affordable (a GPU, or a handful of photos on a CPU), `refine` starts from
-the generator's photo and takes projected gradient steps on an attack loss (by default the
-top-5 margin of the shipped configs),
-through a differentiable JPEG at the quality the file will be saved with, staying inside
-the same L-inf ball around the clean photo.
+The generator protects in one forward pass. Where the attack model is at hand, `refine`
+starts from the generator's photo (the clean photo for a protector without a generator) and
+takes projected gradient steps on an attack loss (by default the top-5 margin of the shipped
+configs), through a differentiable JPEG at the quality the file will be saved with, staying
+inside the same L-inf ball around the reference photo. Given a :class:`~protector.views.ViewSampler`,
+each step takes the loss over views drawn from it (expectation over transformations): the
+file resized, cropped, re-encoded by a platform, each against the clean photo's prediction
+under the same view.
 
 Written here rather than taken from torchattacks: its PGD starts only from the clean
-photo or a random point, and uses cross-entropy without the JPEG in the loop.
+photo or a random point, and uses cross-entropy without the JPEG or the views in the loop.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from torch import nn
 from protector.generator import project_to_budget
 from protector.losses import AttackLoss, TopKMargin
 from protector.robust import differentiable_jpeg
+from protector.views import AS_IS, View, ViewSampler
+
+# Views drawn per step are seeded: a resumed or repeated run writes the same bytes.
+VIEW_SEED = 20191
 
 
 def refine(
@@ -31,6 +37,8 @@ def refine(
     step_size: float | None = None,
     loss: AttackLoss | None = None,
     jpeg_quality: int | None = 90,
+    views: ViewSampler | None = None,
+    views_per_step: int = 2,
 ) -> torch.Tensor:
     """Projected gradient steps from `x_init`, kept within `eps` of `x_clean` (L-inf).
 
@@ -39,36 +47,85 @@ def refine(
             :meth:`~protector.generator.BoundedProtector.reference` (the clean photos).
         x_init: the generator's protected photos, within `eps` of `x_clean`.
         classifier: frozen model, RGB [0, 1] in, logits out.
-        y: (B,) labels to push out of the top-k (the clean prediction for unlabelled photos).
+        y: (B,) labels to push out of the top-k (the clean prediction for unlabelled photos);
+            used for the file as it is. Under any other view the label is the clean photo's
+            prediction under that view.
         eps: budget as a fraction of the [0, 1] range.
         steps: gradient steps; 0 returns `x_init` unchanged.
-        step_size: per-step size; default eps / 2.
+        step_size: per-step size; default eps / 2, eps / 4 over views.
         loss: what the steps descend; default ``TopKMargin(k=5, kappa=2.0)``: push the label
             out of the top 5 until it is 2 logits below the 5th other class, a margin that
             survives JPEG. ``SensitiveSafe`` pushes every sensitive class out as well. A loss
-            that needs the clean logits gets them at ``x_clean``.
-        jpeg_quality: quality of the differentiable JPEG in the loop (None: no JPEG).
+            that needs the clean logits gets them at ``x_clean`` (under the same view).
+        jpeg_quality: quality of the differentiable JPEG of the file itself (None: no JPEG).
+        views: draw ``views_per_step`` views per step (:meth:`ViewSampler.draw`, stratified over
+            sizes) and descend their gradients, each scaled to the same size, with momentum;
+            None: the file as it is only (plain signed steps).
+        views_per_step: views per step when ``views`` is given.
 
     Shape:
         x_clean, x_init: (B, 3, H, W); y: (B,); output: (B, 3, H, W) float32.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
-    step_size = eps / 2 if step_size is None else step_size
+    if views_per_step < 1:
+        raise ValueError(f"views_per_step must be >= 1, got {views_per_step}")
+    if step_size is None:
+        # Over views the steps are smaller: momentum sums agreeing directions across steps.
+        step_size = eps / 2 if views is None else eps / 4
     loss = TopKMargin(k=5, kappa=2.0) if loss is None else loss
     x_clean = x_clean.detach().float()
     x_adv = x_init.detach().float().clone()
-    clean_logits = None
-    if loss.needs_clean_logits and steps:
-        with torch.no_grad():
-            clean_logits = classifier(x_clean)
+    draws = torch.Generator().manual_seed(VIEW_SEED)
+    targets = _ViewTargets(classifier, x_clean, y, loss.needs_clean_logits)
+    velocity = torch.zeros_like(x_adv)
     for _ in range(steps):
-        x_adv.requires_grad_(True)
-        with torch.enable_grad():
-            seen = x_adv if jpeg_quality is None else differentiable_jpeg(x_adv, jpeg_quality)
-            (grad,) = torch.autograd.grad(loss(classifier(seen), y, clean_logits), x_adv)
+        if views is None:
+            grad = _gradient(x_adv, AS_IS, classifier, loss, targets, jpeg_quality)
+        else:
+            # Each view's gradient counts the same: a view that shrinks the photo spreads its
+            # gradient over more pixels, and summed raw it would lose the sign to the large views.
+            grad = sum(_unit(_gradient(x_adv, view, classifier, loss, targets, jpeg_quality))
+                       for view in views.draw(views_per_step, draws))
+            # Momentum (MI-FGSM, Dong et al. 2018) keeps what the views agree on across steps.
+            velocity = velocity + _unit(grad)
+            grad = velocity
         with torch.no_grad():
             # The loss is a margin of the label (or of the avoided classes): descending it pushes them out.
             x_adv = x_adv - step_size * grad.sign()
             x_adv = project_to_budget(x_adv, x_clean, eps)
     return x_adv.detach()
+
+
+def _gradient(x_adv: torch.Tensor, view: View, classifier: nn.Module, loss: AttackLoss, targets: _ViewTargets,
+              jpeg_quality: int | None) -> torch.Tensor:
+    """The loss's gradient at ``x_adv`` seen under ``view`` after the file's JPEG."""
+    x_adv = x_adv.detach().requires_grad_(True)
+    with torch.enable_grad():
+        saved = x_adv if jpeg_quality is None else differentiable_jpeg(x_adv, jpeg_quality)
+        (grad,) = torch.autograd.grad(loss(classifier(view(saved)), *targets.of(view)), x_adv)
+    return grad
+
+
+def _unit(grad: torch.Tensor) -> torch.Tensor:
+    """``grad`` scaled to mean absolute value 1 per photo."""
+    return grad / grad.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+
+
+class _ViewTargets:
+    """What to push out under a view: ``y`` for the file as it is, else the clean photo's
+    prediction under the view (and its logits for a loss that needs them)."""
+
+    def __init__(self, classifier: nn.Module, x_clean: torch.Tensor, y: torch.Tensor, keep_logits: bool) -> None:
+        self.classifier, self.x_clean, self.y, self.keep_logits = classifier, x_clean, y, keep_logits
+        self.cache: dict[View, tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+    def of(self, view: View) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if view not in self.cache:
+            logits = None
+            if view != AS_IS or self.keep_logits:
+                with torch.no_grad():
+                    logits = self.classifier(view(self.x_clean)).float()
+            label = self.y if view == AS_IS else logits.argmax(dim=1)
+            self.cache[view] = (label, logits if self.keep_logits else None)
+        return self.cache[view]

@@ -6,10 +6,17 @@ resizing: the classifier sees ``Robustifier(x_adv)`` and the gradient flows back
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from kornia.enhance import jpeg_codec_differentiable
 from torch import nn
+
+from protector.settings import check_quality
+
+if TYPE_CHECKING:
+    from protector.views import ViewSampler
 
 
 def quantize_8bit_ste(x: torch.Tensor) -> torch.Tensor:
@@ -56,9 +63,12 @@ class Robustifier(nn.Module):
         resize_prob: probability of the down-up resize per image. Default: 0.0.
         resize_range: range of the downscale factor, within (0, 1]. Default: (0.75, 1.0).
         quantize: apply 8-bit rounding. Default: True.
+        views: draw the view a classifier sees the file through from this sampler, one per
+            batch; None: the file as it is. Default: None.
 
     Shape:
-        - Input: :math:`(B, 3, H, W)` in [0, 1], any H, W; Output: the same, float32.
+        - Input: :math:`(B, 3, H, W)` in [0, 1], any H, W; Output: the same (the view's size
+          with ``views``), float32.
 
     Example::
         >>> robust = Robustifier(jpeg_quality=(80, 90), jpeg_prob=1.0)
@@ -73,6 +83,7 @@ class Robustifier(nn.Module):
         resize_prob: float = 0.0,
         resize_range: tuple[float, float] = (0.75, 1.0),
         quantize: bool = True,
+        views: ViewSampler | None = None,
     ) -> None:
         super().__init__()
         low_q, high_q = (int(q) for q in jpeg_quality)
@@ -89,6 +100,7 @@ class Robustifier(nn.Module):
         self.resize_prob = float(resize_prob)
         self.resize_range = (low_s, high_s)
         self.quantize = quantize
+        self.views = views
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The codec and the rounding must see float32 (bf16 cannot even represent 8-bit levels).
@@ -100,6 +112,8 @@ class Robustifier(nn.Module):
             x = self._apply_to_some(x, self.jpeg_prob, self._jpeg)
             if self.quantize:
                 x = quantize_8bit_ste(x)
+            if self.views is not None:
+                x = self.views.sample()(x)  # the global RNG: seeded by the training's seed_everything
         return x
 
     @staticmethod
@@ -126,11 +140,12 @@ class Robustifier(nn.Module):
         small = (max(1, round(height * scale)), max(1, round(width * scale)))
         if small == (height, width):
             return x
-        x = F.interpolate(x, size=small, mode="bilinear", align_corners=False, antialias=True)
-        return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False).clamp(0.0, 1.0)
+        from protector.views import resize  # the one resize (views imports this module's codec)
+
+        return resize(resize(x, small), (height, width)).clamp(0.0, 1.0)
 
     def extra_repr(self) -> str:
         return (
             f"jpeg_quality={self.jpeg_quality}, jpeg_prob={self.jpeg_prob}, resize_prob={self.resize_prob}, "
-            f"resize_range={self.resize_range}, quantize={self.quantize}"
+            f"resize_range={self.resize_range}, quantize={self.quantize}, views={self.views}"
         )

@@ -16,6 +16,21 @@ SHARED = REPO.parent / "shared"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_downloads(tmp_path_factory):
+    """No test downloads the attack model or writes to the user's cache: an empty cache, offline
+    (subprocesses inherit both); the download tests lift the offline flag for their local server."""
+    saved = {key: os.environ.get(key) for key in ("PROTECTOR_CACHE", "PROTECTOR_OFFLINE")}
+    os.environ["PROTECTOR_CACHE"] = str(tmp_path_factory.mktemp("user-cache"))
+    os.environ["PROTECTOR_OFFLINE"] = "1"
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 class SharedFiles:
     """Files from ../shared: skip outside CI when missing, fail under CI=true."""
 

@@ -14,7 +14,7 @@ from protector.callbacks import ExportProtector
 from protector.enhance import ToneCurveEnhancer, apply_curves, curve_from_logits
 from protector.export import ProtectorFileError, load_protector, save_protector
 from protector.generator import BoundedProtector, UNetGenerator
-from protector.losses import NimaAppeal
+from protector.appeal_loss import NimaAppeal
 from protector.module import ProtectorModule
 from protector.protect.tiling import TiledProtector
 

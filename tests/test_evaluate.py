@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 from skimage.color import deltaE_ciede2000, rgb2lab
 
-from protector.evaluation.run import EvaluateOptions, EvaluationError, evaluate, parse_eps
+from protector.evaluation.run import EvaluateOptions, EvaluationError, evaluate
 from protector.images import read_photo
 
 LEVELS = {"a": 50, "b": 94, "c": 140, "d": 190}
@@ -228,9 +228,31 @@ def test_baselines_are_saved_reread_and_compared(case):
 def test_baselines_need_eps(case):
     with pytest.raises(EvaluationError, match="--eps"):
         evaluate(hand_options(case, baselines=["fgsm"]))
-    assert parse_eps("2/255") == pytest.approx(2 / 255)
-    with pytest.raises(EvaluationError):
-        parse_eps("two")
+
+
+def test_the_baselines_bench_uses_are_evaluates(tiny_classifier, tmp_path):
+    # bench/ builds its FGSM/PGD/EOT-PGD rows and writes its files through these functions.
+    from protector.evaluation.baselines import (
+        baseline_attack, baseline_spec, eot_pgd_step_size, write_attacked)
+    from protector.losses import UntargetedCE
+
+    eps = 4 / 255
+    assert baseline_spec("eot-pgd", eps).alpha == eot_pgd_step_size(eps, 10) == 2.5 * eps / 10
+    assert [eot_pgd_step_size(eps, k) for k in (1, 2)] == [eps, eps / 2]
+    assert baseline_spec("eot-pgd", eps, steps=2).steps == 2 and baseline_spec("pgd", eps, steps=10).steps == 10
+    with pytest.raises(ValueError, match="10 step"):
+        baseline_spec("pgd", eps, steps=5)
+    with pytest.raises(ValueError, match="only eot-pgd takes a loss"):
+        baseline_attack(baseline_spec("fgsm", eps), tiny_classifier, torch.device("cpu"), loss=UntargetedCE())
+    torch.manual_seed(0)
+    x, y = torch.rand(2, 3, 32, 32), torch.tensor([0, 1])
+    attack = baseline_attack(baseline_spec("eot-pgd", eps, steps=2), tiny_classifier, torch.device("cpu"),
+                             jpeg_quality=90, loss=UntargetedCE())
+    x_adv = attack(x, y)
+    assert (x_adv - x).abs().max() <= eps + 1e-6 and not torch.equal(x_adv, x)
+    path = write_attacked(x_adv[0], tmp_path / "sub" / "a.png", quality=90)
+    expected = (x_adv[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    assert np.array_equal(read_photo(path).pixels, expected)  # PNG by its extension: lossless
 
 
 def test_evaluate_command_writes_the_report(case, capsys):
@@ -489,3 +511,21 @@ def test_the_submission_zip_is_evaluated_like_its_folder(tmp_path, capsys) -> No
         out.writestr("../escape.png", b"x")
     code, _, err = evaluate_cli(capsys, {**case, "protected": tmp_path / "evil.zip"}, "--out", str(tmp_path / "r4"))
     assert code == 2 and "unsafe name" in err and not (tmp_path / "escape.png").exists()
+
+
+def test_views_are_reported_with_their_control_in_every_output(case):
+    """Uniform photos and a classifier of mean intensity: a resize, crop or upload changes nothing,
+    so every view changes exactly the photos the file as it is changes, and the control none."""
+    from protector.evaluation.report import write_report
+    from protector.views import EVALUATION_VIEWS
+
+    evaluation = evaluate(hand_options(case, views=[]))
+    paths = write_report(evaluation, case["out"])
+    views = json.loads(paths["results"].read_text())["views"]
+    assert [v["view"] for v in views] == [v.name for v in EVALUATION_VIEWS]
+    as_is = views[0]
+    assert as_is["photos"] == len(LEVELS) and 0 < as_is["top1_changed"] < 1
+    for view in views:
+        assert view["top1_changed"] == as_is["top1_changed"] and view["control_top1_changed"] == 0
+    assert "## Under each view" in paths["summary"].read_text()
+    assert "Under each view" in paths["html"].read_text() and paths["views"].is_file()

@@ -1,4 +1,4 @@
-"""margin_loss, topk_margin_loss, untargeted_ce_loss and SensitiveSafe."""
+"""topk_margin_loss, untargeted_ce_loss and SensitiveSafe."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from protector.losses import (
     UntargetedCE,
     attack_loss_by_name,
     fidelity_by_name,
-    margin_loss,
     topk_margin,
     topk_margin_loss,
     untargeted_ce_loss,
@@ -28,8 +27,8 @@ def test_margin_is_true_minus_best_other() -> None:
     logits = torch.tensor([[3.0, 1.0, 2.0], [0.0, 5.0, 1.0]])
     y = torch.tensor([0, 0])
     # sample 0: 3 - 2 = 1 (still top-1); sample 1: 0 - 5 = -5 (fooled), clamped at -kappa
-    assert margin_loss(logits, y, kappa=0.0) == pytest.approx((1.0 + 0.0) / 2)
-    assert margin_loss(logits, y, kappa=10.0) == pytest.approx((1.0 - 5.0) / 2)
+    assert topk_margin_loss(logits, y, k=1, kappa=0.0) == pytest.approx((1.0 + 0.0) / 2)
+    assert topk_margin_loss(logits, y, k=1, kappa=10.0) == pytest.approx((1.0 - 5.0) / 2)
 
 
 def test_topk_margin_uses_kth_largest_other() -> None:
@@ -57,16 +56,10 @@ def test_negative_topk_margin_means_out_of_topk(batch: int, classes: int, k: int
     assert torch.equal(topk_margin(logits, y, k) < 0, out_of_topk)
 
 
-def test_k1_topk_equals_margin() -> None:
-    torch.manual_seed(0)
-    logits, y = torch.randn(8, 10), torch.randint(0, 10, (8,))
-    assert torch.equal(topk_margin_loss(logits, y, k=1, kappa=0.5), margin_loss(logits, y, kappa=0.5))
-
-
 def test_gradient_pushes_true_logit_down_and_stops_beyond_kappa() -> None:
     logits = torch.tensor([[4.0, 1.0, 0.0], [0.0, 9.0, 1.0]], requires_grad=True)
     y = torch.tensor([0, 0])
-    margin_loss(logits, y, kappa=2.0).backward()
+    topk_margin_loss(logits, y, k=1, kappa=2.0).backward()
     grad = logits.grad
     assert grad[0, 0] > 0 and grad[0, 1] < 0  # descent lowers the true logit, raises the rival
     assert torch.all(grad[1] == 0)  # already beaten by 9 > kappa: no pull
@@ -77,8 +70,8 @@ def test_class_weights_weight_each_sample_by_its_class() -> None:
     y = torch.tensor([0, 1])  # margins 2 and 4
     weights = torch.tensor([1.0, 3.0, 1.0])
     expected = (1 * 2 + 3 * 4) / (1 + 3)
-    assert margin_loss(logits, y, class_weights=weights).item() == pytest.approx(expected)
-    assert margin_loss(logits, y, class_weights=torch.ones(3)).item() == pytest.approx(3.0)
+    assert topk_margin_loss(logits, y, k=1, class_weights=weights).item() == pytest.approx(expected)
+    assert topk_margin_loss(logits, y, k=1, class_weights=torch.ones(3)).item() == pytest.approx(3.0)
 
 
 @pytest.mark.parametrize(
@@ -100,7 +93,7 @@ def test_bad_inputs_raise_clear_errors(logits, y, k, kappa, weights, match) -> N
 
 def test_bf16_logits_are_handled_in_float32() -> None:
     logits = torch.tensor([[1000.0, 999.0, 0.0]]).to(torch.bfloat16)
-    out = margin_loss(logits, torch.tensor([0]))
+    out = topk_margin_loss(logits, torch.tensor([0]), k=1)
     assert out.dtype == torch.float32
 
 
@@ -195,7 +188,7 @@ def test_sensitive_safe_by_hand_and_its_scopes(tmp_path) -> None:
     assert loss(logits, torch.tensor([1])).item() == pytest.approx(1.0 - 2.0)
     # label 3 is not sensitive: the plain top-1 margin
     assert loss(logits, torch.tensor([3])).item() == pytest.approx(
-        margin_loss(logits, torch.tensor([3]), kappa=100.0).item())
+        topk_margin_loss(logits, torch.tensor([3]), k=1, kappa=100.0).item())
 
 
 def test_sensitive_safe_reads_the_real_senscats_and_criteria(shared) -> None:

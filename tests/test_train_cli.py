@@ -23,7 +23,8 @@ from protector.callbacks import ExportProtector
 from protector.commands.train import cli_main, run_lightning_cli
 from protector.export import load_protector
 from protector.enhance import ToneCurveEnhancer
-from protector.losses import NimaAppeal, SSIMFidelity, TopKMargin, UntargetedCE
+from protector.appeal_loss import NimaAppeal
+from protector.losses import SSIMFidelity, TopKMargin, UntargetedCE
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -190,10 +191,21 @@ def test_mepp19_appeal_variant_keeps_the_task_settings_and_adds_the_edit(capsys)
     assert exit_.value.code in (0, None)
     printed = capsys.readouterr().out
     assert "class_path: protector.enhance.ToneCurveEnhancer" in printed
-    assert "class_path: protector.losses.NimaAppeal" in printed
+    assert "class_path: protector.appeal_loss.NimaAppeal" in printed
     assert "weights: weights/weights_mobilenet_aesthetic_0.07.hdf5" in printed
     assert "precision: bf16-mixed" in printed and "arch: resnet50" in printed
     assert "enhancer_lr: 0.003" in printed and "edit_weight: 0.05" in printed
+
+
+def test_a_config_naming_the_appeal_objective_by_its_old_class_path_still_loads(capsys) -> None:
+    # NimaAppeal moved from protector.losses to protector.appeal_loss; older configs and the
+    # hyperparameters saved in checkpoints name the old path.
+    old = ["--model.appeal.class_path", "protector.losses.NimaAppeal"]
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["fit", "--config", "configs/mepp19.yaml", *MEPP19_APPEAL, *old, "--print_config"])
+    assert exit_.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "NimaAppeal" in printed and "edit_weight: 0.05" in printed
 
 
 def test_mepp19_appeal_variant_builds(official_resnet18, shared) -> None:

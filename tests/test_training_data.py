@@ -7,7 +7,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -189,14 +188,12 @@ def test_datamodule_reads_val_256_tar_with_workers(tmp_path):
     assert sorted(label for b in validated for label in b["label"].tolist()) == [0, 1, 2]  # from the labels file
 
 
-def test_predict_list_of_older_configs_is_accepted_and_ignored(tmp_path):
+def test_predict_list_is_gone_and_named_when_an_old_config_passes_it(tmp_path):
+    # Photos are protected by `protector protect --list`; the module no longer takes the key.
     root = tmp_path / "photos"
     root.mkdir()
-    for i in range(4):
-        (root / f"p{i}.png").write_bytes(_photo(i, 16, 16))
-    with pytest.warns(DeprecationWarning, match="predict_list is ignored"):
-        dm = _module(root, None, predict_list=str(tmp_path / "MEPP19test.csv"), val_fraction=0.25)
-    assert not hasattr(dm, "predict_dataloader") or type(dm).predict_dataloader is pl.LightningDataModule.predict_dataloader
+    with pytest.raises(TypeError, match="predict_list"):
+        _module(root, None, predict_list=str(tmp_path / "MEPP19test.csv"))
 
 
 def test_datamodule_on_standin_photos(shared):

@@ -36,8 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     files.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR", help="folder for the report")
 
     models = parser.add_argument_group("models")
-    models.add_argument("--classifier", required=True, metavar="SPEC",
-                        help="attack model: resnet50 (with --classifier-checkpoint), standin, or module.Class")
+    models.add_argument("--classifier", metavar="SPEC",
+                        help="attack model: resnet50 (with --classifier-checkpoint), standin, or module.Class. "
+                             "Default: the task's ResNet50 from the user cache, the one `protector protect` uses")
     models.add_argument("--classifier-checkpoint", "--checkpoint", dest="checkpoint", type=Path, metavar="FILE",
                         help="checkpoint of the attack model, e.g. weights/resnet50_places365.pth.tar")
     models.add_argument("--sha256", help="expected sha256 of --classifier-checkpoint")
@@ -67,7 +68,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "(through a differentiable JPEG at --quality: the strongest of the three) at --eps on the "
                            "same photos, saved like the protected files, and evaluate them side by side")
     base.add_argument("--eps", type=budget, metavar="E", help="baseline budget, a fraction of the pixel range: 2/255 or 0.00784")
-    base.add_argument("--quality", type=quality, default=90, help="JPEG quality the baselines are saved with. Default: 90")
+    base.add_argument("--quality", type=quality,
+                      help="JPEG quality the baselines (and the --views control) are saved with. Default: the quality "
+                           "protect-run.json records for the protected files, else 90")
+    base.add_argument("--views", nargs="*", metavar="VIEW",
+                      help="also report top-1/top-5 changed under each view a classifier may see the files through "
+                           "(alone: the default set of protector.views: as-is, shorter side 512/384/256/224, 256 "
+                           "with a centre crop of 224, two platform uploads seen at 256), with the originals "
+                           "re-saved as JPEG as the control")
     base.add_argument("--seed", type=seed, default=0, help="seed of PGD's random start. Default: 0")
 
     run = parser.add_argument_group("running")

@@ -10,16 +10,22 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from protector.commands.argtypes import (lightning_devices, non_negative_int, positive_int, quality,
-                                         unit_interval)
-from protector.images import MAX_PIXELS, OUTPUT_FORMATS
-
-# protector.losses.attack_loss_by_name's short names (the losses module imports torch: kept lazy)
-REFINE_LOSSES = ("topk", "sensitive_safe", "margin", "ce", "relativistic")
+from protector.commands.argtypes import (budget, int_at_least, lightning_devices, non_negative_int, positive_int,
+                                         quality, unit_interval)
+from protector.images import MAX_PIXELS
+from protector.settings import OUTPUT_FORMATS, REFINE_LOSSES, VIEW_SET_NAMES
 
 DESCRIPTION = """\
-Protect photos in one forward pass each and write them as sRGB with no metadata (no EXIF,
-XMP, IPTC, comments or ICC profile: a profile's colours are applied while reading).
+Protect photos against automatic scene recognition and write them as sRGB with no metadata
+(no EXIF, XMP, IPTC, comments or ICC profile: a profile's colours are applied while reading).
+
+  protector protect holiday/          -> holiday-protected/ (and holiday-protected.manifest.csv)
+
+With no --checkpoint the protection is 10 gradient steps against ResNet50-places365 (fetched
+once into a user cache) over the views a classifier meets after sharing: the file as it is,
+resized to 224..512 px, centre-cropped, re-encoded by a platform. Photos larger than
+--working-side are protected on a scaled copy and the perturbation carried back to full size.
+--checkpoint RUN/protector.pt uses a trained generator instead (one forward pass).
 Inputs: folders and files (--input), or a list file read from a folder or val_256.tar
 (--list with --images). Each photo keeps its size; outputs keep the input's relative name
 with the new extension, or get the run-code prefix of the task's submission format.
@@ -38,14 +44,17 @@ such files, or a place that cannot be written.
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `protector protect` (also used by infer.py)."""
     io = parser.add_argument_group("inputs and outputs")
-    io.add_argument("--checkpoint", type=Path, required=True, help="the trained protector file, RUN/protector.pt")
+    io.add_argument("photos", type=Path, nargs="*", metavar="PHOTOS",
+                    help="image folders and/or image files to protect (the same as --input)")
     io.add_argument("--input", dest="inputs", type=Path, nargs="+", action="extend", default=[],
                     metavar="PATH", help="image folders and/or image files to protect")
     io.add_argument("--recursive", action="store_true", help="also protect images in subfolders of --input folders")
     io.add_argument("--list", dest="list_path", type=Path, metavar="FILE",
                     help="list of image names to protect (e.g. MEPP19test.csv); needs --images")
     io.add_argument("--images", type=Path, metavar="DIR_OR_TAR", help="folder or val_256.tar holding the listed images")
-    io.add_argument("--output", type=Path, required=True, metavar="DIR", help="folder for the protected files")
+    io.add_argument("--output", type=Path, metavar="DIR",
+                    help="folder for the protected files. Default: beside the first input, FOLDER-protected/ "
+                         "for a folder, protected/ for a file")
     io.add_argument("--manifest", type=Path, metavar="FILE",
                     help="where the manifest goes; outside --output (it names the originals and their labels). "
                          "Default: OUTPUT.manifest.csv beside the output folder")
@@ -60,24 +69,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--allow-failures", action="store_true",
                     help="exit 0 and still write the zip when some inputs failed")
 
-    cls = parser.add_argument_group("classifier for the manifest (optional)")
+    how = parser.add_argument_group("protection")
+    how.add_argument("--checkpoint", type=Path, metavar="FILE",
+                     help="a trained protector file, RUN/protector.pt. Default: none; the gradient steps alone")
+    how.add_argument("--eps", type=budget, metavar="BUDGET",
+                     help="most any pixel may change, of the 0..1 range (2/255: two 8-bit levels), for the "
+                          "default protector (a protector file carries its own). Default: 2/255")
+    how.add_argument("--views", choices=VIEW_SET_NAMES, default="shared",
+                     help="what the protection is computed for: shared (the file as it is, resized to 224..512 px, "
+                          "cropped, re-encoded by a platform) or as-is (the file exactly as written: the MediaEval "
+                          "protocol). Default: shared")
+    how.add_argument("--views-per-step", type=positive_int, default=2, metavar="N",
+                     help="views drawn per gradient step under --views shared. Default: 2")
+    how.add_argument("--working-side", type=int_at_least(32), default=512, metavar="PIXELS",
+                     help="under --views shared, photos whose shorter side is larger are protected on a copy of "
+                          "this shorter side and the perturbation is carried to full size. Default: 512")
+
+    cls = parser.add_argument_group("attack model")
     cls.add_argument("--classifier", metavar="SPEC",
-                     help="resnet50 (needs --classifier-checkpoint), standin, or module.Class; "
-                          "adds clean and protected top-1 (re-read from the written file) to the manifest")
+                     help="resnet50 (with --classifier-checkpoint), standin, or module.Class: the model the gradient "
+                          "steps (and a guided protector) work against, and the manifest's clean and protected "
+                          "top-1 (re-read from the written file). Default: resnet50 from the user cache, "
+                          "downloaded on first use, when protection needs it")
     cls.add_argument("--classifier-checkpoint", type=Path, metavar="FILE", help="e.g. weights/resnet50_places365.pth.tar")
     cls.add_argument("--sha256", dest="classifier_sha256", help="expected sha256 of --classifier-checkpoint")
     cls.add_argument("--allow-unpinned", action="store_true", help="accept a classifier checkpoint with no sha256 to check")
     cls.add_argument("--classifier-path", type=Path, metavar="DIR", help="folder put on sys.path for a module.Class spec")
     cls.add_argument("--categories", type=Path, metavar="FILE", help="categories_places365.txt, for class names")
-    cls.add_argument("--refine-steps", type=non_negative_int, default=0, metavar="N",
+    cls.add_argument("--refine-steps", type=non_negative_int, metavar="N",
                      help="after the generator, N white-box gradient steps against --classifier through a "
-                          "differentiable JPEG at --quality, within the same budget: stronger protection, "
-                          "N extra classifier passes. Photos above --tile-max-pixels are not refined. Default: 0")
-    cls.add_argument("--refine-loss", choices=REFINE_LOSSES, default="topk",
+                          "differentiable JPEG at --quality and --views, within the same budget: stronger protection, "
+                          "N extra classifier passes per view. Under --views as-is, photos above --tile-max-pixels "
+                          "are not refined (the manifest says so). Default: 10 without --checkpoint, else 0")
+    cls.add_argument("--refine-loss", choices=REFINE_LOSSES, default=None,
                      help="what the refine steps descend: topk (the clean prediction out of the top 5 by a margin "
                           "of 2 logits), sensitive_safe (also every --senscats category: the photo reads as an "
                           "ordinary non-sensitive scene, all sensitive classes below the 5th other class), margin "
-                          "(out of the top 1), ce, relativistic. Default: topk")
+                          "(out of the top 1), ce, relativistic. Default: ce under --views shared (a margin won under "
+                          "one view is lost under the next), topk under --views as-is")
     cls.add_argument("--senscats", type=Path, metavar="FILE",
                      help="MEPP18senscats.txt: the sensitive categories --refine-loss sensitive_safe keeps out")
 
@@ -87,6 +116,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "off: protect the photo as it is. Default: auto")
     edit.add_argument("--enhance-strength", type=unit_interval, default=1.0, metavar="S",
                       help="blend of the trained edit with the unedited photo, 0..1. Default: 1")
+    edit.add_argument("--appeal-steps", type=non_negative_int, default=None, metavar="K",
+                      help="refine the trained edit per photo: K Adam steps on its tone curve and saturation, "
+                           "maximizing NIMA of the edit as saved, before protecting around it (needs --nima; "
+                           "about 0.06 s a step on 2 CPU cores, any photo size). Default: 0 (20 steps measured +0.02 "
+                           "NIMA for 1.3 s a photo: BENCHMARKS.md, appeal round 4)")
     edit.add_argument("--nima", type=Path, metavar="WEIGHTS",
                       help="NIMA weights (weights_mobilenet_aesthetic_0.07.hdf5): the manifest records each photo's "
                            "NIMA score before and after (on the written file), the summary their means")
@@ -122,7 +156,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "protect", help="protect photos with a trained protector.pt", description=DESCRIPTION,
+        "protect", help="protect photos against scene recognition", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
@@ -134,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
 
     fields = ProtectOptions.__dataclass_fields__
     options = ProtectOptions(**{key: value for key, value in vars(args).items() if key in fields})
+    options.inputs = list(getattr(args, "photos", [])) + options.inputs
     try:
         with sigterm_as_interrupt() as terminated:
             summary = protect(options)

@@ -391,6 +391,12 @@ def _download(
     return "resumed" if resumed else "downloaded"
 
 
+def download_to(url: str, part: Path, progress: bool = True, timeout: float = 60.0, label: str | None = None) -> str:
+    """Bring `part` to the content of `url`, resuming a partial `part`: for files outside the
+    official table (the attack model's user cache). Returns "downloaded" or "resumed"."""
+    return _download(url, part, None, progress, timeout, label or part.name)
+
+
 def _fetch_download(file: OfficialFile, dest: Path, progress: bool, timeout: float) -> FetchResult:
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")

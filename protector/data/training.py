@@ -8,7 +8,6 @@ only the classifier wrapper normalizes.
 
 from __future__ import annotations
 
-import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -178,8 +177,6 @@ class TrainingDataModule(pl.LightningDataModule):
             those it has.
         val_fraction: share of each class held out for validation, in [0, 1).
         val_list: an explicit validation list instead of a split.
-        predict_list: ignored, accepted so that older configs still load (photos are protected
-            by ``protector protect --list``, not by this module).
         batch_size: images per batch.
         num_workers: DataLoader worker processes (0 = load in the main process).
         augment: flip and mild photometric jitter for training.
@@ -201,7 +198,6 @@ class TrainingDataModule(pl.LightningDataModule):
         labels_file: str | None = None,
         val_fraction: float = 0.1,
         val_list: str | None = None,
-        predict_list: str | None = None,
         batch_size: int = 16,
         num_workers: int = 2,
         augment: bool = True,
@@ -224,9 +220,6 @@ class TrainingDataModule(pl.LightningDataModule):
         self.train_list = _existing(train_list, "train_list")
         self.labels_file = _existing(labels_file, "labels_file")
         self.val_list = _existing(val_list, "val_list")
-        if predict_list is not None:
-            warnings.warn("data.predict_list is ignored: protect photos with `protector protect --list`",
-                          DeprecationWarning, stacklevel=2)
         self.val_fraction = val_fraction
         self.batch_size = batch_size
         self.num_workers = num_workers

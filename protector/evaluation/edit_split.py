@@ -28,6 +28,7 @@ from protector.evaluation.fidelity import Fidelity, fidelity
 from protector.evaluation.scoring import nima_mean_std, run_batched
 from protector.data.sources import ImageSource
 from protector.evaluation.records import RunEval
+from protector.settings import ProtectionSettings
 from protector.images import read_photo, to_uint8
 from protector.paths import sha256_file
 
@@ -112,12 +113,12 @@ class EditSplit:
 def recorded_strength(protected_by: dict | None) -> tuple[float, str]:
     """The enhancer strength the protected files were made with, and where that comes from.
 
-    A protect-run.json records ``enhance_strength`` (None when the edit was off, ``--enhance
-    off``); without a record the trained strength, 1, is assumed.
+    A protect-run.json records the settings' ``edit_strength`` (None: no edit, ``--enhance
+    off`` or a protector without an enhancer); without a record the trained strength, 1, is assumed.
     """
     if protected_by is None:
         return 1.0, "default (no protect-run.json in the protected folder)"
-    strength = protected_by.get("enhance_strength")
+    strength = ProtectionSettings.from_record(protected_by).edit_strength
     if strength is None:
         return 0.0, "protect-run.json (no edit: --enhance off, or a protector without an enhancer)"
     return float(strength), "protect-run.json"

@@ -179,3 +179,28 @@ def plot_leakage(results: dict, attack_model: str, path: Path) -> Path | None:
                  fontsize=10)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return _save(fig, path)
+
+
+def plot_views(results: dict, path: Path) -> Path | None:
+    """Top-1/top-5 changed per view (``evaluate --views``), the JPEG control beside; None without views."""
+    views = results.get("views")
+    if not views:
+        return None
+    names = [v["view"] for v in views]
+    width = 0.27
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(names) + 1.5), 3.4))
+    positions = range(len(names))
+    series = (("top-1 changed", "top1_changed", run_color(0)), ("top-5 changed", "top5_changed", run_color(1)),
+              ("control: re-saved JPEG, top-1", "control_top1_changed", BEFORE_COLOR))
+    for offset, (label, key, color) in enumerate(series):
+        ax.bar([p + (offset - 1) * width for p in positions], [100 * v[key] for v in views], width, color=color,
+               label=label)
+    for container in ax.containers:
+        ax.bar_label(container, fmt="%.0f", fontsize=7, padding=2)
+    ax.set_xticks(list(positions), names, rotation=25, ha="right", fontsize=8)
+    ax.set_ylabel("photos (%)")
+    ax.set_ylim(0, 110)
+    ax.set_title("Changed under each view, against the original under the same view", fontsize=10)
+    ax.legend(frameon=False, fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.3))
+    ax.spines[["top", "right"]].set_visible(False)
+    return _save(fig, path)

@@ -57,6 +57,7 @@ def write_report(evaluation: Evaluation, out_dir: str | Path) -> dict[str, Path]
         "nima": plots.plot_nima(runs, out_dir / "plots" / "nima_scatter.png"),
         "psnr": plots.plot_psnr(runs, out_dir / "plots" / "psnr.png"),
         "leakage": plots.plot_leakage(results, evaluation.attack_model, out_dir / "plots" / "leakage.png"),
+        "views": plots.plot_views(results, out_dir / "plots" / "views.png"),
     }
     paths.update({k: v for k, v in figures.items() if v is not None})
     gallery = _write_gallery(evaluation, out_dir / "gallery")
@@ -264,6 +265,9 @@ def _markdown(evaluation: Evaluation, results: dict) -> str:
         rows = [[str(row["class"]), row["name"], str(row["n"]), _pct(row["top1_before"])]
                 + [_pct(by_run[r].get(row["class"], {}).get("top1_after")) for r in runs] for row in per_category]
         parts += [f"## Per-category top-1 accuracy ({title}, {evaluation.attack_model})", "", _md_table(header, rows), ""]
+    views = _views_table(results)
+    if views:
+        parts += [f"## Under each view ({evaluation.attack_model})", "", VIEWS_NOTE, "", _md_table(*views), ""]
     leakage = _leakage_tables(evaluation, results)
     if leakage:
         parts += [f"## Privacy leakage ({evaluation.attack_model})", "",
@@ -274,6 +278,22 @@ def _markdown(evaluation: Evaluation, results: dict) -> str:
     if problems:
         parts += ["## Problems", ""] + [f"- {p}" for p in problems] + [""]
     return "\n".join(parts)
+
+
+VIEWS_NOTE = ("What a classifier sees after sharing: the file resized (shorter side), centre-cropped, or uploaded to "
+              "a platform (longer side, JPEG quality) and then resized. \"Changed\": the top-1 differs from the "
+              "original's under the same view (top-5: the original's top-1 is out of the top 5). The control is the "
+              "original re-saved as JPEG: what re-encoding alone changes.")
+
+
+def _views_table(results: dict) -> tuple[list[str], list[list[str]]] | None:
+    """(header, rows) of ``evaluate --views``; None without it."""
+    views = results.get("views")
+    if not views:
+        return None
+    rows = [[v["view"], str(v["photos"]), _pct(v["top1_changed"]), _pct(v["top5_changed"]),
+             _pct(v["control_top1_changed"])] for v in views]
+    return ["view", "photos", "top-1 changed", "top-5 changed", "control top-1 changed"], rows
 
 
 def _leakage_tables(evaluation: Evaluation, results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -518,7 +538,7 @@ def _html(evaluation: Evaluation, results: dict, figures: dict[str, str], galler
     header, rows = _transfer_rows(results)
     if rows:
         sections += ["<h2>Transfer to other models</h2>", _html_table(header, rows)]
-    grid = {k: src for k, src in figures.items() if k not in ("per_category", "leakage")}
+    grid = {k: src for k, src in figures.items() if k not in ("per_category", "leakage", "views")}
     if grid:
         sections.append("<h2>Plots</h2><div class=\"plots\">" + "".join(
             f"<a href=\"{src}\"><img src=\"{src}\" alt=\"{html.escape(k)}\"></a>" for k, src in grid.items()) + "</div>")
@@ -536,6 +556,13 @@ def _html(evaluation: Evaluation, results: dict, figures: dict[str, str], galler
         sections += ["<details><summary>show the table</summary>",
                      _html_table(["category", "photos", "top-1 before"] + [f"after ({r})" for r in runs], cat_rows),
                      "</details>"]
+    views = _views_table(results)
+    if views:
+        sections += ["<h2>Under each view</h2>", f"<p class=\"sub\">{html.escape(VIEWS_NOTE)}</p>",
+                     _html_table(*views)]
+        if figures.get("views"):
+            sections.append(f"<a href=\"{figures['views']}\"><img class=\"wide\" src=\"{figures['views']}\" "
+                            "alt=\"changed under each view\"></a>")
     leakage = _leakage_tables(evaluation, results)
     if leakage:
         sections += ["<h2>Privacy leakage</h2>",

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from protector.budget import parse_budget
 from protector.data.criteria import CRITERIA, criteria_of_senscats, read_privacy_criteria
 from protector.data.lists import read_categories, read_senscats
 from protector.devices import resolve_device
@@ -37,7 +36,14 @@ from protector.evaluation.records import ImageEval, RunEval
 from protector.evaluation.scoring import Top, nima_mean_std, top_k
 from protector.data.sources import SourceError
 from protector.images import ImageReadError, read_photo
+from protector.evaluation.views import ViewScore, score_views
 from protector.outputs import inside, prepare_folder, refuse_unusable_folder
+from protector.settings import ProtectionSettings, check_quality
+from protector.views import EVALUATION_VIEWS, View, view_by_name
+
+
+# The baselines' JPEG quality when neither --quality nor a protect-run.json says it.
+DEFAULT_BASELINE_QUALITY = 90
 
 
 class EvaluationError(ValueError):
@@ -51,7 +57,7 @@ class EvaluateOptions:
     protected: Path
     original: Path
     out: Path
-    classifier: str
+    classifier: str | None = None  # None: the cached attack model (protector.attack_model)
     checkpoint: Path | None = None
     sha256: str | None = None
     allow_unpinned: bool = False
@@ -67,13 +73,14 @@ class EvaluateOptions:
     criteria: Path | None = None
     baselines: list[str] = field(default_factory=list)
     eps: float | None = None
-    quality: int = 90
+    quality: int | None = None
     gallery: int = 8
     device: str = "auto"
     batch_size: int = 16
     seed: int = 0
     allow_missing: bool = False
     protector: Path | None = None
+    views: list[str] | None = None
 
     def check(self) -> None:
         unknown = [b for b in self.baselines if b not in BASELINES]
@@ -81,9 +88,13 @@ class EvaluateOptions:
             raise EvaluationError(f"unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}")
         if self.eps is not None and not 0 < self.eps <= 1:
             raise EvaluationError(f"--eps must be in (0, 1] (a fraction of the pixel range, e.g. 2/255), got {self.eps}")
-        if self.batch_size < 1 or self.gallery < 0 or not 1 <= self.quality <= 100:
-            raise EvaluationError(f"--batch-size must be >= 1 (got {self.batch_size}), --gallery >= 0 "
-                                  f"(got {self.gallery}) and --quality in 1..100 (got {self.quality})")
+        if self.batch_size < 1 or self.gallery < 0:
+            raise EvaluationError(f"--batch-size must be >= 1 (got {self.batch_size}) and --gallery >= 0 "
+                                  f"(got {self.gallery})")
+        if self.quality is not None:
+            check_quality(self.quality, "--quality")
+        for name in self.views or []:
+            view_by_name(name)  # ValueError naming the known views
         if self.nima_preprocess not in ("idealo", "native"):
             raise EvaluationError(f"--nima-preprocess must be idealo or native, got {self.nima_preprocess!r}")
         if self.criteria is not None and self.senscats is None:
@@ -112,6 +123,7 @@ class Evaluation:
     settings: dict
     criteria: dict[int, tuple[str, ...]] | None = None  # privacy criteria of each sensitive class
     edit: EditSplit | None = None  # the protector run's edit alone (--protector with an enhancer)
+    views: list[ViewScore] | None = None  # protection under each view (--views)
 
     def class_name(self, index: int) -> str:
         if self.categories and 0 <= index < len(self.categories):
@@ -129,7 +141,8 @@ class Evaluation:
                    "paired": len(pairing.pairs), "missing": len(pairing.missing),
                    "ambiguous": len(pairing.ambiguous), "unreadable_originals": len(pairing.unreadable_originals),
                    "of": "the listed originals" if pairing.listed else "every original in --original"},
-               "runs": {}}
+               "runs": {},
+               "views": [score.as_dict() for score in self.views] if self.views is not None else None}
         classes = self.senscats or {c: self.class_name(c) for c in sorted({
             im.reference for run in self.runs.values() for im in run.images})}
         for name, run in self.runs.items():
@@ -172,14 +185,6 @@ def _image_json(im: ImageEval) -> dict:
     }
 
 
-def parse_eps(text: str) -> float:
-    """'2/255' or '0.0078' -> float in (0, 1] (the check `--eps` gets on the command line)."""
-    try:
-        return parse_budget(text)
-    except ValueError as err:
-        raise EvaluationError(f"--eps {err}") from None
-
-
 def _parse_transfer(spec: str) -> tuple[str, Path | None]:
     name, _, checkpoint = spec.partition("=")
     return name, (Path(checkpoint) if checkpoint else None)
@@ -188,6 +193,11 @@ def _parse_transfer(spec: str) -> tuple[str, Path | None]:
 def _load_models(options: EvaluateOptions, device: torch.device) -> tuple[str, dict[str, nn.Module]]:
     from protector.classifier_spec import build_classifier, classifier_label
 
+    if options.classifier is None:  # what `protector protect` used: the task's attack model from the cache
+        from protector.attack_model import DEFAULT_ARCH, cached_attack_model
+
+        options.classifier = DEFAULT_ARCH
+        options.checkpoint, options.sha256 = cached_attack_model(DEFAULT_ARCH)
     attack_name = classifier_label(options.classifier, options.checkpoint)
     models = {attack_name: build_classifier(options.classifier, options.checkpoint, options.sha256,
                                             options.allow_unpinned, options.classifier_path)}
@@ -278,7 +288,10 @@ def evaluate(options: EvaluateOptions) -> Evaluation:
         )
 
     made = (protected_by or {}).get("protector") or {}
+    recorded = _recorded_settings(protected_by)
     eps, eps_source = (options.eps, "--eps") if options.eps is not None else (made.get("eps"), RECORD_NAME)
+    # The baselines are saved as the protected files were: the recorded quality unless told otherwise.
+    options.quality = options.quality or (recorded.quality if recorded else DEFAULT_BASELINE_QUALITY)
     if options.baselines and eps is None:
         raise EvaluationError(f"--baselines needs --eps, the budget to attack with (e.g. --eps 2/255): "
                               f"{options.protected} has no {RECORD_NAME} naming the protector's budget")
@@ -316,6 +329,7 @@ def evaluate(options: EvaluateOptions) -> Evaluation:
         runs[name].seconds_per_image = seconds
         baseline_settings[name] = spec.describe()
 
+    view_scores = _score_views(options, pairing, models[attack_name], device) if options.views is not None else None
     for run in runs.values():
         if run.unreadable and not options.allow_missing:
             raise EvaluationError(f"{run.name}: unreadable files:\n  " + "\n  ".join(run.unreadable))
@@ -352,12 +366,37 @@ def evaluate(options: EvaluateOptions) -> Evaluation:
                                             [options.list_path, options.labels, options.original])
         + (edit.warnings if edit is not None else []),
         "baseline_quality": options.quality if options.baselines else None,
+        "views": ([v.name for v in _views(options)] if options.views is not None else None),
         "device": str(device),
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
     return Evaluation(options, pairing, attack_name, {m: ("attack" if m == attack_name else "transfer") for m in models},
-                      runs, categories, senscats, settings, criteria, edit)
+                      runs, categories, senscats, settings, criteria, edit, view_scores)
+
+
+def _recorded_settings(protected_by: dict | None) -> ProtectionSettings | None:
+    """The settings protect-run.json recorded; None without a record (or one this version cannot read)."""
+    if not protected_by:
+        return None
+    try:
+        return ProtectionSettings.from_record(protected_by)
+    except (ValueError, TypeError):
+        return None
+
+
+def _views(options: EvaluateOptions) -> list[View]:
+    """--views NAME...: those; --views alone: every view of :data:`EVALUATION_VIEWS`."""
+    return [view_by_name(name) for name in options.views] if options.views else list(EVALUATION_VIEWS)
+
+
+def _score_views(options: EvaluateOptions, pairing: Pairing, model: nn.Module, device: torch.device) -> list[ViewScore]:
+    """Top-1/top-5 changed under each view, the originals re-saved at the run's quality as the control."""
+    originals, protected = [], []
+    for pair, pixels in _read_originals(pairing, list(pairing.pairs)):
+        originals.append(pixels)
+        protected.append(_decode(Path(options.protected) / pair.protected, pair.protected))
+    return score_views(model, originals, protected, _views(options), device, options.quality, options.batch_size)
 
 
 def clean_accuracy_warnings(run: RunEval, model: str, places: list[Path | None]) -> list[str]:

@@ -31,7 +31,10 @@ class ManifestRow:
     decoded from disk. ``max_delta_8bit`` is max |written - reference| in 8-bit levels, the
     reference being the photo the budget is measured from (the input, or the edited photo of
     an appeal protector). ``nima_original`` and ``nima_protected`` (with ``--nima``) are the
-    NIMA mean scores of the input and of the file as written.
+    NIMA mean scores of the input and of the file as written. ``classified_at`` is the size
+    (WxH) the classifier saw both at: the file's own, or the working copy of a photo protected
+    at a working scale. ``note`` says when a photo got less protection than the run's setting
+    (e.g. its refine steps were skipped).
     """
 
     index: int
@@ -51,6 +54,8 @@ class ManifestRow:
     nan_count: int | None = None
     nima_original: float | None = None
     nima_protected: float | None = None
+    classified_at: str = ""
+    note: str = ""
 
 
 COLUMNS = [f.name for f in fields(ManifestRow)]

@@ -8,9 +8,11 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from protector.generator import project_to_budget
 from protector.losses import AttackLoss
 from protector.protect.tiling import TiledProtector
 from protector.refine import refine
+from protector.views import ViewSampler, carry_to_full_size, resize, working_size
 
 
 class ProtectPredictor(pl.LightningModule):
@@ -21,7 +23,15 @@ class ProtectPredictor(pl.LightningModule):
     the budget is measured from, :meth:`BoundedProtector.reference`) and, with a classifier,
     ``clean_logits`` (B, num_classes) of the clean photos at full size; with a NIMA model,
     ``nima_original`` (B,) the clean photos' NIMA mean scores. Both run in float32 whatever
-    the Trainer precision, as the organizers evaluate.
+    the Trainer precision, as the organizers evaluate. ``refine_skipped`` is True when the
+    batch's photos got no refine steps (too large for them without a working scale).
+
+    With ``working_side``, a photo whose shorter side is larger is protected on a copy scaled
+    down to that shorter side (generator and refine steps there, the cost of a few view-sized
+    passes however large the photo), and the perturbation is carried back to full size
+    (:func:`~protector.views.carry_to_full_size`) and projected into the budget around the
+    full-size reference. The manifest's classifier then sees photos at that scale too
+    (:meth:`classify`): a full-size pass of a 12 MP photo costs more than its protection.
 
     Args:
         protector: image-to-image module, e.g. from :func:`protector.export.load_protector`.
@@ -32,6 +42,10 @@ class ProtectPredictor(pl.LightningModule):
         refine_quality: JPEG quality inside the refinement loop (None: the file is lossless).
         refine_loss: what the refinement descends (None: :func:`~protector.refine.refine`'s
             default, the top-5 margin of the clean prediction).
+        views: the refine steps descend the loss over views drawn from this sampler
+            (:mod:`protector.views`); None: the file as it is.
+        views_per_step: views per refine step.
+        working_side: see above; None: every photo at full size.
         nima: optional NIMA model (:func:`protector.nima.load_nima`): the manifest then records
             each photo's NIMA before and after (the latter on the written file).
 
@@ -54,6 +68,9 @@ class ProtectPredictor(pl.LightningModule):
         refine_quality: int | None = 90,
         refine_loss: AttackLoss | None = None,
         nima: nn.Module | None = None,
+        views: ViewSampler | None = None,
+        views_per_step: int = 2,
+        working_side: int | None = None,
     ) -> None:
         super().__init__()
         # With more ranks than batches some ranks get none; they still take part in the
@@ -68,14 +85,21 @@ class ProtectPredictor(pl.LightningModule):
         self.refine_loss = refine_loss
         self.tile_max_pixels = tile_max_pixels
         self.nima = nima.eval() if nima is not None else None
+        self.views = views
+        self.views_per_step = views_per_step
+        self.working_side = working_side
+
+    def working_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size a ``height`` x ``width`` photo is protected (and classified for the manifest) at."""
+        return (height, width) if self.working_side is None else working_size(height, width, self.working_side)
 
     @torch.no_grad()
     def classify(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) in [0, 1] -> (B, num_classes) float32 logits, autocast off."""
+        """(B, 3, H, W) in [0, 1] -> (B, num_classes) float32 logits, autocast off, at :meth:`working_size`."""
         if self.classifier is None:
             raise RuntimeError("no classifier was given")
         with torch.autocast(device_type=x.device.type, enabled=False):
-            return self.classifier(x.float()).float()
+            return self.classifier(resize(x.float(), self.working_size(*x.shape[-2:]))).float()
 
     @torch.no_grad()
     def appeal(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,7 +113,8 @@ class ProtectPredictor(pl.LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         x = batch["image"]  # (B, 3, H, W)
-        out: dict[str, Any] = {"x_adv": None, "clean_logits": None, "nima_original": None, "reference": x}
+        out: dict[str, Any] = {"x_adv": None, "clean_logits": None, "nima_original": None, "reference": x,
+                               "refine_skipped": False}
         if x.shape[0] == 0:
             return out
         out["reference"] = self.protector.reference(x)
@@ -101,11 +126,25 @@ class ProtectPredictor(pl.LightningModule):
         if self.nima is not None:
             out["nima_original"] = self.appeal(x)
         if any(batch["write"]):
-            label = self.protector.scene_label(x, out["clean_logits"] if self._guide_is_classifier() else None)
-            out["x_adv"] = self.protector.perturb(out["reference"], label)
-            if self.refine_steps and x.shape[-2] * x.shape[-1] <= self.tile_max_pixels:
-                out["x_adv"] = self._refine(out["reference"], out["x_adv"], out["clean_logits"])
+            full_size = tuple(x.shape[-2:])
+            work = self.working_size(*full_size)
+            reference = resize(out["reference"], work)
+            label = self.protector.scene_label(resize(x, work),
+                                               out["clean_logits"] if self._guide_is_classifier() else None)
+            x_adv = self.protector.perturb(reference, label)
+            if self.refine_steps and (work != full_size or work[0] * work[1] <= self.tile_max_pixels):
+                x_adv = self._refine(reference, x_adv, out["clean_logits"])
+            elif self.refine_steps:
+                out["refine_skipped"] = True
+            if work != full_size:
+                delta = carry_to_full_size(x_adv - reference, full_size)
+                x_adv = project_to_budget(out["reference"] + delta, out["reference"], self.eps)
+            out["x_adv"] = x_adv
         return out
+
+    @property
+    def eps(self) -> float:
+        return float(self.protector.protector.eps)
 
     def _guide_is_classifier(self) -> bool:
         """Whether the protector's guide is this classifier: then its clean pass gives the scene label."""
@@ -115,7 +154,7 @@ class ProtectPredictor(pl.LightningModule):
         # The label pushed out is the clean prediction: what the attack model would say of
         # the photo (on MEPP19test it is the true label by construction).
         y = clean_logits.argmax(1)
-        eps = float(self.protector.protector.eps)
         with torch.autocast(device_type=reference.device.type, enabled=False):
-            return refine(reference.float(), x_adv.float(), self.classifier, y, eps, self.refine_steps,
-                          loss=self.refine_loss, jpeg_quality=self.refine_quality)
+            return refine(reference.float(), x_adv.float(), self.classifier, y, self.eps, self.refine_steps,
+                          loss=self.refine_loss, jpeg_quality=self.refine_quality, views=self.views,
+                          views_per_step=self.views_per_step)

@@ -33,6 +33,7 @@ from torch import nn
 from protector.images import write_atomic
 from protector.limits import MAX_LIST_BYTES
 from protector.paths import read_regular_file, sha256_file
+from protector.settings import ProtectionSettings
 
 RECORD_NAME = "protect-run.json"
 # The record's entry for the run's manifest, a file outside the folder (its path is the run's to give).
@@ -64,24 +65,21 @@ def module_sha256(module: nn.Module) -> str:
 
 
 def describe_maker(
-    options: Any,
+    settings: ProtectionSettings,
     protector: nn.Module,
     classifier: nn.Module | None,
     protector_file: Path | None,
-    precision: str,
 ) -> dict[str, Any]:
-    """The protector and every setting that changes the bytes of a protected file.
+    """The protector, the attack model when it shapes the protection, and every setting that
+    changes the bytes of a protected file (:class:`~protector.settings.ProtectionSettings`).
 
     Args:
-        options: the run's ProtectOptions.
+        settings: the run's settings.
         protector: the protector as it will run (after --enhance is applied).
         classifier: the attack model, counted only when it shapes the protection.
         protector_file: the file the protector was loaded from (known by its sha256);
-            None for a module passed in-process (known by its class, weights and eps).
-        precision: the Trainer precision the run uses (bf16 and float32 differ in the bytes).
-
-    Batch size, workers and devices are left out: a resumed run writes the same bytes
-    with any batching (RELIABILITY.md, section 2).
+            None for the default protector or a module passed in-process (known by its
+            class, weights and eps).
     """
     if protector_file is not None:
         made_by: dict[str, Any] = {"sha256": sha256_file(protector_file)}
@@ -89,18 +87,18 @@ def describe_maker(
         made_by = {"weights_sha256": module_sha256(protector)}
     made_by["eps"] = getattr(protector, "eps", None)  # also read by `evaluate` (its baselines' budget)
     enhancer = getattr(protector, "enhancer", None)
-    shapes_with_model = bool(getattr(protector, "guided", False)) or options.refine_steps > 0
-    return {
+    shapes_with_model = bool(getattr(protector, "guided", False)) or settings.refine_steps > 0
+    maker = {
         "protector": made_by,
-        "format": options.fmt,
-        "quality": options.quality,
-        "refine_steps": options.refine_steps,
-        "refine_loss": options.refine_loss if options.refine_steps else None,
-        "enhance_strength": None if enhancer is None else float(options.enhance_strength),
         "attack_model": module_sha256(classifier) if shapes_with_model and classifier is not None else None,
-        "tiling": [options.tile_max_pixels, options.tile, options.tile_overlap, options.tile_align],
-        "precision": precision,
+        **settings.to_record(),
     }
+    from protector.appeal_steps import describe as describe_appeal_steps
+
+    steps = describe_appeal_steps(enhancer)
+    if steps is not None:  # only when used: records of runs without them keep their digest
+        maker["appeal_steps"] = steps
+    return maker
 
 
 def _digest(maker: dict[str, Any]) -> str:

@@ -14,10 +14,12 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from protector.attack_model import DEFAULT_ARCH, cached_attack_model, cached_categories
 from protector.budget import check_budget
-from protector.generator import BoundedProtector
-from protector.images import MAX_PIXELS, OUTPUT_FORMATS
+from protector.generator import BoundedProtector, default_protector
+from protector.images import MAX_PIXELS
 from protector.losses import attack_loss_by_name
+from protector.paths import sha256_file
 from protector.protect.folder_lock import folder_lock
 from protector.protect.loading import ProtectionDataModule
 from protector.outputs import OutputError, inside, prepare_file, prepare_folder, refuse_unusable_folder, write_failures
@@ -30,6 +32,12 @@ from protector.protect.provenance import MANIFEST_ENTRY, Provenance, describe_ma
 from protector.protect.submission import write_submission_zip
 from protector.protect.summary import RunSummary
 from protector.protect.writer import ProtectedImageWriter
+from protector.settings import ProtectionSettings
+from protector.views import VIEW_SETS
+
+# Gradient steps of the default protector (no --checkpoint): EOT-PGD over views from the photo
+# itself; BENCHMARKS.md ("Views") measures what fewer and more steps give.
+DEFAULT_STEPS = 10
 
 
 @dataclass
@@ -37,13 +45,20 @@ class ProtectOptions:
     """Everything a protection run needs; `protector protect` fills it from its flags.
 
     Inputs are `inputs` (folders and files) and/or `list_path` read from `images`.
-    Outputs go to `output` (see :mod:`protector.protect.naming` for the names); the manifest
-    to `manifest`, outside that folder (default: ``OUTPUT.manifest.csv`` beside it).
+    Outputs go to `output` (see :mod:`protector.protect.naming` for the names; default:
+    :meth:`output_folder`); the manifest to `manifest`, outside that folder (default:
+    ``OUTPUT.manifest.csv`` beside it). Without `checkpoint` the protector is the default one
+    (:func:`default_protector`); `refine_steps` None means :data:`DEFAULT_STEPS` for it and
+    none after a trained generator.
     """
 
-    output: Path
+    output: Path | None = None
     manifest: Path | None = None
     checkpoint: Path | None = None
+    eps: float | None = None
+    views: str = "shared"
+    views_per_step: int = 2
+    working_side: int | None = 512
     inputs: list[Path] = field(default_factory=list)
     list_path: Path | None = None
     images: Path | None = None
@@ -60,11 +75,12 @@ class ProtectOptions:
     allow_unpinned: bool = False
     classifier_path: Path | None = None
     categories: Path | None = None
-    refine_steps: int = 0
-    refine_loss: str = "topk"
+    refine_steps: int | None = None
+    refine_loss: str | None = None
     senscats: Path | None = None
     enhance: str = "auto"
     enhance_strength: float = 1.0
+    appeal_steps: int | None = None  # None: protector.appeal_steps.resolve_steps decides
     nima: Path | None = None
     nima_preprocess: str = "idealo"
     batch_size: int = 16
@@ -84,11 +100,47 @@ class ProtectOptions:
     allow_large_eps: bool = False
     progress: bool = True
 
+    def output_folder(self) -> Path:
+        """--output, or a folder beside the first input: ``holiday/`` -> ``holiday-protected/``,
+        ``photo.jpg`` -> ``protected/`` beside it."""
+        if self.output is not None:
+            return Path(self.output)
+        if not self.inputs:
+            raise ValueError("--output is needed with --list (where should the protected files go?)")
+        first = Path(self.inputs[0])
+        if first.is_dir():
+            return first.resolve().parent / f"{first.resolve().name}-protected"
+        return first.parent / "protected"
+
     def manifest_path(self) -> Path:
-        return Path(self.manifest) if self.manifest is not None else default_manifest_path(self.output)
+        return Path(self.manifest) if self.manifest is not None else default_manifest_path(self.output_folder())
+
+    def steps(self, trained: bool | None = None) -> int:
+        """Gradient steps after the generator: as given; else :data:`DEFAULT_STEPS` for the default
+        protector and none after a ``trained`` one (default: whether --checkpoint is given)."""
+        if self.refine_steps is not None:
+            return self.refine_steps
+        trained = self.checkpoint is not None if trained is None else trained
+        return 0 if trained else DEFAULT_STEPS
+
+    def settings(self, precision: str = "32-true", has_edit: bool = False, trained: bool | None = None
+                 ) -> ProtectionSettings:
+        """The settings that change the files' bytes (checked there, once)."""
+        uses_senscats = self.senscats is not None and self.refine_loss == "sensitive_safe"
+        senscats = sha256_file(self.senscats) if uses_senscats else None
+        return ProtectionSettings(
+            fmt=self.fmt, quality=self.quality, eps=self.eps, views=self.views, views_per_step=self.views_per_step,
+            working_side=self.working_side if self.views != "as-is" else None, refine_steps=self.steps(trained),
+            refine_loss=self.refine_loss or "", senscats_sha256=senscats,
+            # Strength 0 is the unedited photo: recorded as "no edit", its one spelling.
+            edit_strength=float(self.enhance_strength) if has_edit and self.enhance == "auto"
+            and self.enhance_strength > 0 else None,
+            tiling=(self.tile_max_pixels, self.tile, self.tile_overlap, self.tile_align), precision=precision,
+        )
 
     def check(self) -> None:
         """Raise ValueError for settings that cannot work, before anything is loaded (nothing is created)."""
+        self.output = self.output_folder()
         refuse_unusable_folder(self.output, "--output")
         if inside(self.manifest_path(), self.output):
             raise OutputError(f"--manifest {self.manifest_path()} is inside --output {self.output}: the manifest holds "
@@ -96,10 +148,6 @@ class ProtectOptions:
                               "not publish; give a path outside it")
         if self.manifest_path().is_dir():
             raise OutputError(f"--manifest {self.manifest_path()} is a folder: give a file name")
-        if self.fmt not in OUTPUT_FORMATS:
-            raise ValueError(f"--format must be one of {', '.join(OUTPUT_FORMATS)}, got {self.fmt!r}")
-        if not 1 <= self.quality <= 100:
-            raise ValueError(f"--quality must be in 1..100, got {self.quality}")
         if self.run_code is not None:
             check_run_code(self.run_code)
         if self.zip and not self.run_code:
@@ -120,20 +168,24 @@ class ProtectOptions:
                              "or indices like '0,' or '0,1'")
         if self.classifier is None and self.classifier_checkpoint is not None:
             raise ValueError("--classifier-checkpoint needs --classifier (e.g. --classifier resnet50)")
-        if self.refine_steps < 0:
-            raise ValueError(f"--refine-steps must be >= 0, got {self.refine_steps}")
-        if self.refine_loss != "topk" and not self.refine_steps:
-            raise ValueError(f"--refine-loss {self.refine_loss} is what the refine steps descend: "
-                             "pass --refine-steps N too (e.g. --refine-steps 10)")
-        if self.refine_loss == "sensitive_safe" and self.senscats is None:
-            raise ValueError("--refine-loss sensitive_safe needs the sensitive categories: pass --senscats "
-                             "MEPP18senscats.txt")
         if self.enhance not in ("auto", "off"):
             raise ValueError(f"--enhance must be auto or off, got {self.enhance!r}")
         if not 0.0 <= self.enhance_strength <= 1.0:
             raise ValueError(f"--enhance-strength must be in [0, 1], got {self.enhance_strength}")
         if self.nima_preprocess not in ("idealo", "native"):
             raise ValueError(f"--nima-preprocess must be idealo or native, got {self.nima_preprocess!r}")
+        if self.checkpoint is not None and self.eps is not None:
+            raise ValueError("--eps sets the budget of the default protector; a protector file carries its own "
+                             "(drop --eps, or drop --checkpoint)")
+        if self.refine_loss is not None and self.refine_steps == 0:
+            raise ValueError(f"--refine-loss {self.refine_loss} is what the refine steps descend: "
+                             "drop --refine-steps 0 (or drop --refine-loss)")
+        if self.refine_loss == "sensitive_safe" and self.senscats is None:
+            raise ValueError("--refine-loss sensitive_safe needs the sensitive categories: pass --senscats "
+                             "MEPP18senscats.txt")
+        if self.senscats is not None and not Path(self.senscats).is_file():
+            raise FileNotFoundError(f"--senscats {self.senscats}: no such file")
+        self.settings()  # every range rule of what changes the bytes, in one place
 
 
 def default_workers() -> int:
@@ -180,10 +232,7 @@ def _load_networks(options: ProtectOptions) -> tuple[nn.Module, nn.Module | None
     from protector.classifier_spec import build_classifier
     from protector.export import load_protector
 
-    if options.checkpoint is None:
-        raise ValueError("--checkpoint RUN/protector.pt is required")
-    protector = load_protector(options.checkpoint)
-    classifier = None
+    protector = default_protector(options.eps) if options.checkpoint is None else load_protector(options.checkpoint)
     if options.classifier is not None:
         classifier = build_classifier(
             options.classifier,
@@ -192,6 +241,12 @@ def _load_networks(options: ProtectOptions) -> tuple[nn.Module, nn.Module | None
             options.allow_unpinned,
             options.classifier_path,
         )
+    elif options.checkpoint is None or getattr(protector, "guided", False) or options.steps():
+        # Protecting needs the attack model: the task's, fetched once into the user cache.
+        path, digest = cached_attack_model(DEFAULT_ARCH, progress=options.progress)
+        classifier = build_classifier(DEFAULT_ARCH, path, digest)
+    else:
+        classifier = None
     return protector, classifier
 
 
@@ -224,12 +279,15 @@ def protect(
 
     # Every input is read and checked before the output folder is locked or touched: a refused
     # run (bad weights, an empty --senscats) leaves every file of an earlier run as it was.
+    if options.categories is None and options.classifier is None and protector is None:
+        options.categories = cached_categories()  # the default attack model's class names, when they can be had
     categories = read_categories(options.categories) if options.categories else None
     plan = build_plan(options.output, options.inputs, options.list_path, options.images,
                       options.recursive, options.fmt, options.run_code)
     for message in plan.warnings:
         warnings.warn(message, stacklevel=2)
     protector_file = None
+    trained = protector is not None or options.checkpoint is not None
     if protector is None:
         protector, loaded_classifier = _load_networks(options)
         protector_file = options.checkpoint
@@ -239,11 +297,12 @@ def protect(
                     if eps is not None else None)
     _give_guide_model(protector, classifier)
     _set_enhancement(protector, options)
-    if options.refine_steps and classifier is None:
+    settings = options.settings(options.precision or default_precision(options.accelerator),
+                                getattr(protector, "enhancer", None) is not None, trained)
+    if settings.refine_steps and classifier is None:
         raise ValueError("--refine-steps needs the attack model: pass --classifier (e.g. --classifier resnet50)")
     nima = _load_nima(options)
-    refine_loss = _refine_loss(options)
-    precision = options.precision or default_precision(options.accelerator)
+    refine_loss = _refine_loss(settings.refine_loss, options.senscats)
     manifest_path = options.manifest_path()
     zip_name = f"{options.run_code}.zip" if options.zip else None
     rank_zero = launch_rank() == 0
@@ -253,8 +312,8 @@ def protect(
         prepare_file(manifest_path, "--manifest")
     # One run at a time per folder, from reading its record to writing its last file.
     with folder_lock(plan.output_dir) if rank_zero else contextlib.nullcontext():
-        provenance = Provenance.open(plan.output_dir, describe_maker(options, protector, classifier, protector_file,
-                                                                     precision), outside={MANIFEST_ENTRY: manifest_path})
+        provenance = Provenance.open(plan.output_dir, describe_maker(settings, protector, classifier, protector_file),
+                                     outside={MANIFEST_ENTRY: manifest_path})
         removed_zips: list[Path] = []  # and old in-folder manifests
         if rank_zero:
             # Before any work: only files this protector with these settings made may be skipped or zipped.
@@ -265,23 +324,23 @@ def protect(
             remove_shards(manifest_path)
             with write_failures(str(plan.output_dir / "protect-run.json")):
                 removed_zips = provenance.start(options.overwrite, zip_name)
-        summary = _write_outputs(options, plan, protector, classifier, provenance, manifest_path, categories,
-                                 precision, nima, refine_loss, zip_name, removed_zips)
+        summary = _write_outputs(options, settings, plan, protector, classifier, provenance, manifest_path,
+                                 categories, nima, refine_loss, zip_name, removed_zips)
     if summary is not None:
         summary.large_budget = large_budget
     return summary
 
 
-def _write_outputs(options: ProtectOptions, plan: Plan, protector: nn.Module, classifier: nn.Module | None,
-                   provenance: Provenance, manifest_path: Path, categories: list[str] | None, precision: str,
-                   nima: nn.Module | None, refine_loss: nn.Module, zip_name: str | None,
+def _write_outputs(options: ProtectOptions, settings: ProtectionSettings, plan: Plan, protector: nn.Module,
+                   classifier: nn.Module | None, provenance: Provenance, manifest_path: Path,
+                   categories: list[str] | None, nima: nn.Module | None, refine_loss: nn.Module, zip_name: str | None,
                    removed_zips: list[Path]) -> RunSummary | None:
     writer = ProtectedImageWriter(plan, provenance, manifest_path, options.quality, options.overwrite, categories)
     started = time.perf_counter()
     # Photos written before a write of the run's own files fails are whole and journaled: a rerun resumes.
     resume = "; the photos written so far are whole and recorded: run the same command again to resume"
     if plan.runnable():
-        manifest = _predict(options, plan, protector, classifier, writer, precision, nima, refine_loss)
+        manifest = _predict(options, settings, plan, protector, classifier, writer, nima, refine_loss)
         if manifest is None:
             return None  # not global rank zero
     else:
@@ -292,8 +351,8 @@ def _write_outputs(options: ProtectOptions, plan: Plan, protector: nn.Module, cl
     seconds = time.perf_counter() - started
 
     eps = getattr(protector, "eps", None)
-    summary = RunSummary.from_rows(manifest, seconds, manifest=manifest_path,
-                                   eps_8bit=eps * 255 if eps is not None else None)
+    summary = RunSummary.from_rows(manifest, seconds, manifest=manifest_path, output=plan.output_dir,
+                                   views=settings.views, eps_8bit=eps * 255 if eps is not None else None)
     if zip_name is not None and (summary.failed == 0 or options.allow_failures):
         # Only the protected photos: never the manifest or the run record.
         names = [row.output for row in manifest if row.status in ("ok", "skipped")]
@@ -312,22 +371,28 @@ def _write_outputs(options: ProtectOptions, plan: Plan, protector: nn.Module, cl
     return summary
 
 
-def _refine_loss(options: ProtectOptions) -> nn.Module:
+def _refine_loss(name: str, senscats: Path | None) -> nn.Module:
     """The loss the refine steps descend; reads --senscats (an empty or bad file is refused here)."""
     # k=5, kappa=2: the margins of refine's default (TopKMargin(5, 2)), for every loss.
-    return attack_loss_by_name(options.refine_loss, top_k=5, kappa=2.0,
-                               sensitive=str(options.senscats) if options.senscats else None)
+    return attack_loss_by_name(name, top_k=5, kappa=2.0, sensitive=str(senscats) if senscats else None)
 
 
 def _set_enhancement(protector: nn.Module, options: ProtectOptions) -> None:
-    """--enhance off drops the trained edit; --enhance-strength blends it with the photo."""
+    """--enhance off drops the trained edit; --enhance-strength blends it with the photo;
+    --appeal-steps refines it per photo (:mod:`protector.appeal_steps`)."""
+    from protector.appeal_steps import resolve_steps, with_appeal_steps
+
     enhancer = getattr(protector, "enhancer", None)
+    steps = resolve_steps(options.appeal_steps, enhancer is not None and options.enhance != "off", options.nima)
     if enhancer is None:
         return
     if options.enhance == "off":
         protector.enhancer = None
     else:
         enhancer.strength = options.enhance_strength
+        if steps:
+            quality = options.quality if options.fmt == "jpeg" else None
+            protector.enhancer = with_appeal_steps(enhancer, steps, options.nima, quality)
 
 
 def _give_guide_model(protector: nn.Module, classifier: nn.Module | None) -> None:
@@ -338,23 +403,23 @@ def _give_guide_model(protector: nn.Module, classifier: nn.Module | None) -> Non
 
 def _predict(
     options: ProtectOptions,
+    settings: ProtectionSettings,
     plan: Plan,
     protector: nn.Module,
     classifier: nn.Module | None,
     writer: ProtectedImageWriter,
-    precision: str,
     nima: nn.Module | None,
     refine_loss: nn.Module,
 ) -> list[ManifestRow] | None:
-    refine_quality = options.quality if options.fmt == "jpeg" else None
-    predictor = ProtectPredictor(protector, classifier, options.tile_max_pixels, options.tile,
-                                 options.tile_overlap, options.tile_align, options.refine_steps, refine_quality,
-                                 refine_loss, nima)
+    refine_quality = settings.quality if settings.fmt == "jpeg" else None
+    predictor = ProtectPredictor(protector, classifier, *settings.tiling, settings.refine_steps, refine_quality,
+                                 refine_loss, nima, VIEW_SETS[settings.views], settings.views_per_step,
+                                 settings.working_side)
     workers = default_workers() if options.num_workers is None else options.num_workers
     datamodule = ProtectionDataModule(plan, options.batch_size, options.max_batch_pixels, workers,
                                    options.min_side, options.max_pixels, options.overwrite)
     with _quiet_lightning():
-        return _run_trainer(options, predictor, datamodule, writer, precision)
+        return _run_trainer(options, predictor, datamodule, writer, settings.precision)
 
 
 @contextlib.contextmanager
@@ -387,7 +452,7 @@ def _run_trainer(options: ProtectOptions, predictor: ProtectPredictor, datamodul
         # op without a deterministic kernel from stopping a run.
         deterministic="warn",
         # Refinement takes input gradients, which inference mode forbids.
-        inference_mode=not options.refine_steps,
+        inference_mode=not predictor.refine_steps,
         # The batch sampler shards by rank itself: no Lightning sampler, no padding
         # (a padded duplicate would write a file twice).
         use_distributed_sampler=False,

@@ -8,6 +8,12 @@ from pathlib import Path
 from protector.protect.manifest import ManifestRow
 
 
+def _short_name(category: str) -> str:
+    """'/b/bedroom' -> 'bedroom', '/f/field/wild' -> 'field/wild'."""
+    parts = category.strip("/").split("/")
+    return "/".join(parts[1:]) if len(parts) > 1 and len(parts[0]) == 1 else category
+
+
 @dataclass
 class RunSummary:
     """Outcome of a protection run.
@@ -33,6 +39,11 @@ class RunSummary:
         nima_before, nima_after: mean NIMA score of the inputs and of their written files,
             over the photos measured both ways (``--nima``), else None.
         nima_measured: how many photos those means cover.
+        changed: (clean name, protected name) of every photo the classifier read both ways,
+            clean first: the scene it saw before and after (names, or ``class N``).
+        less_protected: photos whose manifest ``note`` says they got less protection.
+        output: the folder of protected files.
+        views: what the protection was computed for (``shared``/``as-is``), None if unknown.
     """
 
     written: int
@@ -52,6 +63,10 @@ class RunSummary:
     nima_before: float | None = None
     nima_after: float | None = None
     nima_measured: int = 0
+    changed: list[tuple[str, str]] = field(default_factory=list)
+    less_protected: int = 0
+    output: Path | None = None
+    views: str | None = None
 
     @property
     def images_per_second(self) -> float:
@@ -73,14 +88,45 @@ class RunSummary:
             nima_before=sum(b for b, _ in scored) / len(scored) if scored else None,
             nima_after=sum(a for _, a in scored) / len(scored) if scored else None,
             nima_measured=len(scored),
+            changed=[(r.clean_top1_name or f"class {r.clean_top1}", r.protected_top1_name or f"class {r.protected_top1}")
+                     for r in rows if r.clean_top1 is not None and r.protected_top1 is not None],
+            less_protected=sum(bool(r.note) for r in rows),
             **extra,
         )
 
     def format(self) -> str:
-        """Multi-line text for the terminal."""
+        """Multi-line text for the terminal: plain words first, then the details."""
+        done = self.written + self.skipped
+        per_photo = f", {self.seconds / self.written:.1f} s per photo" if self.written else ""
+        where = f" into {self.output}" if self.output is not None else ""
+        lines = [f"Protected {done} photo(s){where} ({self.written} now, {self.skipped} already there, "
+                 f"{self.failed} failed{per_photo})."]
+        if self.changed:
+            moved = [(before, after) for before, after in self.changed if before != after]
+            lines.append(f"The scene classifier now reads {len(moved)} of {len(self.changed)} photo(s) as another "
+                         "scene (re-read from the saved files):")
+            shown = [f"{_short_name(before)} -> {_short_name(after)}" for before, after in moved[:5]]
+            if shown:
+                lines.append("  " + ", ".join(shown) + (", ..." if len(moved) > 5 else ""))
+        if self.eps_8bit is not None:
+            measured = "" if self.max_delta_8bit is None or self.max_delta_8bit <= round(self.eps_8bit) else (
+                f" (the saved files differ by up to {self.max_delta_8bit} levels: the compression's own error, "
+                "as in any re-saved JPEG)")
+            lines.append(f"Each pixel was moved at most {self.eps_8bit:.3g} of 255 levels before saving{measured}.")
+        if self.views == "shared":
+            lines.append("Computed for the attack model seeing the file resized to 224..512 px, "
+                         "centre-cropped, or re-encoded by a platform (and as it is, up to 512 px on the shorter "
+                         "side); not every view of every photo is fooled (BENCHMARKS.md, \"Views\"), and other "
+                         "classifiers are not promised.")
+        elif self.views == "as-is":
+            lines.append("Protected for a classifier that sees the file exactly as saved (not resized).")
+        lines.append("Removed from every file: EXIF (GPS, camera, dates), XMP, IPTC, comments, ICC profile.")
+        if self.less_protected:
+            lines.append(f"Less protection than the others: {self.less_protected} photo(s) (the manifest's note says why).")
         budget = f" (budget {self.eps_8bit:.3g}; JPEG adds its own error)" if self.eps_8bit is not None else ""
         delta = "n/a" if self.max_delta_8bit is None else f"{self.max_delta_8bit} levels{budget}"
-        lines = [
+        lines += [
+            "",
             f"written: {self.written}   skipped (already there): {self.skipped}   failed: {self.failed}",
             f"max |delta| on the saved files: {delta}",
             f"NaN values: {self.nan_count}",

@@ -90,6 +90,11 @@ class ProtectedImageWriter(BasePredictionWriter):
             if clean_logits is not None:
                 row.clean_top1 = int(clean_logits[k].argmax())
                 row.clean_top1_name = self._name(row.clean_top1)
+                height, width = pl_module.working_size(*batch["image"].shape[-2:])
+                row.classified_at = f"{width}x{height}"
+            if prediction.get("refine_skipped") and batch["write"][k]:
+                row.note = (f"refine steps skipped: larger than --tile-max-pixels ({pl_module.tile_max_pixels}) "
+                            "under --views as-is")
             if nima_original is not None:
                 row.nima_original = round(float(nima_original[k]), 4)
             clean = to_uint8(batch["image"][k])  # (H, W, 3): exactly the decoded input
