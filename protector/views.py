@@ -239,7 +239,6 @@ def carry_to_full_size(delta: torch.Tensor, size: tuple[int, int]) -> torch.Tens
     return F.interpolate(delta, size=size, mode="bilinear", align_corners=False)
 
 
-
 def render_view(pixels: np.ndarray, view: View) -> np.ndarray:
     """What a classifier really gets from a decoded file under ``view``: PIL's resizes and a
     real JPEG re-encode (libjpeg, 4:2:0), not the differentiable stand-ins; (H, W, 3) uint8 in and out."""

@@ -151,3 +151,15 @@ def test_refine_over_views_protects_the_resized_photo_better_than_refine_as_is(s
                 after = model(seen).softmax(1)
             drop[views] += float(clean_small[0, label_small] - after[0, label_small])
     assert drop["shared"] > 1.5 * max(drop["as-is"], 0.01)
+
+
+def test_training_sees_the_drawn_view_and_passes_its_gradient() -> None:
+    from protector.robust import Robustifier
+
+    always_cropped = ViewSampler(as_is_prob=0.0, shorter_sides=(32, 32), crop_prob=1.0, upload_prob=0.0)
+    robust = Robustifier(jpeg_prob=0.0, views=always_cropped)
+    x = torch.rand(2, 3, 48, 64, requires_grad=True)
+    seen = robust(x)
+    assert seen.shape == (2, 3, 32, 32)
+    seen.sum().backward()
+    assert float(x.grad.abs().sum()) > 0
