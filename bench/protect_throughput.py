@@ -49,7 +49,7 @@ from protector.classifier_spec import build_classifier
 from protector.classifiers import FrozenClassifier, Places365Classifier
 from protector.evaluation.baselines import baseline_attack, baseline_spec
 from protector.export import load_protector, save_protector
-from protector.generator import UNetGenerator
+from protector.generator import BoundedProtector, UNetGenerator
 from protector.images import IMAGE_EXTENSIONS, encode_photo, read_photo, to_tensor, to_uint8, write_atomic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -174,7 +174,7 @@ def main() -> None:
 
     if args.protector is None:
         args.protector = args.out.parent / "untrained_protector.pt"
-        save_protector(args.protector, UNetGenerator(), EPS, meta={"note": "untrained, for timing only"})
+        save_protector(args.protector, BoundedProtector(UNetGenerator(), EPS), {"note": "untrained, for timing only"})
         print(f"no --protector: saved an untrained UNetGenerator() (eps 2/255) to {args.protector}")
     protector = load_protector(args.protector)
     classifier_args = []

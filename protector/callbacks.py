@@ -15,6 +15,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, Timer
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from protector.export import save_protector
+from protector.generator import BoundedProtector
 
 
 class ExportProtector(Callback):
@@ -56,7 +57,7 @@ class ExportProtector(Callback):
             "hparams": _plain(dict(pl_module.hparams)),
         }
         enhancer = trained["enhancer"].eval() if "enhancer" in trained else None
-        save_protector(path, trained["generator"].eval(), float(pl_module.eps), meta=meta, enhancer=enhancer)
+        save_protector(path, BoundedProtector(trained["generator"].eval(), float(pl_module.eps), enhancer=enhancer), meta)
         self.last_path = path
         rank_zero_info(f"protector written to {path} (from {source})")
 

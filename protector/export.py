@@ -42,42 +42,39 @@ class ProtectorFileError(ValueError):
     """A protector file is missing, corrupt, or not a protector file; the message names the file."""
 
 
-def save_protector(
-    path: str | Path,
-    generator: nn.Module,
-    eps: float,
-    generator_init: dict[str, Any] | None = None,
-    meta: dict[str, Any] | None = None,
-    enhancer: nn.Module | None = None,
-) -> Path:
-    """Write the generator's weights and the settings to rebuild it, atomically.
+def save_protector(path: str | Path, protector: BoundedProtector, meta: dict[str, Any] | None = None) -> Path:
+    """Write the protector's generator weights, budget and enhancer, and the settings to rebuild
+    them, atomically; :func:`load_protector` reads it back.
 
     Args:
         path: output file, usually ``<run>/protector.pt``; replaced if it exists.
-        generator: a generator whose class is in ``GENERATOR_CLASSES``.
-        eps: L-inf budget as a fraction of the [0, 1] range.
-        generator_init: constructor arguments; default ``generator.config``.
-        meta: provenance (plain numbers/strings/lists/dicts), stored as is.
-        enhancer: the appeal stage (a class in ``ENHANCER_CLASSES``), or None.
+        protector: a :class:`BoundedProtector` whose generator's class is in ``GENERATOR_CLASSES``
+            (rebuilt from its ``config``) and whose enhancer, if any, is in ``ENHANCER_CLASSES``.
+            Its attack model is not saved: a guided protector is given one when it protects.
+        meta: provenance (plain numbers/strings/lists/dicts), stored as is; the loaded
+            protector's ``meta``.
 
     Returns:
         The path written.
     """
-    eps = check_eps(eps)
+    if not isinstance(protector, BoundedProtector):
+        raise TypeError(
+            f"save_protector(path, protector, meta) takes a BoundedProtector, got a {type(protector).__qualname__} "
+            "(a generator is saved as BoundedProtector(generator, eps))"
+        )
+    generator, enhancer = protector.generator, protector.enhancer
     class_name = type(generator).__name__
     if GENERATOR_CLASSES.get(class_name) is not type(generator):
         raise TypeError(
             f"cannot export a {type(generator).__qualname__}: protector files hold one of "
             f"{sorted(GENERATOR_CLASSES)} (add the class to protector.export.GENERATOR_CLASSES)"
         )
-    if generator_init is None:
-        generator_init = dict(getattr(generator, "config", {}))
     payload = {
         "format": FORMAT_TAG,
         "version": FORMAT_VERSION,
         "generator_class": class_name,
-        "generator_init": dict(generator_init),
-        "eps": eps,
+        "generator_init": dict(generator.config),
+        "eps": check_eps(protector.eps),
         "state_dict": _cpu_state(generator),
         "meta": dict(meta or {}),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -226,6 +227,27 @@ def default_protector(eps: float | None = None) -> BoundedProtector:
     return BoundedProtector(NoGenerator(), DEFAULT_EPS if eps is None else eps)
 
 
+@dataclass(frozen=True)
+class GeneratorKind:
+    """What protecting asks of a generator: whether it takes a guide, how many, through what
+    JPEG, and its bound (:class:`UNetGenerator` documents each)."""
+
+    guided: bool = False
+    queries: int = 0
+    guide_jpeg_quality: int | None = None
+    bound: Bound = "tanh"
+
+    @classmethod
+    def of(cls, generator: nn.Module) -> GeneratorKind:
+        """The kind of ``generator``. Any network mapping a photo to a raw map may be a generator
+        (``model.generator`` takes a class path): one without these attributes is a pure,
+        tanh-bounded one. The one place a generator is asked for them."""
+        guided = bool(getattr(generator, "guided", False))
+        return cls(guided=guided, queries=getattr(generator, "queries", 0) if guided else 0,
+                   guide_jpeg_quality=getattr(generator, "guide_jpeg_quality", None),
+                   bound=getattr(generator, "bound", "tanh"))
+
+
 def protect_batch(
     generator: nn.Module, x: torch.Tensor, eps: float, classifier: nn.Module | None, label: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -235,23 +257,22 @@ def protect_batch(
     prediction on ``x``); a two-query one then runs again, also seeing the gradient at its
     own first output for the same label.
     """
-    bound = getattr(generator, "bound", "tanh")
-    queries = getattr(generator, "queries", 0) if getattr(generator, "guided", False) else 0
-    if queries == 0:
-        return apply_budget(x, generator(x), eps, bound)
+    kind = GeneratorKind.of(generator)
+    if kind.queries == 0:
+        return apply_budget(x, generator(x), eps, kind.bound)
     require_classifier(generator, classifier)
-    quality = getattr(generator, "guide_jpeg_quality", None)
+    quality = kind.guide_jpeg_quality
     guide, label = gradient_and_label(classifier, x, label, jpeg_quality=quality)
-    x_adv = apply_budget(x, generator(x, guide), eps, bound)
-    if queries == 2:
+    x_adv = apply_budget(x, generator(x, guide), eps, kind.bound)
+    if kind.queries == 2:
         second, _ = gradient_and_label(classifier, x_adv, label, jpeg_quality=quality)
-        x_adv = apply_budget(x, generator(x, guide, second), eps, bound)
+        x_adv = apply_budget(x, generator(x, guide, second), eps, kind.bound)
     return x_adv
 
 
 def require_classifier(generator: nn.Module, classifier: nn.Module | None) -> None:
     """Refuse a gradient-guided generator without the attack model its guide comes from."""
-    if getattr(generator, "guided", False) and classifier is None:
+    if GeneratorKind.of(generator).guided and classifier is None:
         raise ValueError(
             "this protector is gradient-guided (trained with generator guided: true): it needs the attack model "
             "it was trained against; pass --classifier (e.g. --classifier resnet50)"
@@ -316,7 +337,8 @@ def check_eps(eps: float) -> float:
 
 
 class BoundedProtector(nn.Module):
-    r"""Generator plus budget: the one owner of "protect a photo".
+    r"""Generator plus budget: the one owner of "protect a photo"; a
+    :class:`~protector.protector_protocol.Protector`.
 
     Contract: ``|forward(x) - reference(x)| <= eps`` elementwise, output in [0, 1], float32.
     ``reference(x)`` is the photo the budget is measured from: the photo the user publishes,
@@ -359,7 +381,7 @@ class BoundedProtector(nn.Module):
 
     @property
     def guided(self) -> bool:
-        return bool(getattr(self.generator, "guided", False))
+        return GeneratorKind.of(self.generator).guided
 
     def attach_classifier(self, classifier: nn.Module | None) -> None:
         """Give a guided protector its attack model (kept if one is attached); refuse without one."""
@@ -381,7 +403,7 @@ class BoundedProtector(nn.Module):
         if self.enhancer is None or not self.guided:
             return None
         require_classifier(self.generator, self.classifier)
-        quality = getattr(self.generator, "guide_jpeg_quality", None)
+        quality = GeneratorKind.of(self.generator).guide_jpeg_quality
         if logits is not None and quality is None:
             return logits.argmax(dim=1)
         return predicted_label(self.classifier, x, jpeg_quality=quality)

@@ -28,7 +28,9 @@ from protector.losses import (
 )
 from protector.robust import Robustifier
 from protector.settings import check_quality
-from protector.views import ViewSampler
+
+# (k, kappa) of the losses the short names stand for (``loss: topk`` is TopKMargin(5, 1.0)).
+SHORT_NAME_MARGINS = (5, 1.0)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -51,28 +53,23 @@ class ProtectorModule(LightningModule):
         generator: network returning a raw map the shape of its input (``UNetGenerator``).
         classifier: RGB [0, 1] in, logits out; frozen here.
         eps: L-inf budget, fraction of the [0, 1] range (2/255 = two 8-bit levels).
-        loss: an :class:`~protector.losses.AttackLoss` (e.g. ``TopKMargin(k, kappa)`` by
-            ``class_path``), or its short name: ``"margin"`` (push the label out of the top-1),
-            ``"topk"`` (out of the top-k), ``"ce"`` (raise its cross-entropy) or
-            ``"relativistic"`` (CDA's relativistic cross-entropy against the clean photo's
-            logits; one more classifier forward a step) or ``"sensitive_safe"``
-            (:class:`~protector.losses.SensitiveSafe`: every class of ``sensitive_categories``
-            out of the top-k too; needs ``sensitive_categories``).
-        top_k: k for ``loss="topk"`` and ``loss="sensitive_safe"``.
-        kappa: margin in logit units beyond which a sample stops contributing (>= 0), for
-            the short names ``"margin"``, ``"topk"`` and ``"sensitive_safe"``.
+        loss: an :class:`~protector.losses.AttackLoss` by ``class_path``, its settings (k,
+            kappa) in its ``init_args``; a short name is an alias (:data:`SHORT_NAME_MARGINS`):
+            ``"margin"`` (``TopKMargin(1, 1.0)``, the label out of the top-1), ``"topk"``
+            (``TopKMargin(5, 1.0)``), ``"ce"`` (``UntargetedCE()``), ``"relativistic"`` (CDA's
+            relativistic cross-entropy against the clean photo's logits; one more classifier
+            forward a step) or ``"sensitive_safe"`` (``SensitiveSafe(sensitive_categories, 5,
+            1.0)``: every sensitive class out of the top 5 too).
         label_source: label to push away: ``"truth"`` (the dataset label; all must be known),
             ``"predicted"`` (the classifier's prediction on the clean photo) or ``"auto"``
             (the dataset label where known, the clean prediction where it is -1).
         sensitive_categories: path to ``MEPP18senscats.txt``; its classes get ``sensitive_weight``
             (and ``loss="sensitive_safe"`` keeps them out of the top-k).
         sensitive_weight: loss weight of samples whose label is sensitive (others weigh 1).
-        robust: train through :class:`~protector.robust.Robustifier`.
-        jpeg_quality: JPEG quality range of the training-time differentiable JPEG.
-        jpeg_prob: probability of the training-time JPEG per image.
-        resize_prob: probability of the training-time down-up resize per image.
-        views: train through the views a classifier sees a shared photo through, one drawn per
-            batch (:class:`~protector.views.ViewSampler`); None: the file as it is.
+        robust: train through ``robustifier`` (differentiable JPEG, 8-bit rounding, resize, views).
+        robustifier: a :class:`~protector.robust.Robustifier` by ``class_path``, its settings
+            (``jpeg_quality``, ``jpeg_prob``, ``resize_prob``, ``views``: the views a classifier
+            sees a shared photo through) in its ``init_args``; None: ``Robustifier()``.
         eval_jpeg_quality: quality of the real JPEG written in validation (1..100).
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
@@ -106,16 +103,11 @@ class ProtectorModule(LightningModule):
         classifier: nn.Module,
         eps: float = 2 / 255,
         loss: Union[LossName, AttackLoss] = "topk",
-        top_k: int = 5,
-        kappa: float = 1.0,
         label_source: Literal["truth", "predicted", "auto"] = "auto",
         sensitive_categories: str | None = None,
         sensitive_weight: float = 1.0,
         robust: bool = True,
-        jpeg_quality: tuple[int, int] = (70, 95),
-        jpeg_prob: float = 0.8,
-        resize_prob: float = 0.0,
-        views: ViewSampler | None = None,
+        robustifier: Robustifier | None = None,
         eval_jpeg_quality: int = 90,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -130,17 +122,14 @@ class ProtectorModule(LightningModule):
     ) -> None:
         super().__init__()
         # Networks are not hyperparameters (LightningCLI stores their config on its own).
-        # Loss objects neither: their class_path is in the CLI's config.
-        objects = [name for name, value in (("loss", loss), ("fidelity", fidelity)) if isinstance(value, nn.Module)]
+        # Loss and robustifier objects neither: their class_path is in the CLI's config.
+        objects = [name for name, value in (("loss", loss), ("fidelity", fidelity), ("robustifier", robustifier))
+                   if isinstance(value, nn.Module)]
         self.save_hyperparameters(ignore=["generator", "classifier", "enhancer", "appeal", *objects])
         from protector.classifiers import FrozenClassifier  # the classifiers module is heavy
 
         _check_choice("label_source", label_source, ("truth", "predicted", "auto"))
         _check_choice("scheduler", scheduler, ("cosine", "onecycle", "none"))
-        if loss == "topk" and top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        if kappa < 0:
-            raise ValueError(f"kappa must be >= 0 (a margin in logit units), got {kappa}")
         if sensitive_weight <= 0:
             raise ValueError(f"sensitive_weight must be > 0, got {sensitive_weight}")
         check_quality(eval_jpeg_quality, "eval_jpeg_quality")
@@ -164,12 +153,9 @@ class ProtectorModule(LightningModule):
         # "Protect a photo" (budget, reference photo, guide) has one owner. Kept out of the
         # module tree so checkpoint keys stay `generator.*`; it shares the modules above.
         self.__dict__["protector"] = BoundedProtector(generator, eps, self.classifier, enhancer)
-        self.robustifier = (
-            Robustifier(jpeg_quality=jpeg_quality, jpeg_prob=jpeg_prob, resize_prob=resize_prob, views=views)
-            if robust else None
-        )
+        self.robustifier = (robustifier if robustifier is not None else Robustifier()) if robust else None
         self.objective = (loss if isinstance(loss, AttackLoss)
-                          else attack_loss_by_name(loss, top_k, kappa, sensitive_categories))
+                          else attack_loss_by_name(loss, *SHORT_NAME_MARGINS, sensitive_categories))
         self.fidelity_term = fidelity if isinstance(fidelity, FidelityTerm) else fidelity_by_name(fidelity)
         self.label_source = label_source
         self.sensitive_ids = _read_sensitive_ids(sensitive_categories)

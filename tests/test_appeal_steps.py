@@ -176,8 +176,8 @@ def test_protect_refines_the_edit_per_photo_and_records_it(shared, tmp_path) -> 
     pixels = (to_tensor(np.asarray(Image.open(sorted(shared.path("standin/images").iterdir())[0]))) * 255)
     Image.fromarray(pixels.round().byte().permute(1, 2, 0).numpy()).save(folder / "p.png")
     torch.manual_seed(0)
-    path = save_protector(tmp_path / "appeal.pt", UNetGenerator(base_channels=8, depth=2), EPS,
-                          enhancer=trained_enhancer())
+    path = save_protector(tmp_path / "appeal.pt",
+                          BoundedProtector(UNetGenerator(base_channels=8, depth=2), EPS, enhancer=trained_enhancer()))
     options = ProtectOptions(output=tmp_path / "out", inputs=[folder], fmt="png", num_workers=0, progress=False,
                              appeal_steps=4, nima=nima)
     summary = protect(options, protector=load_protector(path))

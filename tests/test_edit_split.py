@@ -19,7 +19,7 @@ from protector.evaluation.edit_split import recorded_strength
 from protector.evaluation.report import write_report
 from protector.evaluation.run import evaluate
 from protector.export import save_protector
-from protector.generator import UNetGenerator
+from protector.generator import BoundedProtector, UNetGenerator
 from protector.images import read_photo, to_tensor, to_uint8
 
 EPS = 4 / 255
@@ -40,8 +40,9 @@ def appeal_case(tmp_path):
 
     case = build_hand_case(tmp_path)
     torch.manual_seed(0)
-    case["protector"] = save_protector(tmp_path / "appeal.pt", UNetGenerator(base_channels=8, depth=2), EPS,
-                                       enhancer=random_enhancer())
+    case["protector"] = save_protector(tmp_path / "appeal.pt",
+                                       BoundedProtector(UNetGenerator(base_channels=8, depth=2), EPS,
+                                                        enhancer=random_enhancer()))
     case["protected"] = tmp_path / "protected_by_appeal"
     protect(ProtectOptions(output=case["protected"], inputs=[case["originals"]], checkpoint=case["protector"],
                            fmt="png", run_code="hand", num_workers=0, progress=False, enhance_strength=0.5))
@@ -86,7 +87,7 @@ def test_report_shows_original_enhanced_protected_and_the_split(appeal_case):
 
 
 def test_without_an_enhancer_everything_stays_as_before(appeal_case, tmp_path):
-    plain = save_protector(tmp_path / "plain.pt", UNetGenerator(base_channels=8, depth=2), EPS)
+    plain = save_protector(tmp_path / "plain.pt", BoundedProtector(UNetGenerator(base_channels=8, depth=2), EPS))
     for options in (hand_options(appeal_case, gallery=1), hand_options(appeal_case, protector=plain, gallery=1)):
         evaluation = evaluate(options)
         assert evaluation.edit is None and evaluation.settings["edit"] is None
@@ -97,8 +98,9 @@ def test_without_an_enhancer_everything_stays_as_before(appeal_case, tmp_path):
 
 
 def test_another_protector_than_the_recorded_one_is_a_warning(appeal_case, tmp_path):
-    other = save_protector(tmp_path / "other.pt", UNetGenerator(base_channels=8, depth=2), EPS,
-                           enhancer=random_enhancer(seed=1))
+    other = save_protector(tmp_path / "other.pt",
+                           BoundedProtector(UNetGenerator(base_channels=8, depth=2), EPS,
+                                            enhancer=random_enhancer(seed=1)))
     evaluation = evaluate(hand_options(appeal_case, protector=other, gallery=0))
     assert any("is not the protector protect-run.json says made the files" in w
                for w in evaluation.settings["warnings"])

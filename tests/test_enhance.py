@@ -77,8 +77,9 @@ def test_max_shift_bounds_how_far_any_level_moves(max_shift, tmp_path) -> None:
         curves = bounded.curves(x)
         assert torch.all(curves[..., 1:] >= curves[..., :-1])  # still monotone, black and white kept
         assert (bounded(x) - x).abs().max() <= max_shift + 0.5 / 255  # + rounding to 8 bits
-    loaded = load_protector(save_protector(tmp_path / "p.pt", UNetGenerator(base_channels=8, depth=2), EPS,
-                                           enhancer=bounded))
+    loaded = load_protector(save_protector(tmp_path / "p.pt",
+                                           BoundedProtector(UNetGenerator(base_channels=8, depth=2), EPS,
+                                                            enhancer=bounded)))
     assert loaded.enhancer.max_shift == max_shift
     with pytest.raises(ValueError, match="max_shift"):
         ToneCurveEnhancer(max_shift=0.0)
@@ -99,8 +100,9 @@ def test_colour_shift_ties_the_channels_to_one_tone_curve(tmp_path) -> None:
     assert (curves - identity).abs().max() <= 0.2 + 0.03 + 1e-6
     spread = (curves[:, :, None] - curves[:, None]).abs().max()  # ...the channels stay together
     assert 0 < spread <= 2 * 0.03 + 1e-6
-    loaded = load_protector(save_protector(tmp_path / "p.pt", UNetGenerator(base_channels=8, depth=2), EPS,
-                                           enhancer=enhancer))
+    loaded = load_protector(save_protector(tmp_path / "p.pt",
+                                           BoundedProtector(UNetGenerator(base_channels=8, depth=2), EPS,
+                                                            enhancer=enhancer)))
     with torch.no_grad():
         assert torch.equal(loaded.enhancer(x), enhancer(x))
     with pytest.raises(ValueError, match="colour_shift"):
@@ -123,8 +125,9 @@ def test_saturation_is_bounded_keeps_greys_and_travels_in_the_file(tmp_path) -> 
         enhancer.strength = 0.0
         assert torch.equal(enhancer(x), x)
     enhancer.strength = 1.0
-    loaded = load_protector(save_protector(tmp_path / "p.pt", UNetGenerator(base_channels=8, depth=2), EPS,
-                                           enhancer=enhancer))
+    loaded = load_protector(save_protector(tmp_path / "p.pt",
+                                           BoundedProtector(UNetGenerator(base_channels=8, depth=2), EPS,
+                                                            enhancer=enhancer)))
     with torch.no_grad():
         assert torch.equal(loaded.enhancer(x), enhancer(x))
     with pytest.raises(ValueError, match="saturation"):
@@ -172,7 +175,7 @@ def test_enhancer_travels_in_the_protector_file(tmp_path) -> None:
     generator = UNetGenerator(base_channels=8, depth=2)
     enhancer = trained_enhancer()
     enhancer.strength = 0.5  # a protect-time setting: the file keeps the trained curves
-    path = save_protector(tmp_path / "appeal.pt", generator, EPS, enhancer=enhancer)
+    path = save_protector(tmp_path / "appeal.pt", BoundedProtector(generator, EPS, enhancer=enhancer))
     loaded = load_protector(path)
     assert isinstance(loaded.enhancer, ToneCurveEnhancer) and loaded.enhancer.strength == 1.0
     x = torch.rand(1, 3, 40, 56)
@@ -180,7 +183,7 @@ def test_enhancer_travels_in_the_protector_file(tmp_path) -> None:
     with torch.no_grad():
         assert torch.equal(loaded.reference(x), enhancer(x))
         assert torch.equal(loaded(x), BoundedProtector(generator.eval(), EPS, enhancer=enhancer)(x))
-    plain = load_protector(save_protector(tmp_path / "plain.pt", generator, EPS))
+    plain = load_protector(save_protector(tmp_path / "plain.pt", BoundedProtector(generator, EPS)))
     assert plain.enhancer is None
     payload = torch.load(path, weights_only=True)
     del payload["enhancer"]
@@ -284,7 +287,8 @@ def test_protect_applies_the_trained_edit_unless_told_otherwise(tmp_path, enhanc
     folder.mkdir()
     Image.fromarray((np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)).save(folder / "p.png")
     torch.manual_seed(0)
-    path = save_protector(tmp_path / "appeal.pt", UNetGenerator(base_channels=8, depth=2), EPS, enhancer=trained_enhancer())
+    path = save_protector(tmp_path / "appeal.pt",
+                          BoundedProtector(UNetGenerator(base_channels=8, depth=2), EPS, enhancer=trained_enhancer()))
     options = ProtectOptions(output=tmp_path / "out", inputs=[folder], fmt="png", num_workers=0, progress=False,
                              enhance=enhance, enhance_strength=strength)
     summary = protect(options, protector=load_protector(path))

@@ -318,13 +318,14 @@ def test_brisque_scores_a_degraded_photo_worse(shared) -> None:
 
 def test_files_the_run_record_does_not_account_for_are_not_scored(tmp_path):
     from protector.export import save_protector
-    from protector.generator import UNetGenerator
+    from protector.generator import BoundedProtector, UNetGenerator
     from protector.paths import sha256_file
     from protector.protect import ProtectOptions, protect
 
     case = build_hand_case(tmp_path)
     torch.manual_seed(0)
-    protector_file = save_protector(tmp_path / "protector.pt", UNetGenerator(base_channels=8, depth=2), 4 / 255)
+    protector_file = save_protector(tmp_path / "protector.pt",
+                                    BoundedProtector(UNetGenerator(base_channels=8, depth=2), 4 / 255))
     protected = tmp_path / "protected_by_protector"
     protect(ProtectOptions(output=protected, inputs=[case["originals"]], checkpoint=protector_file, fmt="png",
                            run_code="hand", num_workers=0, progress=False))

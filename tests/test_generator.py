@@ -80,7 +80,8 @@ def test_export_roundtrip_identical_outputs(tmp_path, generator: UNetGenerator) 
     generator(torch.rand(4, 3, 32, 32))  # non-default BatchNorm statistics
     generator.eval()
     expected = BoundedProtector(generator, 2 / 255)(x)
-    path = save_protector(tmp_path / "protector.pt", generator, 2 / 255, meta={"note": "test", "score": 0.5})
+    path = save_protector(tmp_path / "protector.pt",
+                          BoundedProtector(generator, 2 / 255), {"note": "test", "score": 0.5})
     payload = torch.load(path, weights_only=True)  # the file is plain data
     assert payload["format"] == "protector" and payload["version"] == 1
     loaded = load_protector(path)
@@ -91,7 +92,7 @@ def test_export_roundtrip_identical_outputs(tmp_path, generator: UNetGenerator) 
 
 
 def test_export_is_small(tmp_path) -> None:
-    path = save_protector(tmp_path / "p.pt", UNetGenerator(), 2 / 255)
+    path = save_protector(tmp_path / "p.pt", BoundedProtector(UNetGenerator(), 2 / 255))
     assert path.stat().st_size < 2_000_000  # a few hundred thousand float32 weights
 
 
@@ -113,7 +114,7 @@ def test_load_corrupt_file_gives_clear_error(tmp_path, content: bytes) -> None:
 
 
 def test_load_truncated_file(tmp_path, generator: UNetGenerator) -> None:
-    path = save_protector(tmp_path / "p.pt", generator, 2 / 255)
+    path = save_protector(tmp_path / "p.pt", BoundedProtector(generator, 2 / 255))
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ProtectorFileError, match="p.pt"):
@@ -125,7 +126,7 @@ def test_load_refuses_foreign_and_wrong_version_files(tmp_path, generator: UNetG
     torch.save({"state_dict": generator.state_dict()}, other)
     with pytest.raises(ProtectorFileError, match="format tag"):
         load_protector(other)
-    path = save_protector(tmp_path / "p.pt", generator, 2 / 255)
+    path = save_protector(tmp_path / "p.pt", BoundedProtector(generator, 2 / 255))
     payload = read_protector_file(path)
     payload["version"] = 99
     torch.save(payload, path)
@@ -139,7 +140,10 @@ def test_load_refuses_foreign_and_wrong_version_files(tmp_path, generator: UNetG
 
 
 def test_load_refuses_weights_that_do_not_fit(tmp_path, generator: UNetGenerator) -> None:
-    path = save_protector(tmp_path / "p.pt", generator, 2 / 255, generator_init={"base_channels": 16, "depth": 3})
+    path = save_protector(tmp_path / "p.pt", BoundedProtector(generator, 2 / 255))
+    payload = read_protector_file(path)
+    payload["generator_init"] = {"base_channels": 16, "depth": 3}
+    torch.save(payload, path)
     with pytest.raises(ProtectorFileError, match="do not match"):
         load_protector(path)
 
@@ -153,7 +157,21 @@ def test_load_refuses_pickled_code(tmp_path) -> None:
 
 def test_save_refuses_unknown_generator_class(tmp_path) -> None:
     with pytest.raises(TypeError, match="cannot export"):
-        save_protector(tmp_path / "p.pt", torch.nn.Conv2d(3, 3, 1), 2 / 255)
+        save_protector(tmp_path / "p.pt", BoundedProtector(torch.nn.Conv2d(3, 3, 1), 2 / 255))
+
+
+def test_save_mirrors_load(tmp_path, generator: UNetGenerator) -> None:
+    # save_protector(path, protector, meta) takes what load_protector(path) gives back: saving a
+    # loaded protector with its meta writes the same file.
+    first = save_protector(tmp_path / "first.pt", BoundedProtector(generator, 3 / 255), {"note": "round trip"})
+    loaded = load_protector(first)
+    second = save_protector(tmp_path / "second.pt", loaded, loaded.meta)
+    assert second.read_bytes() == first.read_bytes()
+
+
+def test_save_refuses_a_bare_generator_naming_the_signature(tmp_path, generator: UNetGenerator) -> None:
+    with pytest.raises(TypeError, match=r"save_protector\(path, protector, meta\) takes a BoundedProtector"):
+        save_protector(tmp_path / "p.pt", generator, 2 / 255)
 
 
 def test_clamp_bound_uses_the_whole_budget_at_a_finite_output_and_exports(tmp_path) -> None:
@@ -170,7 +188,7 @@ def test_clamp_bound_uses_the_whole_budget_at_a_finite_output_and_exports(tmp_pa
 
     torch.manual_seed(0)
     generator = UNetGenerator(base_channels=8, depth=2, bound="clamp").eval()
-    loaded = load_protector(save_protector(tmp_path / "protector.pt", generator, eps))
+    loaded = load_protector(save_protector(tmp_path / "protector.pt", BoundedProtector(generator, eps)))
     photos = torch.rand(2, 3, 24, 24)
     assert loaded.generator.bound == "clamp"
     assert torch.equal(loaded(photos), BoundedProtector(generator, eps)(photos))

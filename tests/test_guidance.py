@@ -76,7 +76,7 @@ def test_guided_export_roundtrip(tmp_path, tiny_classifier, photos) -> None:
     generator = UNetGenerator(base_channels=8, depth=2, guided=True).eval()
     with torch.no_grad():
         generator.guide_gain.fill_(4.0)  # a trained value, not the initial one
-    path = save_protector(tmp_path / "protector.pt", generator, 2 / 255)
+    path = save_protector(tmp_path / "protector.pt", BoundedProtector(generator, 2 / 255))
     loaded = load_protector(path)
     assert loaded.guided and loaded.classifier is None
     loaded.classifier = tiny_classifier
@@ -96,7 +96,7 @@ def test_two_query_generator_starts_at_a_soft_two_step_attack_and_exports(tmp_pa
     }
     # The second query starts from the first output and climbs the loss further.
     assert loss["two"] > loss["one"], loss
-    path = save_protector(tmp_path / "protector.pt", two, 2 / 255)
+    path = save_protector(tmp_path / "protector.pt", BoundedProtector(two, 2 / 255))
     loaded = load_protector(path)
     loaded.classifier = tiny_classifier
     assert loaded.generator.queries == 2

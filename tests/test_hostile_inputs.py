@@ -27,7 +27,7 @@ from protector.cli import main
 from protector.commands.train import run_lightning_cli
 from protector.data.criteria import PrivacyCriteriaError, read_privacy_criteria
 from protector.export import ProtectorFileError, load_protector, save_protector
-from protector.generator import UNetGenerator
+from protector.generator import BoundedProtector, UNetGenerator
 from protector.images import ImageReadError, read_photo
 from protector.limits import MAX_PHOTO_BYTES
 from protector.nima import NIMAWeightsError, load_nima
@@ -100,7 +100,8 @@ def protect_case(tmp_path: Path) -> dict[str, Path]:
     Image.fromarray(photo(64, 48, 0)).save(photos / "a.jpg", quality=95)
     Image.fromarray(photo(56, 40, 1)).save(photos / "b.png")
     torch.manual_seed(0)
-    protector = save_protector(tmp_path / "run" / "protector.pt", UNetGenerator(base_channels=8, depth=2), 4 / 255)
+    protector = save_protector(tmp_path / "run" / "protector.pt",
+                               BoundedProtector(UNetGenerator(base_channels=8, depth=2), 4 / 255))
     models = tmp_path / "models"
     models.mkdir()
     (models / "tiny_hostile_net.py").write_text(TINY_NET)
@@ -357,7 +358,7 @@ def test_refused_command_keeps_results_a_rerun_refused_for_an_input_touches_noth
     fifo = case["tmp"] / "nima-fifo.hdf5"
     os.mkfifo(fifo)
     big = case["tmp"] / "big.pt"
-    save_protector(big, UNetGenerator(base_channels=8, depth=2), 1.0)
+    save_protector(big, BoundedProtector(UNetGenerator(base_channels=8, depth=2), 1.0))
     classify = ("--classifier", "tiny_hostile_net.TinyNet", "--classifier-path", str(case["models"]))
     extra = {
         "nima weights are an HTML page": ("--nima", str(html)),
@@ -488,7 +489,7 @@ def test_user_mistake_is_one_line_evaluate_criteria_fifo(protect_case, capsys) -
 
 
 def test_suspicious_input_is_refused_a_protector_with_a_huge_budget(protect_case, capsys) -> None:
-    big = save_protector(protect_case["tmp"] / "big.pt", UNetGenerator(base_channels=8, depth=2), 1.0)
+    big = save_protector(protect_case["tmp"] / "big.pt", BoundedProtector(UNetGenerator(base_channels=8, depth=2), 1.0))
     code, _, err = run_main(capsys, *protect_args(protect_case, "--checkpoint", str(big)))
     assert code == 2
     line = one_error_line(err)
@@ -501,7 +502,8 @@ def test_suspicious_input_is_refused_a_protector_with_a_huge_budget(protect_case
 
 
 def test_suspicious_input_is_refused_budgets_up_to_twice_the_measured_are_accepted(protect_case, capsys) -> None:
-    edge = save_protector(protect_case["tmp"] / "edge.pt", UNetGenerator(base_channels=8, depth=2), 16 / 255)
+    edge = save_protector(protect_case["tmp"] / "edge.pt",
+                          BoundedProtector(UNetGenerator(base_channels=8, depth=2), 16 / 255))
     code, out, _ = run_main(capsys, *protect_args(protect_case, "--checkpoint", str(edge)))
     assert code == 0 and "WARNING" not in out
     assert load_protector(edge).eps == pytest.approx(16 / 255)

@@ -19,7 +19,9 @@ from torch.utils.data import DataLoader, Dataset
 from protector.callbacks import ExportProtector
 from protector.export import load_protector
 from protector.generator import UNetGenerator
-from protector.module import NonFiniteLossError, ProtectorModule, jpeg_round_trip
+from protector.losses import SensitiveSafe, TopKMargin, UntargetedCE
+from protector.module import SHORT_NAME_MARGINS, NonFiniteLossError, ProtectorModule, jpeg_round_trip
+from protector.robust import Robustifier
 
 
 @pytest.fixture(autouse=True)
@@ -126,8 +128,8 @@ class RecordLoss(pl.Callback):
 def test_loss_falls_when_overfitting_one_batch(tmp_path, tiny_classifier) -> None:
     record = RecordLoss()
     module = make_module(
-        tiny_classifier, eps=8 / 255, lr=2e-2, robust=False, kappa=5.0, scheduler="none",
-        loss="margin", label_source="predicted",
+        tiny_classifier, eps=8 / 255, lr=2e-2, robust=False, scheduler="none",
+        loss=TopKMargin(1, 5.0), label_source="predicted",
     )
     make_trainer(tmp_path, max_epochs=15, callbacks=[record]).fit(module, loader(n=4, batch_size=4))
     losses = record.losses
@@ -158,8 +160,8 @@ def test_overfitting_real_photos_fools_the_standin(tmp_path, shared) -> None:
     images = torch.stack([to_tensor(read_photo(f).pixels)[:, 96:160, 96:160] for f in files])
     dataset = [{"image": image, "label": -1, "name": f.name} for image, f in zip(images, files)]
     record = RecordLoss()
-    module = make_module(classifier, eps=4 / 255, lr=5e-3, loss="margin", kappa=3.0, label_source="predicted",
-                         jpeg_quality=(90, 95), scheduler="none")
+    module = make_module(classifier, eps=4 / 255, lr=5e-3, loss=TopKMargin(1, 3.0), label_source="predicted",
+                         robustifier=Robustifier(jpeg_quality=(90, 95)), scheduler="none")
     batches = DataLoader(dataset, batch_size=4)
     make_trainer(tmp_path, max_epochs=25, callbacks=[record]).fit(module, batches)
     losses = record.losses
@@ -279,8 +281,8 @@ def test_train_crop_trains_on_windows_and_validates_whole_images(tmp_path, tiny_
 def test_sensitive_categories_weight_the_loss(tmp_path, tiny_classifier) -> None:
     senscats = tmp_path / "senscats.txt"
     senscats.write_text("\ufeff/b/bedroom 52 \n/b/bathroom 45\r\n", encoding="utf-8")
-    module = make_module(tiny_classifier, sensitive_categories=str(senscats), sensitive_weight=4.0, kappa=100.0,
-                         loss="margin")
+    module = make_module(tiny_classifier, sensitive_categories=str(senscats), sensitive_weight=4.0,
+                         loss=TopKMargin(1, 100.0))
     logits = torch.zeros(2, 365)
     logits[0, 52] = 3.0  # sensitive sample, margin 3
     logits[1, 10] = 1.0  # ordinary sample, margin 1
@@ -297,11 +299,13 @@ def test_sensitive_categories_from_the_real_list(shared, tiny_classifier) -> Non
     assert int((weights == 2.0).sum()) == 60 and int((weights == 1.0).sum()) == 305
 
 
-def test_sensitive_safe_short_name_keeps_the_sensitive_categories_out(tmp_path, tiny_classifier) -> None:
+def test_sensitive_safe_keeps_the_sensitive_categories_out(tmp_path, tiny_classifier) -> None:
     senscats = tmp_path / "senscats.txt"
     senscats.write_text("/b/bedroom 52\n/b/bathroom 45\n", encoding="utf-8")
-    module = make_module(tiny_classifier, loss="sensitive_safe", sensitive_categories=str(senscats), top_k=1,
-                         kappa=100.0)
+    alias = make_module(tiny_classifier, loss="sensitive_safe", sensitive_categories=str(senscats)).objective
+    assert isinstance(alias, SensitiveSafe) and alias.sensitive == (45, 52) and (alias.k, alias.kappa) == (5, 1.0)
+    module = make_module(tiny_classifier, loss=SensitiveSafe(str(senscats), k=1, kappa=100.0),
+                         sensitive_categories=str(senscats))
     assert module.objective.sensitive == (45, 52) and module.objective.k == 1
     logits = torch.zeros(1, 365)
     logits[0, 52], logits[0, 45], logits[0, 7] = 3.0, 2.0, 1.0  # bedroom, then bathroom, then class 7
@@ -317,11 +321,9 @@ def test_sensitive_safe_short_name_keeps_the_sensitive_categories_out(tmp_path, 
         ({"loss": "hinge"}, "loss"),
         ({"loss": "cw"}, "loss"),
         ({"label_source": "oracle"}, "label_source"),
-        ({"kappa": -1.0}, "kappa"),
         ({"eval_jpeg_quality": 0}, "eval_jpeg_quality"),
         ({"lr": 0.0}, "lr"),
         ({"sensitive_weight": 0.0}, "sensitive_weight"),
-        ({"jpeg_quality": (95, 70)}, "jpeg_quality"),
         ({"train_crop": 8}, "train_crop"),
         ({"loss": "sensitive_safe"}, "sensitive categories"),
     ],
@@ -329,6 +331,28 @@ def test_sensitive_safe_short_name_keeps_the_sensitive_categories_out(tmp_path, 
 def test_bad_arguments_raise_where_they_enter(tiny_classifier, kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         make_module(tiny_classifier, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("margin", TopKMargin(1, 1.0)), ("topk", TopKMargin(5, 1.0)), ("ce", UntargetedCE()),
+     ("relativistic", UntargetedCE(relativistic=True))],
+)
+def test_a_short_loss_name_is_an_alias_of_one_object(tiny_classifier, name: str, expected: nn.Module) -> None:
+    # The loss's settings live in the loss: a short name stands for the object with the defaults
+    # that were ProtectorModule's own (top_k 5, kappa 1.0).
+    assert SHORT_NAME_MARGINS == (5, 1.0)
+    objective = make_module(tiny_classifier, loss=name).objective
+    assert type(objective) is type(expected) and repr(objective) == repr(expected)
+
+
+def test_robustness_settings_are_one_robustifier_object(tiny_classifier) -> None:
+    default = make_module(tiny_classifier).robustifier
+    assert repr(default) == repr(Robustifier())  # jpeg_quality (70, 95), jpeg_prob 0.8, as before
+    given = Robustifier(jpeg_quality=(90, 95), jpeg_prob=0.5, resize_prob=0.2)
+    assert make_module(tiny_classifier, robustifier=given).robustifier is given
+    assert make_module(tiny_classifier, robust=False, robustifier=given).robustifier is None
+    assert "robustifier" not in make_module(tiny_classifier, robustifier=given).hparams  # its class_path is config
 
 
 def test_missing_senscats_file_is_named(tiny_classifier, tmp_path) -> None:
@@ -415,12 +439,14 @@ class RecordingLoss(nn.Module):
 
 
 def test_training_through_a_view_labels_the_clean_photo_under_that_view(tmp_path, tiny_classifier) -> None:
+    from protector.robust import Robustifier
     from protector.views import View, ViewSampler
 
     # Every draw resizes the 32 px photos to 16 px: the label a step pushes away from is the
     # clean prediction there, not on the photo as it is.
     module = make_module(tiny_classifier, label_source="predicted",
-                         views=ViewSampler(as_is_prob=0.0, shorter_sides=(16, 16), crop_prob=0.0, upload_prob=0.0))
+                         robustifier=Robustifier(views=ViewSampler(as_is_prob=0.0, shorter_sides=(16, 16),
+                                                                   crop_prob=0.0, upload_prob=0.0)))
     recorder = RecordingLoss()
     module.objective = recorder
     make_trainer(tmp_path, max_steps=1).fit(module, loader(4, batch_size=4))

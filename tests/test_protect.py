@@ -72,7 +72,8 @@ def save_image(path: Path, pixels: np.ndarray, **options) -> Path:
 @pytest.fixture
 def protector_file(tmp_path: Path) -> Path:
     torch.manual_seed(0)
-    return save_protector(tmp_path / "run" / "protector.pt", UNetGenerator(base_channels=8, depth=2), EPS)
+    return save_protector(tmp_path / "run" / "protector.pt",
+                          BoundedProtector(UNetGenerator(base_channels=8, depth=2), EPS))
 
 
 @pytest.fixture
@@ -496,7 +497,8 @@ def test_refine_needs_a_classifier(tmp_path, photo_dir):
 
 def test_guided_protector_needs_the_classifier_and_uses_its_gradient(tmp_path, photo_dir, tiny_net_dir):
     torch.manual_seed(0)
-    guided = save_protector(tmp_path / "guided.pt", UNetGenerator(base_channels=8, depth=2, guided=True), EPS)
+    guided = save_protector(tmp_path / "guided.pt",
+                            BoundedProtector(UNetGenerator(base_channels=8, depth=2, guided=True), EPS))
     refused = run_infer("--checkpoint", str(guided), "--input", str(photo_dir), "--output", str(tmp_path / "x"))
     # Without --classifier the guide is the task's attack model from the user cache: offline and
     # not cached, the run stops and says what to fetch.
@@ -508,7 +510,8 @@ def test_guided_protector_needs_the_classifier_and_uses_its_gradient(tmp_path, p
     for name, checkpoint in (("plain", None), ("guided", guided)):
         if checkpoint is None:
             torch.manual_seed(0)
-            checkpoint = save_protector(tmp_path / "plain.pt", UNetGenerator(base_channels=8, depth=2), EPS)
+            checkpoint = save_protector(tmp_path / "plain.pt",
+                                        BoundedProtector(UNetGenerator(base_channels=8, depth=2), EPS))
         result = run_infer("--checkpoint", str(checkpoint), "--input", str(photo_dir), "--output",
                            str(tmp_path / name), "--format", "png", "--classifier", "tiny_protect_net.TinyNet",
                            "--classifier-path", str(tiny_net_dir), "--num-workers", "0", "--no-progress")

@@ -116,7 +116,7 @@ def test_bad_files_fail_alone_with_clear_messages(tmp_path, messy_folder):
 
 
 def test_exit_code_reports_failures_unless_allowed(tmp_path, messy_folder, capsys):
-    save_protector(tmp_path / "protector.pt", make_protector().generator, EPS)
+    save_protector(tmp_path / "protector.pt", make_protector())
     parser = argparse.ArgumentParser()
     protect_command.add_arguments(parser)
     common = ["--checkpoint", str(tmp_path / "protector.pt"), "--input", str(messy_folder), "--num-workers", "0",
@@ -218,7 +218,8 @@ def forty_photos_and_a_protector(tmp_path: Path) -> tuple[Path, Path]:
     for i in range(40):
         Image.fromarray(photo(96, 64, i)).save(folder / f"img_{i:03d}.png")
     torch.manual_seed(0)
-    return folder, save_protector(tmp_path / "protector.pt", UNetGenerator(base_channels=16, depth=2), EPS)
+    return folder, save_protector(tmp_path / "protector.pt",
+                                  BoundedProtector(UNetGenerator(base_channels=16, depth=2), EPS))
 
 
 def signal_after_four_files(process: subprocess.Popen, out: Path, signum: int) -> None:
@@ -320,7 +321,8 @@ def protector_files(folder: Path) -> tuple[Path, Path]:
     files = []
     for seed in (0, 1):
         torch.manual_seed(seed)
-        files.append(save_protector(folder / f"protector_{seed}.pt", UNetGenerator(base_channels=8, depth=2), EPS))
+        files.append(save_protector(folder / f"protector_{seed}.pt",
+                                    BoundedProtector(UNetGenerator(base_channels=8, depth=2), EPS)))
     return files[0], files[1]
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from protector.cli import main
 from protector.export import save_protector
-from protector.generator import UNetGenerator
+from protector.generator import BoundedProtector, UNetGenerator
 from protector.images import read_photo
 from protector.protect.manifest import read_manifest
 
@@ -30,7 +30,7 @@ PLANTED = "PLANTED-SECRET owner Alice Example, iPhone 15 Pro"
 @pytest.fixture
 def protector_file(tmp_path: Path) -> Path:
     torch.manual_seed(0)
-    return save_protector(tmp_path / "protector.pt", UNetGenerator(base_channels=8, depth=2), EPS)
+    return save_protector(tmp_path / "protector.pt", BoundedProtector(UNetGenerator(base_channels=8, depth=2), EPS))
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from torch import nn
 from protector.cli import main
 from protector.data.lists import ListFormatError
 from protector.export import ProtectorFileError, load_protector, save_protector
-from protector.generator import UNetGenerator
+from protector.generator import BoundedProtector, UNetGenerator
 from protector.images import ImageReadError, read_photo
 from protector.nima import NIMAWeightsError, load_nima
 from protector.paths import sha256_file
@@ -128,7 +128,8 @@ def protect_args(checkpoint: Path, output: Path, *more: str) -> list[str]:
 @pytest.fixture(scope="module")
 def protector_file(tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    return save_protector(tmp_path_factory.mktemp("run") / "protector.pt", UNetGenerator(base_channels=8, depth=2), EPS)
+    return save_protector(tmp_path_factory.mktemp("run") / "protector.pt",
+                          BoundedProtector(UNetGenerator(base_channels=8, depth=2), EPS))
 
 
 # ============================================================ 1. bad inputs in one run
@@ -248,7 +249,8 @@ def test_allow_failures_exits_zero_and_still_lists_them(bad_run):
 
 def test_photo_smaller_than_the_generator_stride_is_protected_when_allowed(tmp_path):
     torch.manual_seed(0)
-    deep = save_protector(tmp_path / "deep.pt", UNetGenerator(base_channels=8, depth=6), EPS)  # stride 64
+    deep = save_protector(tmp_path / "deep.pt",
+                          BoundedProtector(UNetGenerator(base_channels=8, depth=6), EPS))  # stride 64
     folder = tmp_path / "in"
     folder.mkdir()
     sizes = {"one.png": (1, 1), "small.png": (3, 2), "thin.png": (5, 70)}

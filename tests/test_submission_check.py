@@ -12,7 +12,7 @@ from PIL import Image
 
 from protector.cli import main
 from protector.export import save_protector
-from protector.generator import UNetGenerator
+from protector.generator import BoundedProtector, UNetGenerator
 from test_protect import natural_photo
 
 NAMES = ["Places365_val_00015483.jpg", "Places365_val_00015605.jpg", "Places365_val_00015608.jpg"]
@@ -29,7 +29,8 @@ def submission(tmp_path_factory) -> tuple[Path, Path, Path]:
     test_list = root / "MEPP19test.csv"
     test_list.write_text("\n".join(NAMES) + "\n")
     torch.manual_seed(0)
-    protector = save_protector(root / "protector.pt", UNetGenerator(base_channels=8, depth=2, guided=False), 2 / 255)
+    protector = save_protector(root / "protector.pt",
+                               BoundedProtector(UNetGenerator(base_channels=8, depth=2, guided=False), 2 / 255))
     out = root / "submission"
     assert main(["protect", "--checkpoint", str(protector), "--list", str(test_list), "--images", str(images),
                  "--output", str(out), "--format", "jpeg", "--quality", "90", "--run-code", "rteam_base", "--zip",

@@ -140,6 +140,32 @@ def test_loss_is_an_object_given_by_class_path(standin) -> None:
     assert isinstance(cli.model.fidelity_term, SSIMFidelity)
 
 
+# ProtectorModule's arguments before the loss's margins and the robustifier's settings moved
+# into those objects: configs, flags and checkpoints that spell them so still work.
+OLD_MODEL_KEYS = {"loss": "topk", "top_k": 3, "kappa": 2.5, "robust": True, "jpeg_quality": [80, 90],
+                  "jpeg_prob": 0.5, "resize_prob": 0.2}
+
+
+def _built_as_the_old_keys_said(model) -> None:
+    assert isinstance(model.objective, TopKMargin) and (model.objective.k, model.objective.kappa) == (3, 2.5)
+    robustifier = model.robustifier
+    assert (robustifier.jpeg_quality, robustifier.jpeg_prob, robustifier.resize_prob) == ((80, 90), 0.5, 0.2)
+
+
+def test_old_model_keys_in_a_config_or_flags_still_work(standin, tmp_path) -> None:
+    old = tmp_path / "old.yaml"
+    old.write_text(yaml.safe_dump({"model": OLD_MODEL_KEYS}))
+    flags = [f"--model.{key}={value if key != 'jpeg_quality' else '[80, 90]'}" for key, value in OLD_MODEL_KEYS.items()]
+    for spelling in (["--config", str(old)], flags):
+        with pytest.warns(FutureWarning, match="model.top_k, model.kappa: deprecated"):
+            cli = cli_main(["--config", "configs/debug.yaml", *spelling, "--trainer.logger=false"], run=False)
+        _built_as_the_old_keys_said(cli.model)
+    with pytest.warns(FutureWarning, match="ignored with this loss"):
+        cli = cli_main(["--config", "configs/debug.yaml", "--model.loss", "ce", "--model.kappa", "3",
+                        "--trainer.logger=false"], run=False)
+    assert isinstance(cli.model.objective, UntargetedCE)  # as before: kappa never set the cross-entropy
+
+
 def test_bad_arguments_give_exit_codes(standin, capsys) -> None:
     assert run_lightning_cli(["fit", "--config", "configs/debug.yaml", "--model.eps", "2"]) == 1
     assert "eps must be in (0, 1]" in capsys.readouterr().err
@@ -251,6 +277,13 @@ def test_debug_fit_writes_protector_and_resumes(standin, tmp_path, one_thread) -
     assert resumed["global_step"] == 2 * steps_one_epoch
     assert resumed["epoch"] > last["epoch"]
     assert resumed["optimizer_states"][0]["state"]  # Adam moments were carried over
+    # A checkpoint written before the margins and robustness settings moved holds them as
+    # hyperparameters of the module; Lightning reads them back from a --ckpt_path file.
+    resumed["hyper_parameters"].update(OLD_MODEL_KEYS)
+    torch.save(resumed, tmp_path / "old.ckpt")
+    with pytest.warns(FutureWarning, match="model.jpeg_quality, model.jpeg_prob, model.resize_prob: deprecated"):
+        cli = cli_main(["validate", *common, "--ckpt_path", str(tmp_path / "old.ckpt")])
+    _built_as_the_old_keys_said(cli.model)
 
 
 @pytest.mark.slow

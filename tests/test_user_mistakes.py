@@ -19,7 +19,7 @@ import protector.images as images_module
 from protector.cli import SUBCOMMANDS, build_parser, main
 from protector.data.fetch import OfficialFile
 from protector.export import save_protector
-from protector.generator import UNetGenerator
+from protector.generator import BoundedProtector, UNetGenerator
 from protector.protect.manifest import read_manifest
 
 from photo_files import photo
@@ -115,7 +115,7 @@ def test_devices_lightning_accepts_still_parse(value, parsed):
 @pytest.fixture
 def protector_file(tmp_path: Path) -> Path:
     torch.manual_seed(0)
-    return save_protector(tmp_path / "protector.pt", UNetGenerator(base_channels=8, depth=2), EPS)
+    return save_protector(tmp_path / "protector.pt", BoundedProtector(UNetGenerator(base_channels=8, depth=2), EPS))
 
 
 @pytest.fixture

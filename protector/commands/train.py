@@ -18,6 +18,7 @@ import argparse
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -35,6 +36,7 @@ from protector.data.training import TrainingDataModule
 from protector.limits import MAX_WEIGHTS_BYTES
 from protector.paths import NotAFileError, regular_file_size
 from protector.module import NonFiniteLossError, ProtectorModule
+from protector.old_model_keys import add_old_model_keys, move_old_model_keys
 
 SUBCOMMANDS = ("fit", "validate")  # no test_step: validation is the held-out measurement
 
@@ -49,6 +51,9 @@ class ProtectorCLI(LightningCLI):
     - ``progress.*``: :class:`~protector.callbacks.TrainingProgress`, plain progress lines
       (steps, rate, ETA) when stdout is not a terminal.
     - ``torch_threads``: CPU threads for torch.
+    - the old ``model.*`` keys of the loss's margins and the robustifier's settings are read
+      into ``model.loss`` and ``model.robustifier``, with a deprecation warning
+      (:mod:`protector.old_model_keys`).
     - ``trainer.logger`` left unset means Weights & Biases, project ``protector``, files in
       the run folder, offline unless ``WANDB_API_KEY`` is set; ``--trainer.logger=false``
       turns logging off.
@@ -70,6 +75,7 @@ class ProtectorCLI(LightningCLI):
         )
         parser.add_lightning_class_args(ExportProtector, "export")
         parser.add_lightning_class_args(TrainingProgress, "progress")
+        add_old_model_keys(parser)
         parser.add_argument(
             "--torch_threads",
             type=Optional[int],
@@ -86,6 +92,9 @@ class ProtectorCLI(LightningCLI):
             _check_resume_file(self.config[subcommand].get("ckpt_path"))
 
     def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        for message in move_old_model_keys(config.model):
+            warnings.warn(message, FutureWarning, stacklevel=2)
         threads = self._get(self.config, "torch_threads")
         if threads is not None:
             if threads < 1:

@@ -11,6 +11,7 @@ from torch import nn
 from protector.generator import project_to_budget
 from protector.losses import AttackLoss
 from protector.protect.tiling import TiledProtector
+from protector.protector_protocol import Protector
 from protector.refine import refine
 from protector.views import ViewSampler, carry_to_full_size, resize, working_size
 
@@ -34,7 +35,8 @@ class ProtectPredictor(pl.LightningModule):
     (:meth:`classify`): a full-size pass of a 12 MP photo costs more than its protection.
 
     Args:
-        protector: image-to-image module, e.g. from :func:`protector.export.load_protector`.
+        protector: a :class:`~protector.protector_protocol.Protector`, e.g. from
+            :func:`protector.export.load_protector`.
         classifier: optional frozen classifier (RGB [0, 1] in, logits out) for the manifest.
         tile_max_pixels, tile, tile_overlap, tile_align: see :class:`TiledProtector`.
         refine_steps: gradient steps against `classifier` after the generator
@@ -50,7 +52,8 @@ class ProtectPredictor(pl.LightningModule):
             each photo's NIMA before and after (the latter on the written file).
 
     Example:
-        >>> predictor = ProtectPredictor(nn.Identity())
+        >>> from protector.generator import default_protector
+        >>> predictor = ProtectPredictor(default_protector())
         >>> out = predictor.predict_step({"image": torch.rand(2, 3, 8, 8), "write": [True, True]}, 0)
         >>> out["x_adv"].shape
         torch.Size([2, 3, 8, 8])
@@ -58,7 +61,7 @@ class ProtectPredictor(pl.LightningModule):
 
     def __init__(
         self,
-        protector: nn.Module,
+        protector: Protector,
         classifier: nn.Module | None = None,
         tile_max_pixels: int = 4 * 1024 * 1024,
         tile: int = 1024,
@@ -144,11 +147,11 @@ class ProtectPredictor(pl.LightningModule):
 
     @property
     def eps(self) -> float:
-        return float(self.protector.protector.eps)
+        return float(self.protector.eps)
 
     def _guide_is_classifier(self) -> bool:
         """Whether the protector's guide is this classifier: then its clean pass gives the scene label."""
-        return self.classifier is not None and getattr(self.protector.protector, "classifier", None) is self.classifier
+        return self.classifier is not None and self.protector.classifier is self.classifier
 
     def _refine(self, reference: torch.Tensor, x_adv: torch.Tensor, clean_logits: torch.Tensor) -> torch.Tensor:
         # The label pushed out is the clean prediction: what the attack model would say of

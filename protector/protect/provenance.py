@@ -33,6 +33,7 @@ from torch import nn
 from protector.images import write_atomic
 from protector.limits import MAX_LIST_BYTES
 from protector.paths import read_regular_file, sha256_file
+from protector.protector_protocol import Protector
 from protector.settings import ProtectionSettings
 
 RECORD_NAME = "protect-run.json"
@@ -66,7 +67,7 @@ def module_sha256(module: nn.Module) -> str:
 
 def describe_maker(
     settings: ProtectionSettings,
-    protector: nn.Module,
+    protector: Protector,
     classifier: nn.Module | None,
     protector_file: Path | None,
 ) -> dict[str, Any]:
@@ -85,9 +86,8 @@ def describe_maker(
         made_by: dict[str, Any] = {"sha256": sha256_file(protector_file)}
     else:
         made_by = {"weights_sha256": module_sha256(protector)}
-    made_by["eps"] = getattr(protector, "eps", None)  # also read by `evaluate` (its baselines' budget)
-    enhancer = getattr(protector, "enhancer", None)
-    shapes_with_model = bool(getattr(protector, "guided", False)) or settings.refine_steps > 0
+    made_by["eps"] = protector.eps  # also read by `evaluate` (its baselines' budget)
+    shapes_with_model = protector.guided or settings.refine_steps > 0
     maker = {
         "protector": made_by,
         "attack_model": module_sha256(classifier) if shapes_with_model and classifier is not None else None,
@@ -95,7 +95,7 @@ def describe_maker(
     }
     from protector.appeal_steps import describe as describe_appeal_steps
 
-    steps = describe_appeal_steps(enhancer)
+    steps = describe_appeal_steps(protector.enhancer)
     if steps is not None:  # only when used: records of runs without them keep their digest
         maker["appeal_steps"] = steps
     return maker

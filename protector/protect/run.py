@@ -16,7 +16,7 @@ from torch import nn
 
 from protector.attack_model import DEFAULT_ARCH, cached_attack_model, cached_categories
 from protector.budget import check_budget
-from protector.generator import BoundedProtector, default_protector
+from protector.generator import default_protector
 from protector.images import MAX_PIXELS
 from protector.losses import attack_loss_by_name
 from protector.paths import sha256_file
@@ -32,6 +32,7 @@ from protector.protect.provenance import MANIFEST_ENTRY, Provenance, describe_ma
 from protector.protect.submission import write_submission_zip
 from protector.protect.summary import RunSummary
 from protector.protect.writer import ProtectedImageWriter
+from protector.protector_protocol import Protector, require_protector
 from protector.settings import ProtectionSettings
 from protector.views import VIEW_SETS
 
@@ -228,7 +229,7 @@ def _load_nima(options: ProtectOptions) -> nn.Module | None:
     return load_nima(options.nima, preprocess=options.nima_preprocess)
 
 
-def _load_networks(options: ProtectOptions) -> tuple[nn.Module, nn.Module | None]:
+def _load_networks(options: ProtectOptions) -> tuple[Protector, nn.Module | None]:
     from protector.classifier_spec import build_classifier
     from protector.export import load_protector
 
@@ -241,7 +242,7 @@ def _load_networks(options: ProtectOptions) -> tuple[nn.Module, nn.Module | None
             options.allow_unpinned,
             options.classifier_path,
         )
-    elif options.checkpoint is None or getattr(protector, "guided", False) or options.steps():
+    elif options.checkpoint is None or protector.guided or options.steps():
         # Protecting needs the attack model: the task's, fetched once into the user cache.
         path, digest = cached_attack_model(DEFAULT_ARCH, progress=options.progress)
         classifier = build_classifier(DEFAULT_ARCH, path, digest)
@@ -252,14 +253,15 @@ def _load_networks(options: ProtectOptions) -> tuple[nn.Module, nn.Module | None
 
 def protect(
     options: ProtectOptions,
-    protector: nn.Module | None = None,
+    protector: Protector | None = None,
     classifier: nn.Module | None = None,
 ) -> RunSummary | None:
     """Protect every planned photo and write files, the manifest and (optionally) the zip.
 
     Args:
         options: the run's settings.
-        protector: image-to-image module to use instead of loading ``options.checkpoint``.
+        protector: the :class:`~protector.protector_protocol.Protector` to use instead of loading
+            ``options.checkpoint`` (e.g. a :class:`~protector.generator.BoundedProtector`).
         classifier: classifier for the manifest instead of building ``options.classifier``.
 
     Returns:
@@ -268,6 +270,7 @@ def protect(
     Raises:
         ValueError, FileNotFoundError: settings, list or source that cannot be used at all.
             Problems with single photos never raise: they are failures in the summary.
+        TypeError: ``protector`` is not a :class:`~protector.protector_protocol.Protector`.
         ForeignOutputError (a ValueError): files at the output names, the manifest's path or
             the zip that this protector with these settings did not make, unless
             ``options.overwrite`` (see :mod:`~protector.protect.provenance`).
@@ -275,6 +278,8 @@ def protect(
             file in the way, read-only, full). A photo that cannot be written fails alone.
     """
     options.check()
+    if protector is not None:
+        require_protector(protector)
     from protector.data.lists import read_categories
 
     # Every input is read and checked before the output folder is locked or touched: a refused
@@ -292,13 +297,11 @@ def protect(
         protector, loaded_classifier = _load_networks(options)
         protector_file = options.checkpoint
         classifier = classifier if classifier is not None else loaded_classifier
-    eps = getattr(protector, "eps", None)
-    large_budget = (check_budget(float(eps), options.allow_large_eps, str(protector_file or "the protector"))
-                    if eps is not None else None)
-    _give_guide_model(protector, classifier)
+    large_budget = check_budget(float(protector.eps), options.allow_large_eps, str(protector_file or "the protector"))
+    protector.attach_classifier(classifier)  # a guided protector's guide comes from it (or it refuses)
     _set_enhancement(protector, options)
     settings = options.settings(options.precision or default_precision(options.accelerator),
-                                getattr(protector, "enhancer", None) is not None, trained)
+                                protector.enhancer is not None, trained)
     if settings.refine_steps and classifier is None:
         raise ValueError("--refine-steps needs the attack model: pass --classifier (e.g. --classifier resnet50)")
     nima = _load_nima(options)
@@ -331,7 +334,7 @@ def protect(
     return summary
 
 
-def _write_outputs(options: ProtectOptions, settings: ProtectionSettings, plan: Plan, protector: nn.Module,
+def _write_outputs(options: ProtectOptions, settings: ProtectionSettings, plan: Plan, protector: Protector,
                    classifier: nn.Module | None, provenance: Provenance, manifest_path: Path,
                    categories: list[str] | None, nima: nn.Module | None, refine_loss: nn.Module, zip_name: str | None,
                    removed_zips: list[Path]) -> RunSummary | None:
@@ -350,9 +353,8 @@ def _write_outputs(options: ProtectOptions, settings: ProtectionSettings, plan: 
             provenance.write(MANIFEST_ENTRY, manifest_bytes(manifest), "manifest", overwrite=True)
     seconds = time.perf_counter() - started
 
-    eps = getattr(protector, "eps", None)
     summary = RunSummary.from_rows(manifest, seconds, manifest=manifest_path, output=plan.output_dir,
-                                   views=settings.views, eps_8bit=eps * 255 if eps is not None else None)
+                                   views=settings.views, eps_8bit=protector.eps * 255)
     if zip_name is not None and (summary.failed == 0 or options.allow_failures):
         # Only the protected photos: never the manifest or the run record.
         names = [row.output for row in manifest if row.status in ("ok", "skipped")]
@@ -377,12 +379,12 @@ def _refine_loss(name: str, senscats: Path | None) -> nn.Module:
     return attack_loss_by_name(name, top_k=5, kappa=2.0, sensitive=str(senscats) if senscats else None)
 
 
-def _set_enhancement(protector: nn.Module, options: ProtectOptions) -> None:
+def _set_enhancement(protector: Protector, options: ProtectOptions) -> None:
     """--enhance off drops the trained edit; --enhance-strength blends it with the photo;
     --appeal-steps refines it per photo (:mod:`protector.appeal_steps`)."""
     from protector.appeal_steps import resolve_steps, with_appeal_steps
 
-    enhancer = getattr(protector, "enhancer", None)
+    enhancer = protector.enhancer
     steps = resolve_steps(options.appeal_steps, enhancer is not None and options.enhance != "off", options.nima)
     if enhancer is None:
         return
@@ -395,17 +397,11 @@ def _set_enhancement(protector: nn.Module, options: ProtectOptions) -> None:
             protector.enhancer = with_appeal_steps(enhancer, steps, options.nima, quality)
 
 
-def _give_guide_model(protector: nn.Module, classifier: nn.Module | None) -> None:
-    """A gradient-guided protector takes its guide from the attack model: attach it, or refuse."""
-    if isinstance(protector, BoundedProtector):
-        protector.attach_classifier(classifier)
-
-
 def _predict(
     options: ProtectOptions,
     settings: ProtectionSettings,
     plan: Plan,
-    protector: nn.Module,
+    protector: Protector,
     classifier: nn.Module | None,
     writer: ProtectedImageWriter,
     nima: nn.Module | None,

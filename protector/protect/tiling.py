@@ -21,6 +21,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from protector.protector_protocol import Protector, require_protector
+
 
 def tile_spans(length: int, tile: int, overlap: int, align: int) -> list[tuple[int, int]]:
     """(start, stop) spans that cover ``range(length)``, each about `tile` long.
@@ -102,8 +104,13 @@ def tiled_apply(
 class TiledProtector(nn.Module):
     """Runs a protector whole on ordinary photos and in blended tiles on very large ones.
 
+    A :class:`~protector.protector_protocol.Protector` itself: the budget, the guide's model
+    and the enhancer are those of the protector it tiles (the reference and the scene label
+    are computed on the whole photo, only the perturbation is tiled).
+
     Args:
-        protector: maps (B, 3, H, W) in [0, 1] to protected images of the same shape.
+        protector: the :class:`~protector.protector_protocol.Protector` to run, e.g. a
+            :class:`~protector.generator.BoundedProtector`.
         max_pixels: photos with more than this many pixels (H * W) are tiled.
             Default: 4,194,304 (4 MP, e.g. 2048 x 2048).
         tile: tile side in pixels. Default: 1024.
@@ -115,15 +122,16 @@ class TiledProtector(nn.Module):
         - Input: (B, 3, H, W) in [0, 1]; Output: (B, 3, H, W) float32.
 
     Example:
-        >>> tiled = TiledProtector(nn.Identity(), max_pixels=64 * 64, tile=48, overlap=16, align=8)
+        >>> from protector.generator import default_protector
+        >>> tiled = TiledProtector(default_protector(), max_pixels=64 * 64, tile=48, overlap=16, align=8)
         >>> x = torch.rand(1, 3, 100, 90)
-        >>> torch.allclose(tiled(x), x)
+        >>> torch.allclose(tiled(x), x)  # the default protector's generator adds nothing
         True
     """
 
     def __init__(
         self,
-        protector: nn.Module,
+        protector: Protector,
         max_pixels: int = 4 * 1024 * 1024,
         tile: int = 1024,
         overlap: int = 128,
@@ -133,33 +141,53 @@ class TiledProtector(nn.Module):
         if max_pixels < 1:
             raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
         tile_spans(tile + 1, tile, overlap, align)  # validates the tile settings
-        self.protector = protector
+        self.protector = require_protector(protector)
         self.max_pixels = max_pixels
         self.tile = tile
         self.overlap = overlap
         self.align = align
 
+    @property
+    def eps(self) -> float:
+        return self.protector.eps
+
+    @property
+    def classifier(self) -> nn.Module | None:
+        return self.protector.classifier
+
+    @property
+    def enhancer(self) -> nn.Module | None:
+        return self.protector.enhancer
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # nn.Module would register an enhancer module as this module's own, under the property.
+        if name == "enhancer":
+            self.protector.enhancer = value
+        else:
+            super().__setattr__(name, value)
+
+    @property
+    def guided(self) -> bool:
+        return self.protector.guided
+
+    def attach_classifier(self, classifier: nn.Module | None) -> None:
+        self.protector.attach_classifier(classifier)
+
     def needs_tiling(self, height: int, width: int) -> bool:
         return height * width > self.max_pixels
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
-        """The photo the protector's budget is measured from, on the whole photo (the input
-        itself for a protector without a reference)."""
-        reference = getattr(self.protector, "reference", None)
-        return reference(x).float() if reference is not None else x.float()
+        """The photo the protector's budget is measured from, on the whole photo."""
+        return self.protector.reference(x).float()
 
     def scene_label(self, x: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor | None:
-        """The protector's :meth:`BoundedProtector.scene_label` of the whole photo, if it has one."""
-        scene_label = getattr(self.protector, "scene_label", None)
-        return scene_label(x, logits) if scene_label is not None else None
+        """The protector's :meth:`~protector.generator.BoundedProtector.scene_label` of the whole photo."""
+        return self.protector.scene_label(x, logits)
 
     def perturb(self, reference: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         """The protected photo around an already computed ``reference(x)``, tiled if large;
         every tile's guide moves away from the same ``label`` (:meth:`scene_label`)."""
-        perturb = getattr(self.protector, "perturb", self.protector)
-        if label is not None:
-            perturb = functools.partial(perturb, label=label)
-        return self._whole_or_tiled(perturb, reference)
+        return self._whole_or_tiled(functools.partial(self.protector.perturb, label=label), reference)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.perturb(self.reference(x), self.scene_label(x))

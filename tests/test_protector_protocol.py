@@ -1,0 +1,110 @@
+"""The protector seam: `Protector` names what refinement, tiling and the run record ask of a protector."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from protector.generator import BoundedProtector, GeneratorKind, UNetGenerator, default_protector
+from protector.protect.predictor import ProtectPredictor
+from protector.protect.provenance import describe_maker
+from protector.protect.tiling import TiledProtector
+from protector.protector_protocol import Protector, require_protector
+from protector.settings import ProtectionSettings
+
+EPS = 4 / 255
+
+
+class DimmedProtector(nn.Module):
+    """A protector that is not a BoundedProtector: the seam is the protocol, not the class."""
+
+    guided = False
+
+    def __init__(self, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.classifier = None
+        self.enhancer = None
+
+    def attach_classifier(self, classifier: nn.Module | None) -> None:
+        pass
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 0.5 + 0.25
+
+    def scene_label(self, x: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor | None:
+        return None
+
+    def perturb(self, reference: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        return (reference + self.eps).clamp(0, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.perturb(self.reference(x))
+
+
+def test_bounded_and_tiled_protectors_satisfy_the_protocol() -> None:
+    bounded = BoundedProtector(UNetGenerator(base_channels=8, depth=2), EPS)
+    for protector in (bounded, default_protector(), TiledProtector(bounded), DimmedProtector(EPS)):
+        assert isinstance(protector, Protector)
+        assert require_protector(protector) is protector
+
+
+@pytest.mark.parametrize("module", [nn.Identity(), UNetGenerator(base_channels=8, depth=2)], ids=["identity", "generator"])
+def test_a_module_that_is_not_a_protector_is_refused_by_name(module: nn.Module) -> None:
+    assert not isinstance(module, Protector)
+    with pytest.raises(TypeError, match="must be a protector.protector_protocol.Protector.*lacks eps"):
+        TiledProtector(module)
+    with pytest.raises(TypeError, match="BoundedProtector\\(generator, eps\\)"):
+        ProtectPredictor(module)
+
+
+def test_tiled_protector_answers_for_the_protector_it_tiles(tiny_classifier) -> None:
+    generator = UNetGenerator(base_channels=8, depth=2, guided=True)
+    bounded = BoundedProtector(generator, EPS)
+    tiled = TiledProtector(bounded, max_pixels=32 * 32, tile=32, overlap=8, align=4)
+    assert tiled.eps == EPS and tiled.guided and tiled.classifier is None and tiled.enhancer is None
+    tiled.attach_classifier(tiny_classifier)
+    assert bounded.classifier is tiny_classifier and tiled.classifier is tiny_classifier
+    enhancer = nn.Identity()
+    tiled.enhancer = enhancer  # --enhance reaches the protector that applies it
+    assert bounded.enhancer is enhancer and tiled.enhancer is enhancer
+    assert "enhancer" not in dict(tiled.named_children())
+    tiled.enhancer = None
+    assert bounded.enhancer is None
+
+
+def test_any_protector_is_used_through_the_protocol(tiny_classifier) -> None:
+    # Budget, reference and the guide's model come from the protocol: a protector of another
+    # class is tiled, projected at the working scale and recorded like a BoundedProtector.
+    protector = DimmedProtector(EPS)
+    predictor = ProtectPredictor(protector, tiny_classifier, tile_max_pixels=24 * 24, tile=24, tile_overlap=8,
+                                 tile_align=4, working_side=20)
+    assert predictor.eps == EPS and not predictor._guide_is_classifier()
+    x = torch.rand(2, 3, 40, 48)
+    with torch.no_grad():
+        out = predictor.predict_step({"image": x, "write": [True, True]}, 0)
+    assert torch.allclose(out["reference"], protector.reference(x))
+    assert (out["x_adv"] - out["reference"]).abs().max() <= EPS + 1e-6
+    assert out["x_adv"].shape == x.shape
+    settings = ProtectionSettings(fmt="png", quality=90, eps=None, views="as-is", views_per_step=2, working_side=None,
+                                  refine_steps=0, refine_loss="", senscats_sha256=None, edit_strength=None,
+                                  tiling=(24 * 24, 24, 8, 4), precision="32-true")
+    maker = describe_maker(settings, protector, tiny_classifier, None)
+    assert maker["protector"]["eps"] == EPS and maker["attack_model"] is None
+
+
+def test_guide_is_the_predictors_classifier_only_when_attached(tiny_classifier) -> None:
+    bounded = BoundedProtector(UNetGenerator(base_channels=8, depth=2, guided=True), EPS, tiny_classifier)
+    assert ProtectPredictor(bounded, tiny_classifier)._guide_is_classifier()
+    other = BoundedProtector(UNetGenerator(base_channels=8, depth=2, guided=True), EPS, nn.Linear(1, 1))
+    assert not ProtectPredictor(other, tiny_classifier)._guide_is_classifier()
+
+
+def test_generator_kind_is_read_in_one_place() -> None:
+    unet = UNetGenerator(base_channels=8, depth=2, guided=True, queries=2, guide_jpeg_quality=80, bound="clamp")
+    assert GeneratorKind.of(unet) == GeneratorKind(guided=True, queries=2, guide_jpeg_quality=80, bound="clamp")
+    assert GeneratorKind.of(UNetGenerator(base_channels=8, depth=2)) == GeneratorKind()
+    # Any network mapping a photo to a raw map is a pure, tanh-bounded generator.
+    assert GeneratorKind.of(nn.Conv2d(3, 3, 1)) == GeneratorKind()
+    assert GeneratorKind.of(default_protector().generator) == GeneratorKind()
