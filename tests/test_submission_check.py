@@ -31,7 +31,7 @@ def submission(tmp_path_factory) -> tuple[Path, Path, Path]:
     torch.manual_seed(0)
     protector = save_protector(root / "protector.pt", UNetGenerator(base_channels=8, depth=2, guided=False), 2 / 255)
     out = root / "submission"
-    assert main(["protect", "--checkpoint", str(protector), "--list", str(test_list), "--images", str(images),
+    assert main(["protect", "--protector", str(protector), "--list", str(test_list), "--images", str(images),
                  "--output", str(out), "--format", "jpeg", "--quality", "90", "--run-code", "rteam_base", "--zip",
                  "--no-progress"]) == 0
     return test_list, images, out / "rteam_base.zip"
