@@ -7,7 +7,7 @@ classifier would really see it under each view of ``protector.views.EVALUATION_V
 (``protector.evaluation.views.score_views``). The control row is the original re-saved as
 JPEG q90: what re-encoding alone changes. PSNR is the written file against the original.
 
-    python bench/views_table.py --photos fullsize-heldout --method "today=--checkpoint runs/standin_plain/protector.pt \\
+    python bench/views_table.py --photos fullsize-heldout --method "today=--protector runs/standin_plain/protector.pt \\
         --views as-is --refine-steps 2" --method "eot-pgd-10=--refine-steps 10"
 
 Photo sets: ``fullsize-heldout`` (../shared/fullsize 051..100, never tuned on), ``fullsize-tune``
@@ -29,7 +29,7 @@ from protector.classifier_spec import build_classifier
 from protector.evaluation.fidelity import fidelity
 from protector.evaluation.views import jpeg_round_trip, score_views
 from protector.images import read_photo
-from protector.protect import ProtectOptions, protect
+from protector.protect import protect
 from protector.views import EVALUATION_VIEWS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,13 +50,12 @@ def photo_set(name: str, limit: int | None, list_path: Path | None, skip: int = 
 def run_method(flags: str, photos: list[Path], out: Path) -> tuple[list[Path], float]:
     """Protect `photos` with the protect flags `flags` into `out`; the files and seconds per photo."""
     parser = argparse.ArgumentParser()
-    from protector.commands.protect import add_arguments
+    from protector.commands.protect import add_arguments, options_from_args
 
     add_arguments(parser)
     args = parser.parse_args(["--input", *map(str, photos), "--output", str(out), "--classifier", "standin",
                               "--no-progress", "--overwrite", "--batch-size", "1", *shlex.split(flags)])
-    fields = ProtectOptions.__dataclass_fields__
-    options = ProtectOptions(**{k: v for k, v in vars(args).items() if k in fields})
+    options = options_from_args(args)
     started = time.perf_counter()
     summary = protect(options)
     seconds = (time.perf_counter() - started) / max(summary.written, 1)
