@@ -71,7 +71,7 @@ run: $(STAMP)
 	@echo "make run: $(RECIPE_NOTE)"
 	$(PY) -m protector data fetch --root $(DATA) --weights $(dir $(ATTACK_MODEL)) $(if $(KEEP_MISMATCHED),--keep-mismatched)
 	$(PY) train.py fit --config configs/mepp19.yaml $(APPEAL_CONFIG) $(RECIPE) --trainer.default_root_dir $(RUN) $(TRAIN_PATHS) $(TRAIN_CHECKSUM) $(TRAINER_ARGS)
-	$(PY) infer.py --checkpoint $(RUN)/protector.pt --list $(DATA)/MEPP19test.csv --images $(DATA)/val_256.tar \
+	$(PY) infer.py --protector $(RUN)/protector.pt --list $(DATA)/MEPP19test.csv --images $(DATA)/val_256.tar \
 		--output $(RUN)/submission --format jpeg --quality 90 --run-code $(RUN_CODE) --zip --views as-is --refine-steps $(REFINE_STEPS) $(if $(OVERWRITE),--overwrite) \
 		--refine-loss $(REFINE_LOSS) --senscats $(DATA)/MEPP18senscats.txt \
 		--classifier resnet50 --classifier-checkpoint $(ATTACK_MODEL) $(CHECKSUM) --categories $(DATA)/categories_places365.txt \

@@ -1,6 +1,6 @@
 """Protect photos with a trained protector: the same as `protector protect`.
 
-    python infer.py --checkpoint RUN/protector.pt --input DIR --output OUT --format jpeg --quality 90
+    python infer.py --protector RUN/protector.pt --input DIR --output OUT --format jpeg --quality 90
 
 See `python infer.py --help` for every option.
 """

@@ -102,7 +102,7 @@ def main(shared: Path, work: Path, train_steps: int = 20) -> None:
     print(f"train: {step_s:.2f} s/step (batch {batch}, 128 px) -> {epochs} x {steps_per_epoch} steps = "
           f"{train_total / 60:.0f} min (max_time caps it)")
     print(f"validation: {val_s:.1f} s for ~{val_count} photos -> {epochs} x {VAL_PHOTOS} photos = {val_total / 60:.0f} min")
-    protect = [py, "infer.py", "--checkpoint", str(run / "protector.pt"), "--list", str(data / "MEPP19test.csv"),
+    protect = [py, "infer.py", "--protector", str(run / "protector.pt"), "--list", str(data / "MEPP19test.csv"),
                "--images", str(data / "val_256.tar"), "--output", str(work / "submission"), "--format", "jpeg",
                "--quality", "90", "--run-code", "myteam_unet", "--zip", "--refine-steps", "2",
                "--refine-loss", "sensitive_safe", "--senscats", str(data / "MEPP18senscats.txt"),

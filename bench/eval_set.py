@@ -5,7 +5,7 @@ photos of `configs/standin.yaml` the stand-in is confident of and whose clean pr
 survives JPEG), so `protector protect` and `protector evaluate` can be run on exactly them:
 
     python bench/eval_set.py --out runs/eval102.txt
-    protector protect --checkpoint runs/appeal2/protector.pt --list runs/eval102.txt \
+    protector protect --protector runs/appeal2/protector.pt --list runs/eval102.txt \
         --images ../shared/standin/images --output runs/appeal2/files --classifier standin
 """
 

@@ -61,7 +61,7 @@ wait
 for name in plain curves; do
     for precision in 32-true bf16-mixed; do
         out="$runs/files_${name}_$precision"
-        speed=$(python3 -m protector protect --checkpoint "$runs/$name/protector.pt" --input ../shared/standin/images \
+        speed=$(python3 -m protector protect --protector "$runs/$name/protector.pt" --input ../shared/standin/images \
             --output "$out" --classifier standin --batch-size 64 --precision "$precision" --no-progress --overwrite 2>&1 \
             | grep -o 'speed: .*' || true)
         echo "protect $name $precision: $speed"

@@ -86,7 +86,7 @@ def main() -> None:
         for f in files:
             (tmp / "in" / f.name).symlink_to(f.resolve())
         start = time.perf_counter()
-        summary = protect(ProtectOptions(output=tmp / "out", checkpoint=args.protector, inputs=[tmp / "in"],
+        summary = protect(ProtectOptions(output=tmp / "out", protector=args.protector, inputs=[tmp / "in"],
                                          fmt="jpeg", quality=args.quality, batch_size=args.batch_size,
                                          progress=False), protector=protector, classifier=classifier)
         protect_s = time.perf_counter() - start

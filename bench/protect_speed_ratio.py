@@ -26,7 +26,7 @@ SPEED = re.compile(r"speed: ([\d.]+) images/s")
 
 
 def images_per_second(protector: Path, args, output: Path) -> float:
-    command = [sys.executable, "-m", "protector", "protect", "--checkpoint", str(protector), "--images", str(args.images),
+    command = [sys.executable, "-m", "protector", "protect", "--protector", str(protector), "--images", str(args.images),
                "--list", str(args.list), "--output", str(output), "--classifier", "standin", "--no-progress",
                "--overwrite", "--batch-size", str(args.batch_size)]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)

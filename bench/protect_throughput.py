@@ -200,7 +200,7 @@ def main() -> None:
             (tmp / "in" / f.name).symlink_to(f.resolve())
         runs = []
         for r in range(args.repeats):
-            runs.append(run_cli(["--checkpoint", str(args.protector), "--input", str(tmp / "in"),
+            runs.append(run_cli(["--protector", str(args.protector), "--input", str(tmp / "in"),
                                  "--output", str(tmp / f"out{r}"), "--format", "jpeg", "--quality", str(args.quality),
                                  "--batch-size", str(args.batch_size), *classifier_args], args.threads))
             print(f"end to end run {r + 1}: {json.dumps(runs[-1])}")
@@ -223,7 +223,7 @@ def main() -> None:
         if args.big_size != "none":
             width, height = (int(v) for v in args.big_size.lower().split("x"))
             big = make_12mp(files[0], tmp / "big" / "big.jpg", (width, height))
-            run = run_cli(["--checkpoint", str(args.protector), "--input", str(big), "--output", str(tmp / "big_out"),
+            run = run_cli(["--protector", str(args.protector), "--input", str(big), "--output", str(tmp / "big_out"),
                            "--format", "jpeg", "--quality", str(args.quality), *classifier_args], args.threads)
             written = read_photo(tmp / "big_out" / "big.jpg").pixels.shape
             result["big_photo"] = {"size": f"{width}x{height}", "megapixels": width * height / 1e6,

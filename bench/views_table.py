@@ -7,7 +7,7 @@ classifier would really see it under each view of ``protector.views.EVALUATION_V
 (``protector.evaluation.views.score_views``). The control row is the original re-saved as
 JPEG q90: what re-encoding alone changes. PSNR is the written file against the original.
 
-    python bench/views_table.py --photos fullsize-heldout --method "today=--checkpoint runs/standin_plain/protector.pt \\
+    python bench/views_table.py --photos fullsize-heldout --method "today=--protector runs/standin_plain/protector.pt \\
         --views as-is --refine-steps 2" --method "eot-pgd-10=--refine-steps 10"
 
 ``--untrained-of FILE`` adds a row for the same generator as FILE's, untrained (seed 0, saved to
@@ -15,7 +15,7 @@ the output folder) and used with the same flags as the method named ``trained``:
 
     python bench/views_table.py --photos fullsize-heldout --skip 10 --limit 20 \
         --untrained-of runs/fullsize_views/protector.pt \
-        --method "trained=--checkpoint runs/fullsize_views/protector.pt --refine-steps 0" \
+        --method "trained=--protector runs/fullsize_views/protector.pt --refine-steps 0" \
         --method "eot-pgd-1=--refine-steps 1" --method "eot-pgd-10=--refine-steps 10"
 
 Photo sets: ``fullsize-heldout`` (../shared/fullsize 051..100, never tuned on), ``fullsize-tune``
@@ -36,9 +36,10 @@ import torch
 from protector.classifier_spec import build_classifier
 from protector.evaluation.fidelity import fidelity
 from protector.export import load_protector, save_protector
+from protector.generator import BoundedProtector
 from protector.evaluation.views import jpeg_round_trip, score_views
 from protector.images import read_photo
-from protector.protect import ProtectOptions, protect
+from protector.protect import protect
 from protector.views import EVALUATION_VIEWS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,13 +60,12 @@ def photo_set(name: str, limit: int | None, list_path: Path | None, skip: int = 
 def run_method(flags: str, photos: list[Path], out: Path) -> tuple[list[Path], float]:
     """Protect `photos` with the protect flags `flags` into `out`; the files and seconds per photo."""
     parser = argparse.ArgumentParser()
-    from protector.commands.protect import add_arguments
+    from protector.commands.protect import add_arguments, options_from_args
 
     add_arguments(parser)
     args = parser.parse_args(["--input", *map(str, photos), "--output", str(out), "--classifier", "standin",
                               "--no-progress", "--overwrite", "--batch-size", "1", *shlex.split(flags)])
-    fields = ProtectOptions.__dataclass_fields__
-    options = ProtectOptions(**{k: v for k, v in vars(args).items() if k in fields})
+    options = options_from_args(args)
     started = time.perf_counter()
     summary = protect(options)
     seconds = (time.perf_counter() - started) / max(summary.written, 1)
@@ -77,8 +77,9 @@ def untrained_copy(trained: Path, out: Path) -> Path:
     protector = load_protector(trained)
     torch.manual_seed(0)
     generator = type(protector.generator)(**protector.generator.config)
-    return save_protector(out / "untrained_protector.pt", generator, protector.eps,
-                          meta={"note": f"untrained, the architecture of {trained.name}"})
+    out.mkdir(parents=True, exist_ok=True)
+    return save_protector(out / "untrained_protector.pt", BoundedProtector(generator, protector.eps),
+                          {"note": f"untrained, the architecture of {trained.name}"})
 
 
 def with_untrained(methods: list[str], untrained: Path) -> list[str]:
@@ -87,7 +88,7 @@ def with_untrained(methods: list[str], untrained: Path) -> list[str]:
     if len(trained) != 1:
         raise SystemExit("--untrained-of needs exactly one --method named trained=...")
     flags = shlex.split(trained[0].partition("=")[2])
-    at = flags.index("--checkpoint") + 1
+    at = flags.index("--protector") + 1
     flags[at] = str(untrained)
     return methods + ["untrained=" + shlex.join(flags)]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from protector.architectures import get_architecture
 from protector.checksums import ChecksumError
-from protector.classifiers import CheckpointError, load_places365_state_dict
+from protector.checkpoints import CheckpointError, load_places365_state_dict
 from protector.paths import sha256_file
 
 DEFAULT_ARCH = "resnet50"

@@ -1,16 +1,20 @@
 """Build a classifier from a command-line spec: ``resnet50``, ``standin`` or ``module.Class``.
 
-Shared by `protector protect` (manifest predictions) and `protector evaluate` (the attack
-model and transfer models), so both accept the same words.
+Shared by `protector protect` (the attack model and manifest predictions), `protector
+evaluate` (the attack model and transfer models) and `protector accuracy`, so all three
+accept the same words. :class:`AttackModelSpec` is what their attack-model flags say
+(:mod:`protector.commands.flags` adds and reads them).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from torch import nn
 
 from protector.architectures import REGISTRY
+from protector.attack_model import DEFAULT_ARCH
 from protector.classifiers import ExternalClassifier, FrozenClassifier, Places365Classifier
 # The stand-in lives in ../shared/standin beside the repository (see its README).
 from protector.search_paths import STANDIN_DIR, allow_search_paths
@@ -77,3 +81,61 @@ def classifier_label(spec: str, checkpoint: str | Path | None = None) -> str:
     if spec == "standin":
         return "standin (SqueezeNet-Places365, ../shared/standin)"
     return f"{spec} ({Path(checkpoint).name})" if checkpoint else spec
+
+
+@dataclass(frozen=True)
+class AttackModelSpec:
+    """The attack model as the command line names it: what to build and how far to trust its file.
+
+    One value for `protect`, `evaluate` and `accuracy`, so the three read ``--classifier``,
+    ``--classifier-checkpoint``, ``--sha256``, ``--allow-unpinned`` and ``--classifier-path``
+    the same way.
+
+    Args:
+        name: a :func:`build_classifier` spec; None is the task's ResNet50 from the user cache
+            (:mod:`protector.attack_model`), downloaded on first use.
+        checkpoint: the architecture's checkpoint file.
+        sha256: expected sha256 of `checkpoint`.
+        allow_unpinned: accept a checkpoint with no sha256 to verify.
+        search_path: folder put on ``sys.path`` for a class path.
+
+    Raises:
+        ValueError: a checkpoint without a name (which architecture would it load into?).
+    """
+
+    name: str | None = None
+    checkpoint: Path | None = None
+    sha256: str | None = None
+    allow_unpinned: bool = False
+    search_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.name is None and self.checkpoint is not None:
+            raise ValueError("--classifier-checkpoint needs --classifier (e.g. --classifier resnet50)")
+
+    @property
+    def is_default(self) -> bool:
+        """No --classifier: the cached official model."""
+        return self.name is None
+
+    def resolved(self, progress: bool = True) -> AttackModelSpec:
+        """This spec with the default made concrete: the cached checkpoint and its verified sha256.
+
+        Raises:
+            AttackModelUnavailable: not cached and cannot be downloaded (the message says what to fetch).
+        """
+        if self.name is not None:
+            return self
+        from protector.attack_model import cached_attack_model
+
+        path, digest = cached_attack_model(DEFAULT_ARCH, progress=progress)
+        return replace(self, name=DEFAULT_ARCH, checkpoint=path, sha256=digest)
+
+    def build(self, progress: bool = True) -> FrozenClassifier:
+        """The frozen classifier (:func:`build_classifier`); the default is fetched first if needed."""
+        spec = self.resolved(progress)
+        return build_classifier(spec.name, spec.checkpoint, spec.sha256, spec.allow_unpinned, spec.search_path)
+
+    def label(self) -> str:
+        """Short human name for reports (:func:`classifier_label`); call on a resolved spec."""
+        return classifier_label(self.name or DEFAULT_ARCH, self.checkpoint)

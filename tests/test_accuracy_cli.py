@@ -76,7 +76,7 @@ def colour_case(tmp_path, monkeypatch) -> dict[str, Path]:
 
 def _argv(case: dict[str, Path], *extra: str) -> list[str]:
     return [
-        "accuracy", "--model", "tiny_colour_model.ColourModel", "--search-path", str(case["code"]),
+        "accuracy", "--classifier", "tiny_colour_model.ColourModel", "--classifier-path", str(case["code"]),
         "--list", str(case["list"]), "--images", str(case["images"]), "--json", str(case["json"]),
         "--device", "cpu", *extra,
     ]  # fmt: skip
@@ -149,7 +149,9 @@ def test_architecture_without_checkpoint_is_refused(colour_case, capsys):
 def test_classifier_checkpoint_has_one_spelling_and_keeps_the_old_one(colour_case, capsys, flag):
     # A class-path model loads its own weights: either spelling reaches the same refusal.
     assert main([*_argv(colour_case), flag, str(colour_case["json"])]) == 2
-    assert "--classifier-checkpoint applies to the architectures" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--classifier-checkpoint applies to the architectures" in err
+    assert ("--checkpoint is deprecated, use --classifier-checkpoint" in err) == (flag == "--checkpoint")
 
 
 def test_list_without_labels_explains_labels_option(tmp_path, colour_case, capsys):
@@ -178,7 +180,7 @@ def test_standin_on_shared_photos_matches_direct_classification(shared, tmp_path
     folder = shared.path("standin/images")
     out = tmp_path / "standin.json"
     code = main([
-        "accuracy", "--model", "standin", "--list", str(table), "--images", str(folder),
+        "accuracy", "--classifier", "standin", "--list", str(table), "--images", str(folder),
         "--limit", "20", "--batch-size", "8", "--json", str(out), "--device", "cpu",
     ])  # fmt: skip
     assert code == 0

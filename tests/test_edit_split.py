@@ -44,7 +44,7 @@ def appeal_case(tmp_path):
                                        BoundedProtector(UNetGenerator(base_channels=8, depth=2), EPS,
                                                         enhancer=random_enhancer()))
     case["protected"] = tmp_path / "protected_by_appeal"
-    protect(ProtectOptions(output=case["protected"], inputs=[case["originals"]], checkpoint=case["protector"],
+    protect(ProtectOptions(output=case["protected"], inputs=[case["originals"]], protector=case["protector"],
                            fmt="png", run_code="hand", num_workers=0, progress=False, enhance_strength=0.5))
     return case
 

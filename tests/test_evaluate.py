@@ -34,6 +34,7 @@ import torch
 from PIL import Image
 from skimage.color import deltaE_ciede2000, rgb2lab
 
+from protector.classifier_spec import AttackModelSpec
 from protector.evaluation.run import EvaluateOptions, EvaluationError, evaluate
 from protector.images import read_photo
 
@@ -88,8 +89,8 @@ def build_hand_case(root: Path, shift: int = 2, run_code: str = "hand") -> dict[
 
 
 def hand_options(case: dict[str, Path], **overrides) -> EvaluateOptions:
-    options = dict(protected=case["protected"], original=case["originals"], out=case["out"], classifier=ATTACK,
-                   classifier_path=case["models"], run_code="hand", list_path=case["list"],
+    options = dict(protected=case["protected"], original=case["originals"], out=case["out"],
+                   attack_model=AttackModelSpec(ATTACK, search_path=case["models"]), run_code="hand", list_path=case["list"],
                    categories=case["categories"], senscats=case["senscats"], criteria=case["criteria"],
                    device="cpu", gallery=4)
     options.update(overrides)
@@ -327,7 +328,7 @@ def test_files_the_run_record_does_not_account_for_are_not_scored(tmp_path):
     protector_file = save_protector(tmp_path / "protector.pt",
                                     BoundedProtector(UNetGenerator(base_channels=8, depth=2), 4 / 255))
     protected = tmp_path / "protected_by_protector"
-    protect(ProtectOptions(output=protected, inputs=[case["originals"]], checkpoint=protector_file, fmt="png",
+    protect(ProtectOptions(output=protected, inputs=[case["originals"]], protector=protector_file, fmt="png",
                            run_code="hand", num_workers=0, progress=False))
     evaluation = evaluate(hand_options(case, protected=protected, gallery=0))
     assert evaluation.settings["protected_by"]["protector"] == {"sha256": sha256_file(protector_file), "eps": 4 / 255}

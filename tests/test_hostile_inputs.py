@@ -110,7 +110,7 @@ def protect_case(tmp_path: Path) -> dict[str, Path]:
 
 
 def protect_args(case: dict[str, Path], *extra: str) -> list[str]:
-    return ["protect", "--checkpoint", str(case["protector"]), "--input", str(case["photos"]),
+    return ["protect", "--protector", str(case["protector"]), "--input", str(case["photos"]),
             "--output", str(case["out"]), "--num-workers", "0", "--no-progress", *extra]
 
 
@@ -287,9 +287,9 @@ def test_small_file_large_cost_every_handed_file_is_bounded_before_it_is_read(pr
             load_nima(huge)
         return
     argv = {
-        "list": ["protect", "--checkpoint", str(protect_case["protector"]), "--list", str(huge), "--images",
+        "list": ["protect", "--protector", str(protect_case["protector"]), "--list", str(huge), "--images",
                  str(protect_case["photos"]), "--output", str(protect_case["out"])],
-        "protector": ["protect", "--checkpoint", str(huge), "--input", str(protect_case["photos"]),
+        "protector": ["protect", "--protector", str(huge), "--input", str(protect_case["photos"]),
                       "--output", str(protect_case["out"])],
         "classifier checkpoint": protect_args(protect_case, "--classifier", "resnet50", "--classifier-checkpoint",
                                               str(huge), "--allow-unpinned"),
@@ -365,7 +365,7 @@ def test_refused_command_keeps_results_a_rerun_refused_for_an_input_touches_noth
         "empty senscats": (*classify, "--refine-steps", "1", "--refine-loss", "sensitive_safe",
                            "--senscats", str(empty)),
         "nima weights are a FIFO": ("--nima", str(fifo)),
-        "eps 1.0 protector": ("--checkpoint", str(big)),
+        "eps 1.0 protector": ("--protector", str(big)),
         "a missing classifier checkpoint": ("--classifier", "resnet50", "--classifier-checkpoint",
                                             str(case["tmp"] / "missing.pth.tar"), "--allow-unpinned"),
     }[bad]
@@ -490,13 +490,13 @@ def test_user_mistake_is_one_line_evaluate_criteria_fifo(protect_case, capsys) -
 
 def test_suspicious_input_is_refused_a_protector_with_a_huge_budget(protect_case, capsys) -> None:
     big = save_protector(protect_case["tmp"] / "big.pt", BoundedProtector(UNetGenerator(base_channels=8, depth=2), 1.0))
-    code, _, err = run_main(capsys, *protect_args(protect_case, "--checkpoint", str(big)))
+    code, _, err = run_main(capsys, *protect_args(protect_case, "--protector", str(big)))
     assert code == 2
     line = one_error_line(err)
     assert "its budget eps = 1 (255/255 is far above the largest budget measured (8/255" in line
     assert "--allow-large-eps" in line
     assert not protect_case["out"].exists()
-    code, out, _ = run_main(capsys, *protect_args(protect_case, "--checkpoint", str(big), "--allow-large-eps"))
+    code, out, _ = run_main(capsys, *protect_args(protect_case, "--protector", str(big), "--allow-large-eps"))
     assert code == 0
     assert "budget: WARNING 255/255 is far above the largest budget measured" in out
 
@@ -504,7 +504,7 @@ def test_suspicious_input_is_refused_a_protector_with_a_huge_budget(protect_case
 def test_suspicious_input_is_refused_budgets_up_to_twice_the_measured_are_accepted(protect_case, capsys) -> None:
     edge = save_protector(protect_case["tmp"] / "edge.pt",
                           BoundedProtector(UNetGenerator(base_channels=8, depth=2), 16 / 255))
-    code, out, _ = run_main(capsys, *protect_args(protect_case, "--checkpoint", str(edge)))
+    code, out, _ = run_main(capsys, *protect_args(protect_case, "--protector", str(edge)))
     assert code == 0 and "WARNING" not in out
     assert load_protector(edge).eps == pytest.approx(16 / 255)
 

@@ -119,7 +119,7 @@ def read_manifest_csv(path: Path) -> list[dict[str, str]]:
 
 def test_infer_external_contract(tmp_path, protector_file, photo_dir):
     out = tmp_path / "out"
-    result = run_infer("--checkpoint", str(protector_file), "--input", str(photo_dir), "--output", str(out),
+    result = run_infer("--protector", str(protector_file), "--input", str(photo_dir), "--output", str(out),
                        "--format", "jpeg", "--quality", "90")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.glob("*.jpg")) == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
@@ -134,7 +134,7 @@ def test_infer_external_contract(tmp_path, protector_file, photo_dir):
 
 def test_infer_run_code_zip_and_manifest_predictions(tmp_path, protector_file, photo_dir, tiny_net_dir):
     out = tmp_path / "submission"
-    result = run_infer("--checkpoint", str(protector_file), "--input", str(photo_dir), "--output", str(out),
+    result = run_infer("--protector", str(protector_file), "--input", str(photo_dir), "--output", str(out),
                        "--run-code", "team_run", "--zip", "--classifier", "tiny_protect_net.TinyNet",
                        "--classifier-path", str(tiny_net_dir), "--num-workers", "0", "--no-progress")
     assert result.returncode == 0, result.stderr
@@ -168,7 +168,7 @@ def test_cli_refuses_zip_without_run_code(tmp_path, protector_file, photo_dir, c
 
     parser = argparse.ArgumentParser()
     protect_command.add_arguments(parser)
-    args = parser.parse_args(["--checkpoint", str(protector_file), "--input", str(photo_dir), "--output",
+    args = parser.parse_args(["--protector", str(protector_file), "--input", str(photo_dir), "--output",
                               str(tmp_path / "o"), "--zip"])
     assert protect_command.run(args) == 2
     assert "--run-code" in capsys.readouterr().err
@@ -386,10 +386,10 @@ def test_large_photo_tiled_through_protect_matches_untiled(tmp_path):
 def test_ddp_two_cpu_processes_write_the_same_files(tmp_path, protector_file, photo_dir):
     for i in range(4):
         save_image(photo_dir / f"extra{i}.png", natural_photo(64, 48, 10 + i))
-    single = run_infer("--checkpoint", str(protector_file), "--input", str(photo_dir), "--output",
+    single = run_infer("--protector", str(protector_file), "--input", str(photo_dir), "--output",
                        str(tmp_path / "single"), "--batch-size", "2", "--num-workers", "0", "--no-progress")
     assert single.returncode == 0, single.stderr
-    ddp = run_infer("--checkpoint", str(protector_file), "--input", str(photo_dir), "--output",
+    ddp = run_infer("--protector", str(protector_file), "--input", str(photo_dir), "--output",
                     str(tmp_path / "ddp"), "--batch-size", "2", "--num-workers", "0", "--no-progress",
                     "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp")
     assert ddp.returncode == 0, ddp.stderr
@@ -480,14 +480,13 @@ def test_refine_loss_flags_reach_the_options():
 
     parser = argparse.ArgumentParser()
     protect_command.add_arguments(parser)
-    args = parser.parse_args(["--checkpoint", "p.pt", "--output", "o", "--refine-steps", "10",
+    args = parser.parse_args(["--protector", "p.pt", "--output", "o", "--refine-steps", "10",
                               "--refine-loss", "sensitive_safe", "--senscats", "MEPP18senscats.txt"])
-    fields = ProtectOptions.__dataclass_fields__
-    options = ProtectOptions(**{key: value for key, value in vars(args).items() if key in fields})
+    options = protect_command.options_from_args(args)
     assert (options.refine_loss, options.senscats, options.refine_steps) == (
         "sensitive_safe", Path("MEPP18senscats.txt"), 10)
     # Unset: the default of the views (ProtectionSettings), ce over views, topk for the file as it is.
-    assert parser.parse_args(["--checkpoint", "p.pt", "--output", "o"]).refine_loss is None
+    assert parser.parse_args(["--protector", "p.pt", "--output", "o"]).refine_loss is None
 
 
 def test_refine_needs_a_classifier(tmp_path, photo_dir):
@@ -499,7 +498,7 @@ def test_guided_protector_needs_the_classifier_and_uses_its_gradient(tmp_path, p
     torch.manual_seed(0)
     guided = save_protector(tmp_path / "guided.pt",
                             BoundedProtector(UNetGenerator(base_channels=8, depth=2, guided=True), EPS))
-    refused = run_infer("--checkpoint", str(guided), "--input", str(photo_dir), "--output", str(tmp_path / "x"))
+    refused = run_infer("--protector", str(guided), "--input", str(photo_dir), "--output", str(tmp_path / "x"))
     # Without --classifier the guide is the task's attack model from the user cache: offline and
     # not cached, the run stops and says what to fetch.
     assert refused.returncode == 2 and "attack model" in refused.stderr and "--classifier" in refused.stderr
@@ -512,7 +511,7 @@ def test_guided_protector_needs_the_classifier_and_uses_its_gradient(tmp_path, p
             torch.manual_seed(0)
             checkpoint = save_protector(tmp_path / "plain.pt",
                                         BoundedProtector(UNetGenerator(base_channels=8, depth=2), EPS))
-        result = run_infer("--checkpoint", str(checkpoint), "--input", str(photo_dir), "--output",
+        result = run_infer("--protector", str(checkpoint), "--input", str(photo_dir), "--output",
                            str(tmp_path / name), "--format", "png", "--classifier", "tiny_protect_net.TinyNet",
                            "--classifier-path", str(tiny_net_dir), "--num-workers", "0", "--no-progress")
         assert result.returncode == 0, result.stderr

@@ -119,7 +119,7 @@ def test_exit_code_reports_failures_unless_allowed(tmp_path, messy_folder, capsy
     save_protector(tmp_path / "protector.pt", make_protector())
     parser = argparse.ArgumentParser()
     protect_command.add_arguments(parser)
-    common = ["--checkpoint", str(tmp_path / "protector.pt"), "--input", str(messy_folder), "--num-workers", "0",
+    common = ["--protector", str(tmp_path / "protector.pt"), "--input", str(messy_folder), "--num-workers", "0",
               "--no-progress"]
     assert protect_command.run(parser.parse_args(common + ["--output", str(tmp_path / "a")])) == 1
     printed = capsys.readouterr().out
@@ -237,7 +237,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(tmp_path):
     folder, checkpoint = forty_photos_and_a_protector(tmp_path)
 
     def command(out: Path) -> list[str]:
-        return [sys.executable, str(REPO / "infer.py"), "--checkpoint", str(checkpoint), "--input", str(folder),
+        return [sys.executable, str(REPO / "infer.py"), "--protector", str(checkpoint), "--input", str(folder),
                 "--output", str(out), "--run-code", "team_run", "--zip", "--batch-size", "2", "--num-workers", "0",
                 "--no-progress"]
 
@@ -269,7 +269,7 @@ def test_sigterm_stops_protect_like_ctrl_c_and_the_rerun_resumes(tmp_path):
     """SIGTERM (`kill`, a scheduler's stop) used to be swallowed: the run went on and exited 0."""
     folder, checkpoint = forty_photos_and_a_protector(tmp_path)
     out = tmp_path / "out"
-    command = [sys.executable, str(REPO / "infer.py"), "--checkpoint", str(checkpoint), "--input", str(folder),
+    command = [sys.executable, str(REPO / "infer.py"), "--protector", str(checkpoint), "--input", str(folder),
                "--output", str(out), "--batch-size", "2", "--num-workers", "0", "--no-progress"]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     signal_after_four_files(process, out, signal.SIGTERM)
@@ -330,7 +330,7 @@ def cli(capsys, checkpoint: Path, output: Path, inputs: Path, *more: str) -> tup
     """`protector protect` with a run code and --zip: (exit code, stdout, stderr)."""
     parser = argparse.ArgumentParser()
     protect_command.add_arguments(parser)
-    args = parser.parse_args(["--checkpoint", str(checkpoint), "--input", str(inputs), "--output", str(output),
+    args = parser.parse_args(["--protector", str(checkpoint), "--input", str(inputs), "--output", str(output),
                               "--run-code", "team", "--zip", "--num-workers", "0", "--no-progress", *more])
     code = protect_command.run(args)
     captured = capsys.readouterr()

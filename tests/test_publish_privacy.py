@@ -47,7 +47,7 @@ def labelled_list(tmp_path: Path) -> tuple[Path, Path]:
 
 def protect_cli(capsys, checkpoint: Path, output: Path, *more: str) -> tuple[int, str, str]:
     try:
-        code = main(["protect", "--checkpoint", str(checkpoint), "--output", str(output), "--num-workers", "0",
+        code = main(["protect", "--protector", str(checkpoint), "--output", str(output), "--num-workers", "0",
                      "--no-progress", *more])
     except SystemExit as exit_:
         code = exit_.code

@@ -121,7 +121,7 @@ def run_cli(*args: str) -> tuple[int, str, str]:
 
 
 def protect_args(checkpoint: Path, output: Path, *more: str) -> list[str]:
-    return ["protect", "--checkpoint", str(checkpoint), "--output", str(output), "--num-workers", "0",
+    return ["protect", "--protector", str(checkpoint), "--output", str(output), "--num-workers", "0",
             "--no-progress", *more]
 
 

@@ -32,7 +32,7 @@ def submission(tmp_path_factory) -> tuple[Path, Path, Path]:
     protector = save_protector(root / "protector.pt",
                                BoundedProtector(UNetGenerator(base_channels=8, depth=2, guided=False), 2 / 255))
     out = root / "submission"
-    assert main(["protect", "--checkpoint", str(protector), "--list", str(test_list), "--images", str(images),
+    assert main(["protect", "--protector", str(protector), "--list", str(test_list), "--images", str(images),
                  "--output", str(out), "--format", "jpeg", "--quality", "90", "--run-code", "rteam_base", "--zip",
                  "--no-progress"]) == 0
     return test_list, images, out / "rteam_base.zip"

@@ -105,7 +105,7 @@ def test_a_bad_number_is_one_line_and_exit_2(capsys, command, flag, value, messa
 
 @pytest.mark.parametrize("value,parsed", [("auto", "auto"), ("1", 1), ("-1", -1), ("0,", "0,"), ("0,1", "0,1")])
 def test_devices_lightning_accepts_still_parse(value, parsed):
-    args = build_parser("protect").parse_args(["protect", "--checkpoint", "p.pt", "--output", "o", "--devices", value])
+    args = build_parser("protect").parse_args(["protect", "--protector", "p.pt", "--output", "o", "--devices", value])
     assert args.devices == parsed
 
 
@@ -128,7 +128,7 @@ def photos(tmp_path: Path) -> Path:
 
 
 def protect_cli(capsys, checkpoint: Path, inputs: Path, output: Path, *more: str) -> tuple[int, str, str]:
-    return run_main(capsys, "protect", "--checkpoint", str(checkpoint), "--input", str(inputs), "--output",
+    return run_main(capsys, "protect", "--protector", str(checkpoint), "--input", str(inputs), "--output",
                     str(output), "--num-workers", "0", "--no-progress", "--batch-size", "1", *more)
 
 
@@ -247,7 +247,7 @@ def labelled(tmp_path: Path) -> dict[str, Path]:
 
 
 def accuracy_cli(capsys, labelled, *more: str) -> tuple[int, str, str]:
-    return run_main(capsys, "accuracy", "--model", "mean_net.MeanNet", "--search-path", str(labelled["models"]),
+    return run_main(capsys, "accuracy", "--classifier", "mean_net.MeanNet", "--classifier-path", str(labelled["models"]),
                     "--list", str(labelled["list"]), "--images", str(labelled["images"]), "--device", "cpu", *more)
 
 

@@ -12,19 +12,25 @@ from dataclasses import asdict
 from pathlib import Path
 
 from protector.commands.argtypes import positive_int
+from protector.commands.flags import add_attack_model_arguments, attack_model_spec
 from protector.evaluation.accuracy import format_summary, labelled_entries, measure_accuracy
 
 DESCRIPTION = """\
 Measure clean top-1/top-5 accuracy of a Places365 classifier on a labelled image list.
 
-  protector accuracy --model resnet50 --classifier-checkpoint weights/resnet50_places365.pth.tar \\
+  protector accuracy --classifier resnet50 --classifier-checkpoint weights/resnet50_places365.pth.tar \\
       --sha256 HEX --list MEPP18val.csv --images val_256.tar
-  protector accuracy --model standin --list ../shared/standin/images.tsv \\
+  protector accuracy --classifier standin --list ../shared/standin/images.tsv \\
       --images ../shared/standin/images
 
 Entries without a label (none in the list, none in --labels) are skipped and counted.
 Exit status: 0 ok, 1 some images could not be read (still scored without them), 2 error.
 """
+
+
+# Spellings before the attack-model flags were shared with protect and evaluate.
+OLD_SPELLINGS = [("--model", "--classifier"), ("--checkpoint", "--classifier-checkpoint"),
+                 ("--search-path", "--classifier-path")]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,18 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--model", required=True, metavar="MODEL",
-        help="resnet50, resnet18, densenet161, wideresnet18 (with --classifier-checkpoint), standin, or module.Class",
-    )
-    parser.add_argument("--classifier-checkpoint", "--checkpoint", dest="checkpoint", type=Path, metavar="FILE",
-                        help="official <arch>_places365.pth.tar")
-    parser.add_argument("--sha256", help="expected sha256 of --classifier-checkpoint")
-    parser.add_argument("--allow-unpinned", action="store_true", help="accept a checkpoint with no sha256 to check")
-    parser.add_argument(
-        "--search-path", "--classifier-path", dest="search_path", type=Path, metavar="DIR",
-        help="folder put on sys.path for a module.Class model (default for standin: ../shared/standin)",
-    )
+    add_attack_model_arguments(parser, OLD_SPELLINGS, "the classifier measured (--classifier is required)")
     parser.add_argument("--list", dest="list_path", type=Path, required=True, metavar="FILE",
                         help="image list: MEPP csv, places365_val.txt, or a table with file/label columns")
     parser.add_argument("--images", type=Path, required=True, metavar="DIR_OR_TAR",
@@ -70,13 +65,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from protector.classifier_spec import build_classifier, classifier_label
     from protector.data.lists import read_image_list, read_places365_val
     from protector.data.sources import open_source
     from protector.devices import resolve_device
     from protector.images import write_atomic
     from protector.outputs import prepare_file, write_failures
 
+    spec = attack_model_spec(args)
+    if spec.is_default:
+        raise ValueError("--classifier is required: the model to measure (e.g. --classifier resnet50 "
+                         "--classifier-checkpoint weights/resnet50_places365.pth.tar, or --classifier standin)")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     labels = read_places365_val(args.labels) if args.labels else None
@@ -88,12 +86,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.json is not None:
         prepare_file(args.json, "--json")  # a folder, a read-only or full place: refused before the work
     device = resolve_device(args.device)
-    model = build_classifier(args.model, args.checkpoint, args.sha256, args.allow_unpinned, args.search_path)
-    model = model.to(device).eval()
+    model = spec.build().to(device).eval()
 
     result = measure_accuracy(model, source, items, args.batch_size, device, progress=args.progress)
     result.skipped_unknown_label = skipped
-    label = classifier_label(args.model, args.checkpoint)
+    label = spec.label()
     print(format_summary(result, f"protector accuracy: {label} on {args.list_path.name} ({source.describe()})", device))
     warning = _checkpoint_warning(result, label, [args.list_path, args.labels, args.images])
     if warning:
@@ -102,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.json is not None:
         report = {
             "model": label,
-            "checkpoint": str(args.checkpoint) if args.checkpoint else None,
+            "checkpoint": str(spec.checkpoint) if spec.checkpoint else None,
             "list": str(args.list_path),
             "images": str(args.images),
             "labels": str(args.labels) if args.labels else None,

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from protector.commands.argtypes import budget, non_negative_int, positive_int, quality, seed
+from protector.commands.flags import add_attack_model_arguments, attack_model_spec
 
 DESCRIPTION = """\
 Evaluate protected files as the task organizers did: decode each file from disk, classify it
@@ -35,17 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="evaluate the files that are there when some are missing or unreadable")
     files.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR", help="folder for the report")
 
-    models = parser.add_argument_group("models")
-    models.add_argument("--classifier", metavar="SPEC",
-                        help="attack model: resnet50 (with --classifier-checkpoint), standin, or module.Class. "
-                             "Default: the task's ResNet50 from the user cache, the one `protector protect` uses")
-    models.add_argument("--classifier-checkpoint", "--checkpoint", dest="checkpoint", type=Path, metavar="FILE",
-                        help="checkpoint of the attack model, e.g. weights/resnet50_places365.pth.tar")
-    models.add_argument("--sha256", help="expected sha256 of --classifier-checkpoint")
-    models.add_argument("--allow-unpinned", action="store_true", help="accept checkpoints with no sha256 to check")
-    models.add_argument("--classifier-path", type=Path, metavar="DIR", help="folder put on sys.path for module.Class specs")
+    add_attack_model_arguments(parser, [("--checkpoint", "--classifier-checkpoint")])
+    models = parser.add_argument_group("other models and class lists")
     models.add_argument("--transfer", nargs="+", action="extend", default=[], metavar="SPEC[=CHECKPOINT]",
-                        help="more models to test transfer on, e.g. resnet18=weights/resnet18_places365.pth.tar standin")
+                        help="more models to test transfer on, e.g. resnet18=weights/resnet18_places365.pth.tar "
+                             "standin (--allow-unpinned and --classifier-path apply to them too)")
     models.add_argument("--nima", type=Path, metavar="WEIGHTS",
                         help="NIMA weights (weights_mobilenet_aesthetic_0.07.hdf5); without it appeal is not measured")
     models.add_argument("--nima-preprocess", choices=("idealo", "native"), default="idealo",
@@ -104,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         # A submission zip is scored from its members; the report names the zip.
         with protected_folder(Path(args.protected)) as folder:
-            options = EvaluateOptions(**{**values, "protected": folder})
+            options = EvaluateOptions(**{**values, "protected": folder}, attack_model=attack_model_spec(args))
             evaluation = evaluate(options)
             evaluation.settings["protected"] = str(args.protected)
             try:

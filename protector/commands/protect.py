@@ -9,11 +9,16 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from protector.commands.argtypes import (budget, int_at_least, lightning_devices, non_negative_int, positive_int,
                                          quality, unit_interval)
+from protector.commands.flags import add_attack_model_arguments, attack_model_spec, deprecated_alias
 from protector.images import MAX_PIXELS
 from protector.settings import OUTPUT_FORMATS, REFINE_LOSSES, VIEW_SET_NAMES
+
+if TYPE_CHECKING:
+    from protector.protect import ProtectOptions
 
 DESCRIPTION = """\
 Protect photos against automatic scene recognition and write them as sRGB with no metadata
@@ -21,11 +26,11 @@ Protect photos against automatic scene recognition and write them as sRGB with n
 
   protector protect holiday/          -> holiday-protected/ (and holiday-protected.manifest.csv)
 
-With no --checkpoint the protection is 10 gradient steps against ResNet50-places365 (fetched
+With no --protector the protection is 10 gradient steps against ResNet50-places365 (fetched
 once into a user cache) over the views a classifier meets after sharing: the file as it is,
 resized to 224..512 px, centre-cropped, re-encoded by a platform. Photos larger than
 --working-side are protected on a scaled copy and the perturbation carried back to full size.
---checkpoint RUN/protector.pt uses a trained generator instead (one forward pass).
+--protector RUN/protector.pt uses a trained generator instead (one forward pass).
 Inputs: folders and files (--input), or a list file read from a folder or val_256.tar
 (--list with --images). Each photo keeps its size; outputs keep the input's relative name
 with the new extension, or get the run-code prefix of the task's submission format.
@@ -42,8 +47,8 @@ such files, or a place that cannot be written.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of `protector protect` (also used by infer.py)."""
-    io = parser.add_argument_group("inputs and outputs")
+    """The flags of `protector protect` (also used by infer.py), in five groups."""
+    io = parser.add_argument_group("input and output")
     io.add_argument("photos", type=Path, nargs="*", metavar="PHOTOS",
                     help="image folders and/or image files to protect (the same as --input)")
     io.add_argument("--input", dest="inputs", type=Path, nargs="+", action="extend", default=[],
@@ -68,13 +73,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          "the files this protector with these settings wrote and refuses any other")
     io.add_argument("--allow-failures", action="store_true",
                     help="exit 0 and still write the zip when some inputs failed")
+    io.add_argument("--min-side", type=positive_int, default=32, help="smaller photos fail (too small to classify). Default: 32")
+    io.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS,
+                    help=f"decompression-bomb limit in pixels. Default: {MAX_PIXELS}")
 
     how = parser.add_argument_group("protection")
-    how.add_argument("--checkpoint", type=Path, metavar="FILE",
-                     help="a trained protector file, RUN/protector.pt. Default: none; the gradient steps alone")
+    protector = how.add_argument(
+        "--protector", type=Path, metavar="FILE",
+        help="a trained protector file, RUN/protector.pt. Default: none; the gradient steps alone")
+    deprecated_alias(how, "--checkpoint", protector)
     how.add_argument("--eps", type=budget, metavar="BUDGET",
                      help="most any pixel may change, of the 0..1 range (2/255: two 8-bit levels), for the "
                           "default protector (a protector file carries its own). Default: 2/255")
+    how.add_argument("--allow-large-eps", action="store_true",
+                     help="accept a protector whose budget is above 16/255, twice the largest budget measured "
+                          "(8/255); the summary names it. Without it such a protector is refused")
     how.add_argument("--views", choices=VIEW_SET_NAMES, default="shared",
                      help="what the protection is computed for: shared (the file as it is, resized to 224..512 px, "
                           "cropped, re-encoded by a platform) or as-is (the file exactly as written: the MediaEval "
@@ -84,31 +97,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--working-side", type=int_at_least(32), default=512, metavar="PIXELS",
                      help="under --views shared, photos whose shorter side is larger are protected on a copy of "
                           "this shorter side and the perturbation is carried to full size. Default: 512")
-
-    cls = parser.add_argument_group("attack model")
-    cls.add_argument("--classifier", metavar="SPEC",
-                     help="resnet50 (with --classifier-checkpoint), standin, or module.Class: the model the gradient "
-                          "steps (and a guided protector) work against, and the manifest's clean and protected "
-                          "top-1 (re-read from the written file). Default: resnet50 from the user cache, "
-                          "downloaded on first use, when protection needs it")
-    cls.add_argument("--classifier-checkpoint", type=Path, metavar="FILE", help="e.g. weights/resnet50_places365.pth.tar")
-    cls.add_argument("--sha256", dest="classifier_sha256", help="expected sha256 of --classifier-checkpoint")
-    cls.add_argument("--allow-unpinned", action="store_true", help="accept a classifier checkpoint with no sha256 to check")
-    cls.add_argument("--classifier-path", type=Path, metavar="DIR", help="folder put on sys.path for a module.Class spec")
-    cls.add_argument("--categories", type=Path, metavar="FILE", help="categories_places365.txt, for class names")
-    cls.add_argument("--refine-steps", type=non_negative_int, metavar="N",
+    how.add_argument("--refine-steps", type=non_negative_int, metavar="N",
                      help="after the generator, N white-box gradient steps against --classifier through a "
                           "differentiable JPEG at --quality and --views, within the same budget: stronger protection, "
                           "N extra classifier passes per view. Under --views as-is, photos above --tile-max-pixels "
-                          "are not refined (the manifest says so). Default: 10 without --checkpoint, else 0")
-    cls.add_argument("--refine-loss", choices=REFINE_LOSSES, default=None,
+                          "are not refined (the manifest says so). Default: 10 without --protector, else 0")
+    how.add_argument("--refine-loss", choices=REFINE_LOSSES, default=None,
                      help="what the refine steps descend: topk (the clean prediction out of the top 5 by a margin "
                           "of 2 logits), sensitive_safe (also every --senscats category: the photo reads as an "
                           "ordinary non-sensitive scene, all sensitive classes below the 5th other class), margin "
                           "(out of the top 1), ce, relativistic. Default: ce under --views shared (a margin won under "
                           "one view is lost under the next), topk under --views as-is")
-    cls.add_argument("--senscats", type=Path, metavar="FILE",
+    how.add_argument("--senscats", type=Path, metavar="FILE",
                      help="MEPP18senscats.txt: the sensitive categories --refine-loss sensitive_safe keeps out")
+
+    model = add_attack_model_arguments(parser)
+    model.add_argument("--categories", type=Path, metavar="FILE",
+                       help="categories_places365.txt: class names for the manifest and summary")
 
     edit = parser.add_argument_group("appeal (protectors trained with an enhancer)")
     edit.add_argument("--enhance", choices=("auto", "off"), default="auto",
@@ -127,7 +132,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     edit.add_argument("--nima-preprocess", choices=("idealo", "native"), default="idealo",
                       help="idealo: resize to 224 (nearest); native: full size (as the organizers). Default: idealo")
 
-    run = parser.add_argument_group("devices and batching")
+    run = parser.add_argument_group("runtime (devices, batching, tiles of very large photos)")
     run.add_argument("--batch-size", type=positive_int, default=16, help="most photos per batch (same-size photos). Default: 16")
     run.add_argument("--max-batch-pixels", type=positive_int, default=16 * 1024 * 1024,
                      help="most pixels per batch; larger photos go one at a time. Default: 16777216")
@@ -139,19 +144,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--num-nodes", type=positive_int, default=1, help="nodes for multi-node runs. Default: 1")
     run.add_argument("--precision", help="Lightning precision. Default: bf16-mixed on GPU, 32-true on CPU")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-
-    big = parser.add_argument_group("very large photos")
-    big.add_argument("--tile-max-pixels", type=positive_int, default=4 * 1024 * 1024,
+    run.add_argument("--tile-max-pixels", type=positive_int, default=4 * 1024 * 1024,
                      help="photos above this many pixels are protected in blended tiles. Default: 4194304")
-    big.add_argument("--tile", type=positive_int, default=1024, help="tile side in pixels. Default: 1024")
-    big.add_argument("--tile-overlap", type=non_negative_int, default=128, help="tile overlap in pixels. Default: 128")
-    big.add_argument("--tile-align", type=positive_int, default=64, help="tile origins are multiples of this. Default: 64")
-    big.add_argument("--min-side", type=positive_int, default=32, help="smaller photos fail (too small to classify). Default: 32")
-    big.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS,
-                     help=f"decompression-bomb limit in pixels. Default: {MAX_PIXELS}")
-    big.add_argument("--allow-large-eps", action="store_true",
-                     help="accept a protector whose budget is above 16/255, twice the largest budget measured "
-                          "(8/255); the summary names it. Without it such a protector is refused")
+    run.add_argument("--tile", type=positive_int, default=1024, help="tile side in pixels. Default: 1024")
+    run.add_argument("--tile-overlap", type=non_negative_int, default=128, help="tile overlap in pixels. Default: 128")
+    run.add_argument("--tile-align", type=positive_int, default=64, help="tile origins are multiples of this. Default: 64")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -163,13 +160,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from protector.protect import ProtectOptions, protect
+def options_from_args(args: argparse.Namespace) -> ProtectOptions:
+    """The run's options from the parsed flags (the attack-model flags as one spec).
+
+    Raises:
+        ValueError: --classifier-checkpoint without --classifier.
+    """
+    from protector.protect import ProtectOptions
 
     fields = ProtectOptions.__dataclass_fields__
-    options = ProtectOptions(**{key: value for key, value in vars(args).items() if key in fields})
+    options = ProtectOptions(**{key: value for key, value in vars(args).items() if key in fields},
+                             attack_model=attack_model_spec(args))
     options.inputs = list(getattr(args, "photos", [])) + options.inputs
+    return options
+
+
+def run(args: argparse.Namespace) -> int:
+    from protector.protect import protect
+
+    terminated: list[int] = []
     try:
+        options = options_from_args(args)
         with sigterm_as_interrupt() as terminated:
             summary = protect(options)
     except (ValueError, FileNotFoundError) as err:

@@ -62,7 +62,7 @@ class OfficialFile:
         size: expected size in bytes, None if unknown.
         in_weights: the file goes to the weights folder instead of the data root.
         archive: for a file extracted from another official file, that file's name.
-        loads_as: for a checkpoint, the architecture it must load into (``classifiers.
+        loads_as: for a checkpoint, the architecture it must load into (``checkpoints.
             load_places365_state_dict``) before it is kept or reported present: with no pinned
             checksum, an HTML error page saved under its name is otherwise indistinguishable.
         approx_size: bytes to expect when ``size`` is not pinned, for the offline message's
@@ -202,7 +202,7 @@ def _content_problem(file: OfficialFile, path: Path) -> ChecksumError | None:
     """For a checkpoint: why it does not load into its architecture (read with weights_only=True)."""
     if file.loads_as is None:
         return None
-    from protector.classifiers import load_places365_state_dict  # torch: only for checkpoints
+    from protector.checkpoints import load_places365_state_dict  # torch: only for checkpoints
 
     try:
         load_places365_state_dict(path, file.loads_as)

@@ -14,13 +14,14 @@ share and the perturbation's (:mod:`protector.evaluation.edit_split`).
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from protector.classifier_spec import AttackModelSpec
 from protector.data.criteria import CRITERIA, criteria_of_senscats, read_privacy_criteria
 from protector.data.lists import read_categories, read_senscats
 from protector.devices import resolve_device
@@ -57,11 +58,7 @@ class EvaluateOptions:
     protected: Path
     original: Path
     out: Path
-    classifier: str | None = None  # None: the cached attack model (protector.attack_model)
-    checkpoint: Path | None = None
-    sha256: str | None = None
-    allow_unpinned: bool = False
-    classifier_path: Path | None = None
+    attack_model: AttackModelSpec = AttackModelSpec()  # the default: the cached one `protector protect` uses
     run_code: str | None = None
     list_path: Path | None = None
     labels: Path | None = None
@@ -191,24 +188,17 @@ def _parse_transfer(spec: str) -> tuple[str, Path | None]:
 
 
 def _load_models(options: EvaluateOptions, device: torch.device) -> tuple[str, dict[str, nn.Module]]:
-    from protector.classifier_spec import build_classifier, classifier_label
-
-    if options.classifier is None:  # what `protector protect` used: the task's attack model from the cache
-        from protector.attack_model import DEFAULT_ARCH, cached_attack_model
-
-        options.classifier = DEFAULT_ARCH
-        options.checkpoint, options.sha256 = cached_attack_model(DEFAULT_ARCH)
-    attack_name = classifier_label(options.classifier, options.checkpoint)
-    models = {attack_name: build_classifier(options.classifier, options.checkpoint, options.sha256,
-                                            options.allow_unpinned, options.classifier_path)}
-    for spec in options.transfer:
-        name, checkpoint = _parse_transfer(spec)
-        label = classifier_label(name, checkpoint)
-        if label in models:
-            raise EvaluationError(f"--transfer {spec}: this model is already evaluated")
-        models[label] = build_classifier(name, checkpoint, allow_unpinned=options.allow_unpinned,
-                                         search_path=options.classifier_path)
-    return attack_name, {name: model.to(device).eval() for name, model in models.items()}
+    # The default is what `protector protect` used: the task's attack model from the cache.
+    options.attack_model = attack = options.attack_model.resolved()
+    models = {attack.label(): attack.build()}
+    for text in options.transfer:
+        name, checkpoint = _parse_transfer(text)
+        # Trust and search path as for the attack model; a transfer model's own sha256 is pinned or waived.
+        spec = replace(attack, name=name, checkpoint=checkpoint, sha256=None)
+        if spec.label() in models:
+            raise EvaluationError(f"--transfer {text}: this model is already evaluated")
+        models[spec.label()] = spec.build()
+    return attack.label(), {name: model.to(device).eval() for name, model in models.items()}
 
 
 def _load_nima(options: EvaluateOptions, device: torch.device) -> nn.Module | None:

@@ -14,8 +14,9 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from protector.attack_model import DEFAULT_ARCH, cached_attack_model, cached_categories
+from protector.attack_model import cached_categories
 from protector.budget import check_budget
+from protector.classifier_spec import AttackModelSpec
 from protector.generator import default_protector
 from protector.images import MAX_PIXELS
 from protector.losses import attack_loss_by_name
@@ -36,7 +37,7 @@ from protector.protector_protocol import Protector, require_protector
 from protector.settings import ProtectionSettings
 from protector.views import VIEW_SETS
 
-# Gradient steps of the default protector (no --checkpoint): EOT-PGD over views from the photo
+# Gradient steps of the default protector (no --protector): EOT-PGD over views from the photo
 # itself; BENCHMARKS.md ("Views") measures what fewer and more steps give.
 DEFAULT_STEPS = 10
 
@@ -48,14 +49,15 @@ class ProtectOptions:
     Inputs are `inputs` (folders and files) and/or `list_path` read from `images`.
     Outputs go to `output` (see :mod:`protector.protect.naming` for the names; default:
     :meth:`output_folder`); the manifest to `manifest`, outside that folder (default:
-    ``OUTPUT.manifest.csv`` beside it). Without `checkpoint` the protector is the default one
-    (:func:`default_protector`); `refine_steps` None means :data:`DEFAULT_STEPS` for it and
-    none after a trained generator.
+    ``OUTPUT.manifest.csv`` beside it). Without `protector` (a protector file) the protector is
+    the default one (:func:`default_protector`); `refine_steps` None means :data:`DEFAULT_STEPS`
+    for it and none after a trained generator. `attack_model` is what the attack-model flags say
+    (the default: the cached official model, fetched only when protection needs it).
     """
 
     output: Path | None = None
     manifest: Path | None = None
-    checkpoint: Path | None = None
+    protector: Path | None = None
     eps: float | None = None
     views: str = "shared"
     views_per_step: int = 2
@@ -70,11 +72,7 @@ class ProtectOptions:
     zip: bool = False
     overwrite: bool = False
     allow_failures: bool = False
-    classifier: str | None = None
-    classifier_checkpoint: Path | None = None
-    classifier_sha256: str | None = None
-    allow_unpinned: bool = False
-    classifier_path: Path | None = None
+    attack_model: AttackModelSpec = AttackModelSpec()
     categories: Path | None = None
     refine_steps: int | None = None
     refine_loss: str | None = None
@@ -118,10 +116,10 @@ class ProtectOptions:
 
     def steps(self, trained: bool | None = None) -> int:
         """Gradient steps after the generator: as given; else :data:`DEFAULT_STEPS` for the default
-        protector and none after a ``trained`` one (default: whether --checkpoint is given)."""
+        protector and none after a ``trained`` one (default: whether --protector is given)."""
         if self.refine_steps is not None:
             return self.refine_steps
-        trained = self.checkpoint is not None if trained is None else trained
+        trained = self.protector is not None if trained is None else trained
         return 0 if trained else DEFAULT_STEPS
 
     def settings(self, precision: str = "32-true", has_edit: bool = False, trained: bool | None = None
@@ -167,17 +165,15 @@ class ProtectOptions:
         if self.devices == 0 or self.devices == "0":
             raise ValueError("--devices 0 would run on no device: give a count >= 1, auto, -1 (all), "
                              "or indices like '0,' or '0,1'")
-        if self.classifier is None and self.classifier_checkpoint is not None:
-            raise ValueError("--classifier-checkpoint needs --classifier (e.g. --classifier resnet50)")
         if self.enhance not in ("auto", "off"):
             raise ValueError(f"--enhance must be auto or off, got {self.enhance!r}")
         if not 0.0 <= self.enhance_strength <= 1.0:
             raise ValueError(f"--enhance-strength must be in [0, 1], got {self.enhance_strength}")
         if self.nima_preprocess not in ("idealo", "native"):
             raise ValueError(f"--nima-preprocess must be idealo or native, got {self.nima_preprocess!r}")
-        if self.checkpoint is not None and self.eps is not None:
+        if self.protector is not None and self.eps is not None:
             raise ValueError("--eps sets the budget of the default protector; a protector file carries its own "
-                             "(drop --eps, or drop --checkpoint)")
+                             "(drop --eps, or drop --protector)")
         if self.refine_loss is not None and self.refine_steps == 0:
             raise ValueError(f"--refine-loss {self.refine_loss} is what the refine steps descend: "
                              "drop --refine-steps 0 (or drop --refine-loss)")
@@ -230,22 +226,12 @@ def _load_nima(options: ProtectOptions) -> nn.Module | None:
 
 
 def _load_networks(options: ProtectOptions) -> tuple[Protector, nn.Module | None]:
-    from protector.classifier_spec import build_classifier
     from protector.export import load_protector
 
-    protector = default_protector(options.eps) if options.checkpoint is None else load_protector(options.checkpoint)
-    if options.classifier is not None:
-        classifier = build_classifier(
-            options.classifier,
-            options.classifier_checkpoint,
-            options.classifier_sha256,
-            options.allow_unpinned,
-            options.classifier_path,
-        )
-    elif options.checkpoint is None or protector.guided or options.steps():
-        # Protecting needs the attack model: the task's, fetched once into the user cache.
-        path, digest = cached_attack_model(DEFAULT_ARCH, progress=options.progress)
-        classifier = build_classifier(DEFAULT_ARCH, path, digest)
+    protector = default_protector(options.eps) if options.protector is None else load_protector(options.protector)
+    if not options.attack_model.is_default or options.protector is None or protector.guided or options.steps():
+        # The default (the task's, fetched once into the user cache) only when protecting needs it.
+        classifier = options.attack_model.build(progress=options.progress)
     else:
         classifier = None
     return protector, classifier
@@ -261,8 +247,8 @@ def protect(
     Args:
         options: the run's settings.
         protector: the :class:`~protector.protector_protocol.Protector` to use instead of loading
-            ``options.checkpoint`` (e.g. a :class:`~protector.generator.BoundedProtector`).
-        classifier: classifier for the manifest instead of building ``options.classifier``.
+            ``options.protector`` (e.g. a :class:`~protector.generator.BoundedProtector`).
+        classifier: classifier for the manifest instead of building ``options.attack_model``.
 
     Returns:
         The summary on global rank zero; None on the other ranks of a distributed run.
@@ -284,7 +270,7 @@ def protect(
 
     # Every input is read and checked before the output folder is locked or touched: a refused
     # run (bad weights, an empty --senscats) leaves every file of an earlier run as it was.
-    if options.categories is None and options.classifier is None and protector is None:
+    if options.categories is None and options.attack_model.is_default and protector is None:
         options.categories = cached_categories()  # the default attack model's class names, when they can be had
     categories = read_categories(options.categories) if options.categories else None
     plan = build_plan(options.output, options.inputs, options.list_path, options.images,
@@ -292,10 +278,10 @@ def protect(
     for message in plan.warnings:
         warnings.warn(message, stacklevel=2)
     protector_file = None
-    trained = protector is not None or options.checkpoint is not None
+    trained = protector is not None or options.protector is not None
     if protector is None:
         protector, loaded_classifier = _load_networks(options)
-        protector_file = options.checkpoint
+        protector_file = options.protector
         classifier = classifier if classifier is not None else loaded_classifier
     large_budget = check_budget(float(protector.eps), options.allow_large_eps, str(protector_file or "the protector"))
     protector.attach_classifier(classifier)  # a guided protector's guide comes from it (or it refuses)
