@@ -1,4 +1,4 @@
-"""Protection under the views a classifier meets: methods x views, on the written files.
+r"""Protection under the views a classifier meets: methods x views, on the written files.
 
 Each method protects the same photos through `protector protect` (the product's own path:
 decode, protect, JPEG q90, atomic write), and every written file is then classified as a
@@ -7,7 +7,7 @@ classifier would really see it under each view of ``protector.views.EVALUATION_V
 (``protector.evaluation.views.score_views``). The control row is the original re-saved as
 JPEG q90: what re-encoding alone changes. PSNR is the written file against the original.
 
-    python bench/views_table.py --photos fullsize-heldout --method "today=--protector runs/standin_plain/protector.pt \\
+    python bench/views_table.py --photos fullsize-heldout --method "today=--protector runs/standin_plain/protector.pt \
         --views as-is --refine-steps 2" --method "eot-pgd-10=--refine-steps 10"
 
 ``--untrained-of FILE`` adds a row for the same generator as FILE's, untrained (seed 0, saved to
