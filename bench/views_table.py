@@ -1,4 +1,4 @@
-"""Protection under the views a classifier meets: methods x views, on the written files.
+r"""Protection under the views a classifier meets: methods x views, on the written files.
 
 Each method protects the same photos through `protector protect` (the product's own path:
 decode, protect, JPEG q90, atomic write), and every written file is then classified as a
@@ -7,8 +7,16 @@ classifier would really see it under each view of ``protector.views.EVALUATION_V
 (``protector.evaluation.views.score_views``). The control row is the original re-saved as
 JPEG q90: what re-encoding alone changes. PSNR is the written file against the original.
 
-    python bench/views_table.py --photos fullsize-heldout --method "today=--protector runs/standin_plain/protector.pt \\
+    python bench/views_table.py --photos fullsize-heldout --method "today=--protector runs/standin_plain/protector.pt \
         --views as-is --refine-steps 2" --method "eot-pgd-10=--refine-steps 10"
+
+``--untrained-of FILE`` adds a row for the same generator as FILE's, untrained (seed 0, saved to
+the output folder) and used with the same flags as the method named ``trained``: what training adds.
+
+    python bench/views_table.py --photos fullsize-heldout --skip 10 --limit 20 \
+        --untrained-of runs/fullsize_views/protector.pt \
+        --method "trained=--protector runs/fullsize_views/protector.pt --refine-steps 0" \
+        --method "eot-pgd-1=--refine-steps 1" --method "eot-pgd-10=--refine-steps 10"
 
 Photo sets: ``fullsize-heldout`` (../shared/fullsize 051..100, never tuned on), ``fullsize-tune``
 (001..050), ``standin256`` (a list of 256 px stand-in photos, --list).
@@ -27,6 +35,8 @@ import torch
 
 from protector.classifier_spec import build_classifier
 from protector.evaluation.fidelity import fidelity
+from protector.export import load_protector, save_protector
+from protector.generator import BoundedProtector
 from protector.evaluation.views import jpeg_round_trip, score_views
 from protector.images import read_photo
 from protector.protect import protect
@@ -62,6 +72,52 @@ def run_method(flags: str, photos: list[Path], out: Path) -> tuple[list[Path], f
     return [out / (p.stem + ".jpg") for p in photos], seconds
 
 
+def untrained_copy(trained: Path, out: Path) -> Path:
+    """An untrained generator of `trained`'s class and settings (seed 0), saved as a protector file."""
+    protector = load_protector(trained)
+    torch.manual_seed(0)
+    generator = type(protector.generator)(**protector.generator.config)
+    out.mkdir(parents=True, exist_ok=True)
+    return save_protector(out / "untrained_protector.pt", BoundedProtector(generator, protector.eps),
+                          {"note": f"untrained, the architecture of {trained.name}"})
+
+
+def with_untrained(methods: list[str], untrained: Path) -> list[str]:
+    """The method named ``trained`` once more as ``untrained``, with the untrained file in its place."""
+    trained = [m for m in methods if m.partition("=")[0] == "trained"]
+    if len(trained) != 1:
+        raise SystemExit("--untrained-of needs exactly one --method named trained=...")
+    flags = shlex.split(trained[0].partition("=")[2])
+    at = flags.index("--protector") + 1
+    flags[at] = str(untrained)
+    return methods + ["untrained=" + shlex.join(flags)]
+
+
+def plot_rows(rows: list[dict], title: str, path: Path) -> None:
+    """Top-1 changed per view, a line per method, the issue's 95% goal dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [v.name for v in EVALUATION_VIEWS]
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    for row in rows:
+        control = row["method"].startswith("control")
+        seconds = "" if control else f" ({row['seconds_per_photo']:.1f} s/photo)"
+        ax.plot(names, [100 * row["views"][n][0] for n in names], marker="o", label=row["method"] + seconds,
+                color="#9aa0a6" if control else None, linestyle=":" if control else "-")
+    ax.axhline(95, color="#d93025", linestyle="--", linewidth=1, label="goal: 95%")
+    ax.set_ylabel("top-1 changed (%)")
+    ax.set_ylim(-3, 103)
+    ax.set_title(title, fontsize=10)
+    ax.tick_params(axis="x", labelrotation=25, labelsize=8)
+    ax.legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", default="fullsize-heldout", choices=("fullsize-heldout", "fullsize-tune", "standin256"))
@@ -71,7 +127,12 @@ def main() -> None:
     parser.add_argument("--method", action="append", required=True, metavar="NAME=FLAGS")
     parser.add_argument("--out", type=Path, default=REPO / "bench/out/views")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--plot", type=Path, help="also draw top-1 changed per view and method into this PNG")
+    parser.add_argument("--untrained-of", type=Path, metavar="PROTECTOR",
+                        help="add the method named trained once more with this protector's generator untrained")
     args = parser.parse_args()
+    if args.untrained_of:
+        args.method = with_untrained(args.method, untrained_copy(args.untrained_of, args.out))
 
     photos = photo_set(args.photos, args.limit, args.list, args.skip)
     originals = [read_photo(p).pixels for p in photos]
@@ -98,6 +159,8 @@ def main() -> None:
         print("| " + " | ".join([row["method"], *cells, *tail]) + " |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
+    if args.plot:
+        plot_rows(rows, f"{len(photos)} photos ({args.photos}), stand-in classifier, 2/255, JPEG q90 files", args.plot)
 
 
 if __name__ == "__main__":

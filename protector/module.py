@@ -283,10 +283,17 @@ class ProtectorModule(LightningModule):
         # An appeal protector's guide moves away from the unedited photo's scene (see
         # BoundedProtector.scene_label): y, its clean prediction.
         x_adv = self.protector.perturb(x, y if self.enhancer is not None else None)
-        x_seen = self.robustifier(x_adv) if self.robustifier is not None else x_adv
+        view = self.robustifier.draw_view() if self.robustifier is not None else None
+        x_seen = self.robustifier(x_adv, view) if self.robustifier is not None else x_adv
         logits = self.classifier(x_seen)  # (B, C)
         clean_logits = None
-        if self.objective.needs_clean_logits:
+        if view is not None and not view.is_identity:
+            # Fooled under a view means changed against the clean photo under the same view
+            # (what `evaluate --views` counts): label and clean logits are taken there.
+            with torch.no_grad():
+                clean_logits = self.classifier(view(x))
+            y = self._labels(x, batch["label"], clean_logits)
+        elif self.objective.needs_clean_logits:
             with torch.no_grad():
                 clean_logits = self.classifier(x)
         loss = self.attack_loss(logits, y, clean_logits)

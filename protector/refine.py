@@ -27,6 +27,15 @@ from protector.views import AS_IS, View, ViewSampler
 VIEW_SEED = 20191
 
 
+def eot_pgd_step_size(eps: float, steps: int) -> float:
+    """EOT-PGD's step for `steps` sign steps at budget `eps` (the baselines' and, over views,
+    :func:`refine`'s): one step goes to the boundary (FGSM-like), two take half of it each,
+    more take Madry et al.'s 2.5 * eps / steps."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    return {1: eps, 2: eps / 2}.get(steps, 2.5 * eps / steps)
+
+
 def refine(
     x_clean: torch.Tensor,
     x_init: torch.Tensor,
@@ -52,7 +61,8 @@ def refine(
             prediction under that view.
         eps: budget as a fraction of the [0, 1] range.
         steps: gradient steps; 0 returns `x_init` unchanged.
-        step_size: per-step size; default eps / 2, eps / 4 over views.
+        step_size: per-step size; default eps / 2, over views :func:`eot_pgd_step_size`
+            (eps for one step, eps / 2 each for two, 2.5 * eps / steps for more).
         loss: what the steps descend; default ``TopKMargin(k=5, kappa=2.0)``: push the label
             out of the top 5 until it is 2 logits below the 5th other class, a margin that
             survives JPEG. ``SensitiveSafe`` pushes every sensitive class out as well. A loss
@@ -71,8 +81,9 @@ def refine(
     if views_per_step < 1:
         raise ValueError(f"views_per_step must be >= 1, got {views_per_step}")
     if step_size is None:
-        # Over views the steps are smaller: momentum sums agreeing directions across steps.
-        step_size = eps / 2 if views is None else eps / 4
+        # Over views, few steps must still reach the boundary (FGSM over views for one);
+        # ten or more are smaller (eps / 4 for ten): momentum sums what the views agree on.
+        step_size = eps / 2 if views is None else eot_pgd_step_size(eps, max(steps, 1))
     loss = TopKMargin(k=5, kappa=2.0) if loss is None else loss
     x_clean = x_clean.detach().float()
     x_adv = x_init.detach().float().clone()

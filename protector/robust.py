@@ -16,7 +16,7 @@ from torch import nn
 from protector.settings import check_quality
 
 if TYPE_CHECKING:
-    from protector.views import ViewSampler
+    from protector.views import View, ViewSampler
 
 
 def quantize_8bit_ste(x: torch.Tensor) -> torch.Tensor:
@@ -102,7 +102,15 @@ class Robustifier(nn.Module):
         self.quantize = quantize
         self.views = views
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def draw_view(self) -> View | None:
+        """The view for one batch from ``views`` (the global RNG: seeded by the training's
+        seed_everything); None without views. Drawn apart from :meth:`forward` so the caller
+        can label the clean photo under the same view."""
+        return self.views.sample() if self.views is not None else None
+
+    def forward(self, x: torch.Tensor, view: View | None = None) -> torch.Tensor:
+        """The file's pixels as a classifier gets them: JPEG and 8-bit rounding as the written
+        file, then ``view`` (a drawn one when ``views`` is set and no view is given)."""
         # The codec and the rounding must see float32 (bf16 cannot even represent 8-bit levels).
         with torch.autocast(device_type=x.device.type, enabled=False):
             x = x.float()
@@ -112,8 +120,10 @@ class Robustifier(nn.Module):
             x = self._apply_to_some(x, self.jpeg_prob, self._jpeg)
             if self.quantize:
                 x = quantize_8bit_ste(x)
-            if self.views is not None:
-                x = self.views.sample()(x)  # the global RNG: seeded by the training's seed_everything
+            if view is None:
+                view = self.draw_view()
+            if view is not None:
+                x = view(x)
         return x
 
     @staticmethod

@@ -231,6 +231,16 @@ def working_size(height: int, width: int, max_shorter_side: int) -> tuple[int, i
     return scaled_size(height, width, max_shorter_side / shorter)
 
 
+def pixels_at_working_size(pixels: np.ndarray, max_shorter_side: int) -> np.ndarray:
+    """A decoded photo, (H, W, 3) uint8, at :func:`working_size` (PIL's BILINEAR, the filter of
+    :func:`resize`): what a guided generator trained for the working scale learns from."""
+    height, width = pixels.shape[:2]
+    size = working_size(height, width, max_shorter_side)
+    if size == (height, width):
+        return pixels
+    return np.asarray(Image.fromarray(pixels).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+
+
 def carry_to_full_size(delta: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """A perturbation computed on a working copy, brought to the photo's ``size`` (bilinear:
     each value is a convex combination of the working copy's, so an L-inf bound carries over)."""

@@ -17,6 +17,8 @@ import torch
 import torchvision
 from PIL import Image
 
+from test_readme_commands import readme_commands
+
 from protector.attack_model import AttackModelUnavailable, cached_attack_model
 from protector.checksums import ChecksumError
 from protector.classifiers import CheckpointError
@@ -115,8 +117,13 @@ def test_protect_a_folder_with_nothing_else(tmp_path):
     for name in ("beach.jpg", "room.png"):
         Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(photos / name)
     env = {"PROTECTOR_CACHE": str(cache), "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-m", "protector", "protect", str(photos), "--no-progress"],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    # The README's "Protect your own photos" block, as written, after its `make install`.
+    (tmp_path / ".venv").symlink_to(Path(sys.executable).parents[1])
+    install, protect_command, evaluate_command = readme_commands("Protect your own photos")
+    assert install == "make install"
+    assert protect_command == ".venv/bin/protector protect holiday/"
+    result = subprocess.run(["bash", "-c", protect_command], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=1200)
     assert result.returncode == 0, result.stderr
     out = tmp_path / "holiday-protected"
     assert sorted(p.name for p in out.glob("*.jpg")) == ["beach.jpg", "room.jpg"]
@@ -128,9 +135,9 @@ def test_protect_a_folder_with_nothing_else(tmp_path):
     assert "Protected 2 photo(s)" in result.stdout and "Removed from every file" in result.stdout
     assert "resized to 224..512 px" in result.stdout
     # ... and checked with the same attack model, again with nothing to name.
-    report = subprocess.run([sys.executable, "-m", "protector", "evaluate", "--protected", str(out), "--original",
-                             str(photos), "--views", "--out", str(tmp_path / "report")],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    assert "--views" in evaluate_command
+    report = subprocess.run(["bash", "-c", evaluate_command], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=1200)
     assert report.returncode == 0, report.stderr
     results = json.loads((tmp_path / "report/results.json").read_text())
     assert [view["view"] for view in results["views"]][:2] == ["as-is", "short-512"]

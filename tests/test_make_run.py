@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from test_readme_commands import REPO, TEST_NAMES, workdir  # noqa: F401 (the fixture)
+from test_readme_commands import REPO, TEST_NAMES, readme_commands, run_in, workdir  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 
@@ -47,3 +47,12 @@ def test_make_run_on_a_cpu_machine_reaches_the_submission_zip(workdir) -> None: 
     with zipfile.ZipFile(submission) as archive:
         assert sorted(archive.namelist()) == sorted(f"rteam_unet_{name}" for name in TEST_NAMES)
     assert (workdir / "runs" / "mepp19" / "report" / "report.html").is_file()
+
+    # Then the README's "Check the result", as written (with this run's team name), on that zip.
+    (workdir / ".venv").symlink_to(venv)
+    checks = readme_commands("Check the result")
+    assert [c.split()[:2] for c in checks] == [[".venv/bin/protector", "submission"], [".venv/bin/protector", "evaluate"]]
+    for command in checks:
+        result = run_in(workdir, command.replace("myteam_unet", "rteam_unet"))
+        assert result.returncode == 0, f"{command}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    assert (workdir / "report" / "report.html").is_file()

@@ -420,3 +420,41 @@ def test_jpeg_round_trip_matches_pil() -> None:
     assert out.shape == x.shape and out.dtype == torch.float32
     diff = (out - x).abs().mean().item() * 255
     assert 0 < diff < 10 and math.isfinite(diff)
+
+
+class RecordingLoss(nn.Module):
+    """The cross-entropy objective, recording the labels and clean logits each step used."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from protector.losses import UntargetedCE
+
+        self.inner = UntargetedCE()
+        self.needs_clean_logits = False
+        self.seen: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+
+    def forward(self, logits, y, clean_logits=None, class_weights=None):
+        self.seen.append((y.clone(), None if clean_logits is None else clean_logits.clone()))
+        return self.inner(logits, y, clean_logits, class_weights)
+
+
+def test_training_through_a_view_labels_the_clean_photo_under_that_view(tmp_path, tiny_classifier) -> None:
+    from protector.robust import Robustifier
+    from protector.views import View, ViewSampler
+
+    # Every draw resizes the 32 px photos to 16 px: the label a step pushes away from is the
+    # clean prediction there, not on the photo as it is.
+    module = make_module(tiny_classifier, label_source="predicted",
+                         robustifier=Robustifier(views=ViewSampler(as_is_prob=0.0, shorter_sides=(16, 16),
+                                                                   crop_prob=0.0, upload_prob=0.0)))
+    recorder = RecordingLoss()
+    module.objective = recorder
+    make_trainer(tmp_path, max_steps=1).fit(module, loader(4, batch_size=4))
+    x = PhotoBatchDataset(4).images
+    with torch.no_grad():
+        under_view = tiny_classifier(View("small", shorter_side=16)(x))
+        as_is = tiny_classifier(x)
+    (y, clean_logits), = recorder.seen
+    assert torch.allclose(clean_logits, under_view, atol=1e-5)
+    assert not torch.allclose(clean_logits, as_is, atol=1e-3)
+    assert torch.equal(y, under_view.argmax(1))

@@ -31,10 +31,11 @@ VAL_NAMES = [f"Places365_val_{i:08d}.jpg" for i in range(20, 26)]
 LABELS = {name: i for i, name in enumerate(TEST_NAMES + VAL_NAMES)}  # classes 0.. (airfield, airplane_cabin, ...)
 
 
-def readme_commands() -> list[str]:
-    """The logical lines of the README's "Commands" block (continuations joined, comments dropped)."""
+def readme_commands(section: str = "Commands") -> list[str]:
+    """The logical lines of the first bash block of the README's `section` (continuations
+    joined, comments dropped)."""
     text = (REPO / "README.md").read_text(encoding="utf-8")
-    block = re.search(r"## Commands\n\n```bash\n(.*?)```", text, re.S).group(1)
+    block = re.search(rf"## {section}\n.*?```bash\n(.*?)```", text, re.S).group(1)
     joined = re.sub(r"\\\n\s*", "", block)
     commands = [re.sub(r"\s+#.*$", "", line).strip() for line in joined.splitlines()]
     return [c for c in commands if c and not c.startswith("#")]

@@ -77,3 +77,19 @@ def test_sensitive_safe_moves_the_prediction_out_of_a_class_set():
     assert bool((runs["label"] != y).all()) and bool((runs["set"] != y).all())  # both fool the top-1
     assert sum(int(c) in avoided for c in runs["label"]) >= 6
     assert not any(int(c) in avoided for c in runs["set"])
+
+
+@pytest.mark.parametrize("steps, levels", [(1, 2.0), (2, 2.0), (10, 2.0)])
+def test_few_steps_over_views_still_reach_the_budget(tiny_classifier, steps, levels):
+    from protector.views import ViewSampler
+
+    # EOT-PGD-1 over views is FGSM over views: its one step goes to the boundary, as do two
+    # half steps, and ten quarter steps with momentum; a fixed small step would stop short.
+    x = torch.rand(2, 3, 40, 40)
+    eps = levels / 255
+    y = tiny_classifier(x).argmax(1)
+    x_adv = refine(x, x, tiny_classifier, y, eps, steps=steps, jpeg_quality=None,
+                   views=ViewSampler(shorter_sides=(24, 40)), loss=UntargetedCE())
+    reached = (x_adv - x).abs().flatten(1).max(dim=1).values
+    assert torch.allclose(reached, torch.full_like(reached, eps), atol=1e-6)
+    assert refine(x, x, tiny_classifier, y, eps, steps=0, views=ViewSampler()).equal(x)

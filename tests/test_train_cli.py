@@ -25,6 +25,7 @@ from protector.export import load_protector
 from protector.enhance import ToneCurveEnhancer
 from protector.appeal_loss import NimaAppeal
 from protector.losses import SSIMFidelity, TopKMargin, UntargetedCE
+from protector.views import VIEW_SETS, ViewSampler
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -455,3 +456,11 @@ def test_sigterm_before_any_checkpoint_does_not_offer_a_resume(standin, tmp_path
     assert training.returncode == 128 + signal.SIGTERM, output[-3000:]
     assert "stopped by SIGTERM before the first checkpoint" in output and "--ckpt_path" not in output
     assert not (run / "checkpoints").exists() or not any((run / "checkpoints").iterdir())
+
+
+def test_fullsize_views_config_trains_through_views_at_the_working_scale(standin) -> None:
+    standin.path("fullsize/urban100_img_001.jpg")
+    cli = cli_main(["--config", "configs/fullsize_views.yaml", "--trainer.logger=false"], run=False)
+    assert isinstance(cli.model.robustifier.views, ViewSampler)
+    assert cli.model.robustifier.views == VIEW_SETS["shared"]  # the views protect's default protects for
+    assert cli.datamodule.working_side == 512 and cli.datamodule.image_size == 512

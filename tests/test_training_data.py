@@ -284,3 +284,14 @@ def test_lightning_cli_types(photo_set):
     assert config.data.limit == 5 and config.data.image_size is None and config.data.val_fraction == 0.1
     dm = parser.instantiate(config).data
     assert isinstance(dm, TrainingDataModule) and dm.hparams.limit == 5
+
+
+def test_working_side_brings_large_photos_to_protects_working_scale(photo_set):
+    root, csv_path, _ = photo_set
+    # Photos are 40x48 (and 36..48 x 30..48 for the unlabelled ones): a working side of 24 shrinks
+    # each so its shorter side is 24, as protect's working copy of a large photo.
+    dm = _module(root, csv_path, val_fraction=0.34, batch_size=1, working_side=24, seed=1)
+    shapes = {tuple(b["image"].shape[-2:]) for b in dm.val_dataloader()}
+    assert shapes and all(min(shape) == 24 for shape in shapes)
+    with pytest.raises(ValueError, match="working_side"):
+        TrainingDataModule(str(root), str(csv_path), working_side=4)

@@ -163,3 +163,20 @@ def test_training_sees_the_drawn_view_and_passes_its_gradient() -> None:
     assert seen.shape == (2, 3, 32, 32)
     seen.sum().backward()
     assert float(x.grad.abs().sum()) > 0
+    # A view given by the caller (the module, which labels the clean photo under it) is the one used.
+    given = View("given", shorter_side=16)
+    assert robust(torch.rand(2, 3, 48, 64), given).shape == (2, 3, 16, 21)
+    assert Robustifier(jpeg_prob=0.0).draw_view() is None
+
+
+def test_training_photos_come_at_the_working_scale() -> None:
+    from protector.views import pixels_at_working_size, resize
+
+    pixels = np.random.default_rng(0).integers(0, 256, (600, 900, 3), dtype=np.uint8)
+    small = pixels_at_working_size(pixels, 512)
+    assert small.shape == (512, 768, 3) and small.dtype == np.uint8
+    # The filter of protect's own working copy (views.resize), within rounding.
+    torch_copy = resize(torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255, (512, 768))
+    assert np.abs(small.astype(float) - torch_copy[0].permute(1, 2, 0).numpy() * 255).max() <= 1.5
+    # Photos already at or below the working scale are left alone.
+    assert pixels_at_working_size(pixels[:400], 512).shape == (400, 900, 3)

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 from protector.data.lists import ListEntry, read_image_list, read_places365_val
 from protector.data.sources import ImageSource, open_source
 from protector.images import read_photo, to_tensor
+from protector.views import pixels_at_working_size
 
 
 def _crop(image_size: int | None, train: bool) -> list[A.BasicTransform]:
@@ -81,21 +82,25 @@ class ImageDataset(Dataset):
         torch.Size([3, 256, 256])
     """
 
-    def __init__(self, source: ImageSource, entries: Sequence[ListEntry], transform: A.Compose | None = None):
+    def __init__(self, source: ImageSource, entries: Sequence[ListEntry], transform: A.Compose | None = None,
+                 working_side: int | None = None):
         self.source = source
         self.entries = list(entries)
         self.transform = transform
+        self.working_side = working_side
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         name, label = self.entries[index]
-        photo = read_photo(self.source.read_bytes(name), name=f"{self.source.describe()}: {name}")
+        pixels = read_photo(self.source.read_bytes(name), name=f"{self.source.describe()}: {name}").pixels
+        if self.working_side is not None:
+            pixels = pixels_at_working_size(pixels, self.working_side)
         if self.transform is None:
-            image = to_tensor(photo.pixels)
+            image = to_tensor(pixels)
         else:
-            image = self.transform(image=photo.pixels)["image"]
+            image = self.transform(image=pixels)["image"]
         return {"image": image, "label": -1 if label is None else int(label), "name": name}
 
     def reseed(self, seed: int) -> None:
@@ -184,6 +189,9 @@ class TrainingDataModule(pl.LightningDataModule):
         limit: keep a seeded random subset of this many training images (debug runs).
         image_size: crop to this square size (random for training, center otherwise) so
             photos of different sizes can share a batch; None = keep sizes.
+        working_side: first bring a photo whose shorter side is larger down to this many
+            pixels, the working scale ``protect`` computes a large photo's perturbation at
+            (``protect --working-side``); None = photos at their size.
 
     Example:
         >>> dm = TrainingDataModule("data/val_256.tar", "data/MEPP18val.csv", "data/places365_val.txt")
@@ -204,6 +212,7 @@ class TrainingDataModule(pl.LightningDataModule):
         seed: int = 0,
         limit: int | None = None,
         image_size: int | None = None,
+        working_side: int | None = None,
     ):
         super().__init__()
         if not 0.0 <= val_fraction < 1.0:
@@ -216,6 +225,8 @@ class TrainingDataModule(pl.LightningDataModule):
             raise ValueError(f"limit must be >= 1 or None, got {limit}")
         if image_size is not None and image_size < 1:
             raise ValueError(f"image_size must be >= 1 or None, got {image_size}")
+        if working_side is not None and working_side < 8:
+            raise ValueError(f"working_side must be >= 8 pixels or None, got {working_side}")
         self.images = _existing(images, "images")
         self.train_list = _existing(train_list, "train_list")
         self.labels_file = _existing(labels_file, "labels_file")
@@ -227,6 +238,7 @@ class TrainingDataModule(pl.LightningDataModule):
         self.seed = seed
         self.limit = limit
         self.image_size = image_size
+        self.working_side = working_side
         self.save_hyperparameters()
         self._source: ImageSource | None = None
         self._train: list[ListEntry] | None = None
@@ -306,7 +318,7 @@ class TrainingDataModule(pl.LightningDataModule):
     # ---------------------------------------------------------- dataloaders
 
     def _loader(self, entries: list[ListEntry], transform: A.Compose, shuffle: bool) -> DataLoader:
-        dataset = ImageDataset(self.source, entries, transform)
+        dataset = ImageDataset(self.source, entries, transform, self.working_side)
         dataset.reseed(self.seed)
         return DataLoader(
             dataset,

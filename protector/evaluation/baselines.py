@@ -23,7 +23,7 @@ from torch import nn
 
 from protector.images import FORMAT_FOR_SUFFIX, encode_photo, to_tensor, to_uint8, write_atomic
 from protector.losses import AttackLoss
-from protector.refine import refine
+from protector.refine import eot_pgd_step_size, refine
 
 BASELINES = ("fgsm", "pgd", "eot-pgd")
 PGD_STEPS = 10
@@ -47,14 +47,6 @@ class BaselineSpec:
                     "a differentiable JPEG at the output quality)")
         return (f"torchattacks.PGD(eps={self.eps:.6g}, alpha={self.alpha:.6g}, steps={self.steps}, "
                 f"random_start={self.random_start}), no JPEG in the loss")
-
-
-def eot_pgd_step_size(eps: float, steps: int) -> float:
-    """EOT-PGD's step for `steps` sign steps at budget `eps`: one step goes to the boundary
-    (FGSM-like), two take half of it each, more take Madry et al.'s 2.5 * eps / steps."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    return {1: eps, 2: eps / 2}.get(steps, 2.5 * eps / steps)
 
 
 def baseline_spec(name: str, eps: float, steps: int | None = None) -> BaselineSpec:
