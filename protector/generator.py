@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -85,6 +86,10 @@ class UNetGenerator(nn.Module):
         guide_jpeg_quality: take every guide through a differentiable JPEG at this quality,
             i.e. the gradient of the classifier as it will see the saved file; None: the
             plain gradient; ignored by a generator that is not guided. Default: None.
+        guide_shorter_sides: take the guide over views: the photo with its shorter side
+            resized to each of these sizes (:func:`protector.guidance.gradient_and_label`),
+            for a protector meant to survive a classifier's resize; () or None: the photo as
+            it is. Only for a one-query guided generator. Default: None.
         bound: how the raw map becomes a perturbation within the budget
             (:func:`apply_budget`): ``"tanh"`` (``eps * tanh(raw)``, smooth) or ``"clamp"``
             (``eps * clamp(raw, -1, 1)``, the projection of CDA/BIA: the whole budget is
@@ -110,6 +115,7 @@ class UNetGenerator(nn.Module):
         guided: bool = False,
         queries: int = 1,
         guide_jpeg_quality: int | None = None,
+        guide_shorter_sides: Sequence[int] | None = None,
         bound: Bound = "tanh",
     ) -> None:
         super().__init__()
@@ -127,6 +133,11 @@ class UNetGenerator(nn.Module):
             check_quality(guide_jpeg_quality, "guide_jpeg_quality (or None)")
         if bound not in ("tanh", "clamp"):
             raise ValueError(f"bound must be 'tanh' or 'clamp', got {bound!r}")
+        guide_shorter_sides = tuple(int(side) for side in guide_shorter_sides or ())
+        if guide_shorter_sides and (not guided or queries != 1):
+            raise ValueError("guide_shorter_sides needs a guided generator with queries=1")
+        if any(side < 8 for side in guide_shorter_sides):
+            raise ValueError(f"guide_shorter_sides must be sizes of at least 8 pixels, got {guide_shorter_sides}")
         # Everything needed to rebuild this network (see protector.export).
         self.config = {
             "in_channels": in_channels, "base_channels": base_channels, "depth": depth, "norm": norm, "guided": guided
@@ -135,6 +146,8 @@ class UNetGenerator(nn.Module):
             guide_jpeg_quality = None  # a pure generator takes no guide (one config serves both kinds)
         if queries != 1 or guide_jpeg_quality is not None:  # files of one-query generators stay as they were
             self.config.update(queries=queries, guide_jpeg_quality=guide_jpeg_quality)
+        if guide_shorter_sides:
+            self.config["guide_shorter_sides"] = list(guide_shorter_sides)
         if bound != "tanh":
             self.config["bound"] = bound
         self.bound = bound
@@ -142,6 +155,7 @@ class UNetGenerator(nn.Module):
         self.guided = bool(guided)
         self.queries = queries if guided else 0
         self.guide_jpeg_quality = guide_jpeg_quality
+        self.guide_shorter_sides = guide_shorter_sides
 
         widths = [max(base_channels // 4, 4)] + [base_channels * 2**i for i in range(depth)]
         self.stem = _conv_block(in_channels * (1 + self.queries), widths[0], norm)
@@ -235,6 +249,7 @@ class GeneratorKind:
     guided: bool = False
     queries: int = 0
     guide_jpeg_quality: int | None = None
+    guide_shorter_sides: tuple[int, ...] = ()
     bound: Bound = "tanh"
 
     @classmethod
@@ -245,6 +260,7 @@ class GeneratorKind:
         guided = bool(getattr(generator, "guided", False))
         return cls(guided=guided, queries=getattr(generator, "queries", 0) if guided else 0,
                    guide_jpeg_quality=getattr(generator, "guide_jpeg_quality", None),
+                   guide_shorter_sides=tuple(getattr(generator, "guide_shorter_sides", ())),
                    bound=getattr(generator, "bound", "tanh"))
 
 
@@ -262,7 +278,8 @@ def protect_batch(
         return apply_budget(x, generator(x), eps, kind.bound)
     require_classifier(generator, classifier)
     quality = kind.guide_jpeg_quality
-    guide, label = gradient_and_label(classifier, x, label, jpeg_quality=quality)
+    guide, label = gradient_and_label(classifier, x, label, jpeg_quality=quality,
+                                      shorter_sides=kind.guide_shorter_sides)
     x_adv = apply_budget(x, generator(x, guide), eps, kind.bound)
     if kind.queries == 2:
         second, _ = gradient_and_label(classifier, x_adv, label, jpeg_quality=quality)

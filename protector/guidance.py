@@ -11,11 +11,14 @@ protecting (it is: the threat model is white-box).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from protector.robust import differentiable_jpeg
+from protector.views import View
 
 # Standard deviations kept before the clamp: a few pixels with huge gradients must not
 # flatten the rest of the map to zero.
@@ -61,17 +64,37 @@ def predicted_label(classifier: nn.Module, x: torch.Tensor, jpeg_quality: int | 
 
 
 def gradient_and_label(
-    classifier: nn.Module, x: torch.Tensor, label: torch.Tensor | None = None, jpeg_quality: int | None = None
+    classifier: nn.Module,
+    x: torch.Tensor,
+    label: torch.Tensor | None = None,
+    jpeg_quality: int | None = None,
+    shorter_sides: Sequence[int] = (),
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`attack_gradient` and the label it used, (B,) int64."""
+    """:func:`attack_gradient` and the label it used, (B,) int64.
+
+    With ``shorter_sides`` the gradient is taken over views: the photo with its shorter side
+    resized to each size (a classifier's resize, :class:`protector.views.View`), each view
+    moving away from its own clean prediction (or from ``label`` when given), each view's
+    gradient scaled to the same size before they are summed; the label returned is the first
+    view's. A guide made at one scale averages away when the photo is shrunk (BENCHMARKS.md,
+    "Let learning pay"); this one carries what the small views need.
+    """
+    views = [View(f"short-{side}", shorter_side=side) for side in shorter_sides] or [None]
     # A clone made outside inference mode is an ordinary tensor that autograd can track.
     with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device_type=x.device.type, enabled=False):
         x = x.detach().float().clone().requires_grad_(True)
-        seen = x if jpeg_quality is None else differentiable_jpeg(x, jpeg_quality)
-        logits = classifier(seen)
-        label = logits.argmax(dim=1).detach() if label is None else label.detach().clone()
-        # Summed, so one image's gradient does not depend on the batch size.
-        loss = F.cross_entropy(logits.float(), label, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x)
-        scale = grad.flatten(1).std(dim=1).clamp_min(1e-12)[:, None, None, None]
-        return (grad / scale).clamp(-_CLAMP_STD, _CLAMP_STD) / _CLAMP_STD, label
+        total, first_label = torch.zeros_like(x), None
+        for view in views:
+            seen = x if jpeg_quality is None else differentiable_jpeg(x, jpeg_quality)
+            logits = classifier(seen if view is None else view(seen))
+            view_label = logits.argmax(dim=1).detach() if label is None else label.detach().clone()
+            first_label = view_label if first_label is None else first_label
+            # Summed, so one image's gradient does not depend on the batch size.
+            loss = F.cross_entropy(logits.float(), view_label, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, x)
+            total += grad / _per_image_std(grad)
+        return (total / _per_image_std(total)).clamp(-_CLAMP_STD, _CLAMP_STD) / _CLAMP_STD, first_label
+
+
+def _per_image_std(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(1).std(dim=1).clamp_min(1e-12)[:, None, None, None]

@@ -506,6 +506,14 @@ def test_the_submission_zip_is_evaluated_like_its_folder(tmp_path, capsys) -> No
     assert first == second
     assert "protected files: `…/" in zip_out and "hand.zip`" in zip_out  # the report names the zip, shortened
 
+    # The task's TEAM_RUN.zip of TEAM_RUN_NAME files gives its run code by its name.
+    from protector.cli import main
+
+    assert main(["evaluate", "--protected", str(archive), "--original", str(case["originals"]), "--classifier",
+                 ATTACK, "--classifier-path", str(case["models"]), "--device", "cpu", "--out", str(tmp_path / "r5")]) == 0
+    third = json.loads((tmp_path / "r5" / "results.json").read_text())
+    assert third["runs"]["protector"]["models"][ATTACK] == first and third["settings"]["run_code"] == "hand"
+
     (tmp_path / "bad.zip").write_bytes(b"not a zip")
     code, _, err = evaluate_cli(capsys, {**case, "protected": tmp_path / "bad.zip"}, "--out", str(tmp_path / "r3"))
     assert code == 2 and "bad.zip: --protected is a file but not a zip" in err

@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from protector.export import load_protector, save_protector
-from protector.generator import BoundedProtector, UNetGenerator
+from protector.generator import BoundedProtector, GeneratorKind, UNetGenerator
 from protector.guidance import attack_gradient, gradient_and_label, predicted_label
+from protector.views import View
 
 
 @pytest.fixture
@@ -128,3 +129,34 @@ def test_predicted_label_is_the_guides_label_without_a_gradient(tiny_classifier,
     label = predicted_label(tiny_classifier, photos, jpeg_quality=quality)
     assert not label.requires_grad and label.dtype == torch.long
     assert torch.equal(label, gradient_and_label(tiny_classifier, photos, jpeg_quality=quality)[1])
+
+
+def test_guide_over_views_points_up_the_loss_of_each_resized_view(tiny_classifier, photos) -> None:
+    sides = (40, 24, 16)
+    guide, label = gradient_and_label(tiny_classifier, photos, shorter_sides=sides)
+    assert guide.shape == photos.shape and guide.abs().max() <= 1.0
+    views = [View(f"short-{side}", shorter_side=side) for side in sides]
+    assert torch.equal(label, tiny_classifier(views[0](photos)).argmax(1))  # the first view's own prediction
+    for view in views:
+        view_label = tiny_classifier(view(photos)).argmax(1)
+        before = F.cross_entropy(tiny_classifier(view(photos)), view_label, reduction="sum")
+        after = F.cross_entropy(tiny_classifier(view(photos + 1e-3 * guide)), view_label, reduction="sum")
+        assert after > before, view.name
+    # A guide made at one scale is not the guide over views.
+    assert not torch.allclose(guide, attack_gradient(tiny_classifier, photos), atol=1e-3)
+
+
+def test_guide_over_views_is_part_of_the_protector_file(tmp_path, tiny_classifier, photos) -> None:
+    torch.manual_seed(0)
+    generator = UNetGenerator(base_channels=8, depth=2, guided=True, guide_shorter_sides=[40, 24])
+    assert GeneratorKind.of(generator).guide_shorter_sides == (40, 24)
+    protector = BoundedProtector(generator, 2 / 255, tiny_classifier).eval()
+    save_protector(tmp_path / "p.pt", protector)
+    loaded = load_protector(tmp_path / "p.pt")
+    loaded.attach_classifier(tiny_classifier)
+    assert loaded.generator.guide_shorter_sides == (40, 24)
+    assert torch.equal(loaded(photos), protector(photos))
+    with pytest.raises(ValueError, match="guide_shorter_sides needs a guided generator"):
+        UNetGenerator(guided=False, guide_shorter_sides=[224])
+    with pytest.raises(ValueError, match="guide_shorter_sides needs a guided generator"):
+        UNetGenerator(guided=True, queries=2, guide_shorter_sides=[224])

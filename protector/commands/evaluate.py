@@ -92,10 +92,12 @@ def run(args: argparse.Namespace) -> int:
     from protector.evaluation.report import write_report
     from protector.evaluation.run import EvaluateOptions, evaluate
 
-    from protector.evaluation.zip_input import protected_folder
+    from protector.evaluation.zip_input import protected_folder, submission_run_code
     from protector.outputs import OutputError, replace_together, write_failures
 
     values = {key: value for key, value in vars(args).items() if key in EvaluateOptions.__dataclass_fields__}
+    if values.get("run_code") is None:  # `evaluate --protected TEAM_RUN.zip` needs no --run-code
+        values["run_code"] = submission_run_code(Path(args.protected))
     try:
         # A submission zip is scored from its members; the report names the zip.
         with protected_folder(Path(args.protected)) as folder:

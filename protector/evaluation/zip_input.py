@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 from typing import Iterator
 
+from protector.images import IMAGE_EXTENSIONS
 from protector.paths import UnsafePathError, safe_relative_name
 from protector.protect.provenance import RECORD_NAME
 
@@ -42,6 +43,21 @@ def protected_folder(path: Path) -> Iterator[Path]:
         if record.is_file():
             shutil.copyfile(record, folder / RECORD_NAME)
         yield folder
+
+
+def submission_run_code(path: Path) -> str | None:
+    """The run code that a submission zip's name gives: the task's ``TEAM_RUN.zip`` holds
+    ``TEAM_RUN_NAME.jpg``, so the zip's stem when every image in it is named so; None for a folder or any other zip (then the names are matched as they are)."""
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [Path(info.filename).name for info in archive.infolist()
+                     if Path(info.filename).suffix.lower() in IMAGE_EXTENSIONS]
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError):
+        return None  # protected_folder names the fault
+    prefix = f"{path.stem}_"
+    return path.stem if names and all(name.startswith(prefix) for name in names) else None
 
 
 def _extract(path: Path, folder: Path) -> None:
