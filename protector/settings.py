@@ -15,11 +15,11 @@ from typing import Any
 
 OUTPUT_FORMATS = ("jpeg", "png", "webp", "same")
 REFINE_LOSSES = ("topk", "sensitive_safe", "margin", "ce", "relativistic")
-VIEW_SET_NAMES = ("as-is", "shared")
+VIEW_SET_NAMES = ("as-is", "shared", "classifiers")
 # What the steps descend unless told: over views, cross-entropy (unbounded, it keeps pushing
 # where a margin stops, and the margin won under one view is lost under the next: measured in
 # BENCHMARKS.md, "Views"); for the file as it is, the top-5 margin of the shipped configs.
-DEFAULT_REFINE_LOSS = {"shared": "ce", "as-is": "topk"}
+DEFAULT_REFINE_LOSS = {"shared": "ce", "classifiers": "ce", "as-is": "topk"}
 
 
 def check_quality(quality: int, what: str = "quality") -> int:
@@ -42,10 +42,11 @@ class ProtectionSettings:
         eps: L-inf budget, a fraction of [0, 1], of a protector built here (no protector
             file); None: the protector file's own budget.
         views: the views protection is computed for (``protector.views.VIEW_SETS``):
-            ``shared`` (the file resized, cropped, re-encoded by a platform, and as it is) or
-            ``as-is`` (the file exactly as written: the MediaEval protocol).
-        views_per_step: views drawn per gradient step under ``shared``.
-        working_side: under ``shared``, photos whose shorter side is larger are protected on
+            ``shared`` (the file resized, cropped, re-encoded by a platform, and as it is),
+            ``classifiers`` (the common classifier inputs in turn) or ``as-is`` (the file
+            exactly as written: the MediaEval protocol).
+        views_per_step: views per gradient step under ``shared`` or ``classifiers``.
+        working_side: under ``shared`` or ``classifiers``, photos whose shorter side is larger are protected on
             a copy scaled down to this shorter side and the perturbation is carried back to
             full size; None: always at full size.
         refine_steps: white-box gradient steps after the generator.
@@ -63,7 +64,7 @@ class ProtectionSettings:
     fmt: str = "jpeg"
     quality: int = 90
     eps: float | None = None
-    views: str = "shared"
+    views: str = "classifiers"
     views_per_step: int = 2
     working_side: int | None = 512
     refine_steps: int = 0

@@ -55,6 +55,7 @@ def test_an_older_records_format_is_read() -> None:
 
 def test_the_refine_loss_defaults_to_what_the_views_need() -> None:
     assert ProtectionSettings(views="shared", refine_steps=10).refine_loss == "ce"
+    assert ProtectionSettings(views="classifiers", refine_steps=10).refine_loss == "ce"
     assert ProtectionSettings(views="as-is", working_side=None, refine_steps=2).refine_loss == "topk"
     assert ProtectionSettings(views="shared", refine_steps=10, refine_loss="topk").refine_loss == "topk"
 

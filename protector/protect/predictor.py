@@ -13,7 +13,7 @@ from protector.losses import AttackLoss
 from protector.protect.tiling import TiledProtector
 from protector.protector_protocol import Protector
 from protector.refine import refine
-from protector.views import ViewSampler, carry_to_full_size, resize, working_size
+from protector.views import ViewCycle, ViewSampler, carry_to_full_size, resize, working_size
 
 
 class ProtectPredictor(pl.LightningModule):
@@ -71,7 +71,7 @@ class ProtectPredictor(pl.LightningModule):
         refine_quality: int | None = 90,
         refine_loss: AttackLoss | None = None,
         nima: nn.Module | None = None,
-        views: ViewSampler | None = None,
+        views: ViewSampler | ViewCycle | None = None,
         views_per_step: int = 2,
         working_side: int | None = None,
     ) -> None:

@@ -59,7 +59,7 @@ class ProtectOptions:
     manifest: Path | None = None
     protector: Path | None = None
     eps: float | None = None
-    views: str = "shared"
+    views: str = "classifiers"
     views_per_step: int = 2
     working_side: int | None = 512
     inputs: list[Path] = field(default_factory=list)
