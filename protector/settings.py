@@ -46,9 +46,14 @@ class ProtectionSettings:
             ``classifiers`` (the common classifier inputs in turn) or ``as-is`` (the file
             exactly as written: the MediaEval protocol).
         views_per_step: views per gradient step under ``shared`` or ``classifiers``.
-        working_side: under ``shared`` or ``classifiers``, photos whose shorter side is larger are protected on
-            a copy scaled down to this shorter side and the perturbation is carried back to
-            full size; None: always at full size.
+        working_side: under ``shared`` or ``classifiers``, photos whose shorter side is larger
+            are protected on a copy scaled down to this shorter side and the perturbation is
+            carried back to full size; None: always at full size.
+        full_size_steps: under views, gradient steps of eps/4 for the file classified as it is,
+            at full size, after the views' steps (and after carrying the perturbation back from
+            the working copy); photos up to ``tiling``'s max pixels. Off by default: they cost
+            the resized views 15-20 points of what they gain for the file as it is
+            (BENCHMARKS.md, "Views").
         refine_steps: white-box gradient steps after the generator.
         refine_loss: what they descend (``protector.losses.attack_loss_by_name``); default
             :data:`DEFAULT_REFINE_LOSS` of the views.
@@ -67,6 +72,7 @@ class ProtectionSettings:
     views: str = "classifiers"
     views_per_step: int = 2
     working_side: int | None = 512
+    full_size_steps: int = 0
     refine_steps: int = 0
     refine_loss: str = ""
     senscats_sha256: str | None = None
@@ -88,6 +94,8 @@ class ProtectionSettings:
             raise ValueError(f"--views-per-step must be at least 1, got {self.views_per_step}")
         if self.working_side is not None and self.working_side < 32:
             raise ValueError(f"--working-side must be at least 32 pixels, got {self.working_side}")
+        if self.full_size_steps < 0:
+            raise ValueError(f"--full-size-steps must be >= 0, got {self.full_size_steps}")
         if self.refine_steps < 0:
             raise ValueError(f"--refine-steps must be >= 0, got {self.refine_steps}")
         if self.refine_loss not in REFINE_LOSSES:
@@ -119,6 +127,7 @@ class ProtectionSettings:
         values = {key: value for key, value in record.items() if key in known}
         if "views" not in record:  # written before views existed: the file as it is
             values.update(views="as-is", working_side=None)
+        values.setdefault("full_size_steps", 0)  # written before full-size steps existed
         if "format" in record and "fmt" not in record:  # the older spelling
             values["fmt"] = record["format"]
         if "enhance_strength" in record and "edit_strength" not in record:

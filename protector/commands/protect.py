@@ -28,8 +28,8 @@ Protect photos against automatic scene recognition and write them as sRGB with n
 
 With no --protector the protection is 10 gradient steps against ResNet50-places365 (fetched
 once into a user cache) over the views a classifier meets after sharing: the file resized to
-the common classifier inputs (224..512 px on the shorter side, a 224 centre crop) and as it
-is, two views a step in turn (--views classifiers). Photos larger than
+the common classifier inputs (224..512 px on the shorter side, a 224 centre crop), two views
+a step in turn (--views classifiers). Photos larger than
 --working-side are protected on a scaled copy and the perturbation carried back to full size.
 --protector RUN/protector.pt uses a trained generator instead (one forward pass).
 Inputs: folders and files (--input), or a list file read from a folder or val_256.tar
@@ -99,6 +99,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--working-side", type=int_at_least(32), default=512, metavar="PIXELS",
                      help="under --views classifiers or shared, photos whose shorter side is larger are protected "
                           "on a copy of this shorter side and the perturbation is carried to full size. Default: 512")
+    how.add_argument("--full-size-steps", type=non_negative_int, default=0, metavar="N",
+                     help="under --views classifiers or shared, after the views' steps, N gradient steps of eps/4 "
+                          "for the file classified as it is, at full size (one full-size pass each; photos up to "
+                          "--tile-max-pixels, the manifest notes the others): one step took the full-size file "
+                          "from 5%% to 85%% fooled and the resized views down by 15-20 points (BENCHMARKS.md). "
+                          "Default: 0")
     how.add_argument("--refine-steps", type=non_negative_int, metavar="N",
                      help="after the generator, N white-box gradient steps against --classifier through a "
                           "differentiable JPEG at --quality and --views, within the same budget: stronger protection, "
