@@ -65,7 +65,7 @@ test: $(STAMP)
 
 # The whole task: fetch what is missing, train on MEPP18val, protect MEPP19test into the
 # submission zip, evaluate the written files. Offline, the fetch step says which file goes where.
-# The task classifies its 256 px files as they are: --views as-is (protect's default, shared,
+# The task classifies its 256 px files as they are: --views as-is (protect's default, classifiers,
 # is for photos that platforms and classifiers resize).
 run: $(STAMP)
 	@echo "make run: $(RECIPE_NOTE)"

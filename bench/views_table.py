@@ -40,7 +40,7 @@ from protector.generator import BoundedProtector
 from protector.evaluation.views import jpeg_round_trip, score_views
 from protector.images import read_photo
 from protector.protect import protect
-from protector.views import EVALUATION_VIEWS
+from protector.views import EVALUATION_VIEWS, View
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -100,7 +100,7 @@ def plot_rows(rows: list[dict], title: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [v.name for v in EVALUATION_VIEWS]
+    names = list(rows[0]["views"])
     fig, ax = plt.subplots(figsize=(9, 4.2))
     for row in rows:
         control = row["method"].startswith("control")
@@ -128,29 +128,34 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench/out/views")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--plot", type=Path, help="also draw top-1 changed per view and method into this PNG")
+    parser.add_argument("--between-sides", default="", metavar="N,N,...",
+                        help="also score these shorter sides (sizes no view set lists: does the protection hold "
+                             "between the sizes it was computed for?)")
     parser.add_argument("--untrained-of", type=Path, metavar="PROTECTOR",
                         help="add the method named trained once more with this protector's generator untrained")
     args = parser.parse_args()
     if args.untrained_of:
         args.method = with_untrained(args.method, untrained_copy(args.untrained_of, args.out))
 
+    views = list(EVALUATION_VIEWS) + [View(f"short-{side}", shorter_side=int(side))
+                                      for side in args.between_sides.split(",") if side]
     photos = photo_set(args.photos, args.limit, args.list, args.skip)
     originals = [read_photo(p).pixels for p in photos]
     model = build_classifier("standin")
     device = torch.device("cpu")
     rows = []
-    control = score_views(model, originals, [jpeg_round_trip(p, 90) for p in originals], EVALUATION_VIEWS, device)
+    control = score_views(model, originals, [jpeg_round_trip(p, 90) for p in originals], views, device)
     rows.append({"method": "control (JPEG q90 only)", "views": {s.view: [s.top1_changed, s.top5_changed] for s in control}})
     for spec in args.method:
         name, _, flags = spec.partition("=")
         files, seconds = run_method(flags, photos, args.out / args.photos / name)
         protected = [read_photo(f).pixels for f in files]
-        scores = score_views(model, originals, protected, EVALUATION_VIEWS, device)
+        scores = score_views(model, originals, protected, views, device)
         psnr = statistics.median(fidelity(o, p).psnr for o, p in zip(originals, protected))
         rows.append({"method": name, "flags": flags, "seconds_per_photo": seconds, "psnr_median": psnr,
                      "views": {s.view: [s.top1_changed, s.top5_changed] for s in scores}})
         print(json.dumps(rows[-1]), flush=True)
-    header = ["method"] + [v.name for v in EVALUATION_VIEWS] + ["PSNR dB", "s/photo"]
+    header = ["method"] + [v.name for v in views] + ["PSNR dB", "s/photo"]
     print(f"\n{len(photos)} photos ({args.photos}), stand-in classifier, top-1 / top-5 changed (%):\n")
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for row in rows:

@@ -4,10 +4,10 @@ The generator protects in one forward pass. Where the attack model is at hand, `
 starts from the generator's photo (the clean photo for a protector without a generator) and
 takes projected gradient steps on an attack loss (by default the top-5 margin of the shipped
 configs), through a differentiable JPEG at the quality the file will be saved with, staying
-inside the same L-inf ball around the reference photo. Given a :class:`~protector.views.ViewSampler`,
-each step takes the loss over views drawn from it (expectation over transformations): the
-file resized, cropped, re-encoded by a platform, each against the clean photo's prediction
-under the same view.
+inside the same L-inf ball around the reference photo. Given views (a
+:class:`~protector.views.ViewSampler` or :class:`~protector.views.ViewCycle`), each step takes
+the loss over views from their schedule (expectation over transformations): the file resized,
+cropped, re-encoded by a platform, each against the clean photo's prediction under the same view.
 
 Written here rather than taken from torchattacks: its PGD starts only from the clean
 photo or a random point, and uses cross-entropy without the JPEG or the views in the loop.
@@ -21,7 +21,7 @@ from torch import nn
 from protector.generator import project_to_budget
 from protector.losses import AttackLoss, TopKMargin
 from protector.robust import differentiable_jpeg
-from protector.views import AS_IS, View, ViewSampler
+from protector.views import AS_IS, View, ViewCycle, ViewSampler
 
 # Views drawn per step are seeded: a resumed or repeated run writes the same bytes.
 VIEW_SEED = 20191
@@ -46,7 +46,7 @@ def refine(
     step_size: float | None = None,
     loss: AttackLoss | None = None,
     jpeg_quality: int | None = 90,
-    views: ViewSampler | None = None,
+    views: ViewSampler | ViewCycle | None = None,
     views_per_step: int = 2,
 ) -> torch.Tensor:
     """Projected gradient steps from `x_init`, kept within `eps` of `x_clean` (L-inf).
@@ -68,9 +68,10 @@ def refine(
             survives JPEG. ``SensitiveSafe`` pushes every sensitive class out as well. A loss
             that needs the clean logits gets them at ``x_clean`` (under the same view).
         jpeg_quality: quality of the differentiable JPEG of the file itself (None: no JPEG).
-        views: draw ``views_per_step`` views per step (:meth:`ViewSampler.draw`, stratified over
-            sizes) and descend their gradients, each scaled to the same size, with momentum;
-            None: the file as it is only (plain signed steps).
+        views: ``views_per_step`` views per step (the schedule of a :class:`ViewSampler`,
+            stratified random draws, or of a :class:`ViewCycle`, fixed views in turn); their
+            gradients, each scaled to the same size, are descended with momentum; None: the
+            file as it is only (plain signed steps).
         views_per_step: views per step when ``views`` is given.
 
     Shape:
@@ -90,14 +91,15 @@ def refine(
     draws = torch.Generator().manual_seed(VIEW_SEED)
     targets = _ViewTargets(classifier, x_clean, y, loss.needs_clean_logits)
     velocity = torch.zeros_like(x_adv)
-    for _ in range(steps):
+    schedule = views.schedule(steps, views_per_step, draws) if views is not None else [None] * steps
+    for step_views in schedule:
         if views is None:
             grad = _gradient(x_adv, AS_IS, classifier, loss, targets, jpeg_quality)
         else:
             # Each view's gradient counts the same: a view that shrinks the photo spreads its
             # gradient over more pixels, and summed raw it would lose the sign to the large views.
             grad = sum(_unit(_gradient(x_adv, view, classifier, loss, targets, jpeg_quality))
-                       for view in views.draw(views_per_step, draws))
+                       for view in step_views)
             # Momentum (MI-FGSM, Dong et al. 2018) keeps what the views agree on across steps.
             velocity = velocity + _unit(grad)
             grad = velocity

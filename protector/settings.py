@@ -15,11 +15,11 @@ from typing import Any
 
 OUTPUT_FORMATS = ("jpeg", "png", "webp", "same")
 REFINE_LOSSES = ("topk", "sensitive_safe", "margin", "ce", "relativistic")
-VIEW_SET_NAMES = ("as-is", "shared")
+VIEW_SET_NAMES = ("as-is", "shared", "classifiers")
 # What the steps descend unless told: over views, cross-entropy (unbounded, it keeps pushing
 # where a margin stops, and the margin won under one view is lost under the next: measured in
 # BENCHMARKS.md, "Views"); for the file as it is, the top-5 margin of the shipped configs.
-DEFAULT_REFINE_LOSS = {"shared": "ce", "as-is": "topk"}
+DEFAULT_REFINE_LOSS = {"shared": "ce", "classifiers": "ce", "as-is": "topk"}
 
 
 def check_quality(quality: int, what: str = "quality") -> int:
@@ -42,12 +42,18 @@ class ProtectionSettings:
         eps: L-inf budget, a fraction of [0, 1], of a protector built here (no protector
             file); None: the protector file's own budget.
         views: the views protection is computed for (``protector.views.VIEW_SETS``):
-            ``shared`` (the file resized, cropped, re-encoded by a platform, and as it is) or
-            ``as-is`` (the file exactly as written: the MediaEval protocol).
-        views_per_step: views drawn per gradient step under ``shared``.
-        working_side: under ``shared``, photos whose shorter side is larger are protected on
-            a copy scaled down to this shorter side and the perturbation is carried back to
-            full size; None: always at full size.
+            ``shared`` (the file resized, cropped, re-encoded by a platform, and as it is),
+            ``classifiers`` (the common classifier inputs in turn) or ``as-is`` (the file
+            exactly as written: the MediaEval protocol).
+        views_per_step: views per gradient step under ``shared`` or ``classifiers``.
+        working_side: under ``shared`` or ``classifiers``, photos whose shorter side is larger
+            are protected on a copy scaled down to this shorter side and the perturbation is
+            carried back to full size; None: always at full size.
+        full_size_steps: under views, gradient steps of eps/4 for the file classified as it is,
+            at full size, after the views' steps (and after carrying the perturbation back from
+            the working copy); photos up to ``tiling``'s max pixels. Off by default: they cost
+            the resized views 15-20 points of what they gain for the file as it is
+            (BENCHMARKS.md, "Views").
         refine_steps: white-box gradient steps after the generator.
         refine_loss: what they descend (``protector.losses.attack_loss_by_name``); default
             :data:`DEFAULT_REFINE_LOSS` of the views.
@@ -63,9 +69,10 @@ class ProtectionSettings:
     fmt: str = "jpeg"
     quality: int = 90
     eps: float | None = None
-    views: str = "shared"
+    views: str = "classifiers"
     views_per_step: int = 2
     working_side: int | None = 512
+    full_size_steps: int = 0
     refine_steps: int = 0
     refine_loss: str = ""
     senscats_sha256: str | None = None
@@ -87,6 +94,8 @@ class ProtectionSettings:
             raise ValueError(f"--views-per-step must be at least 1, got {self.views_per_step}")
         if self.working_side is not None and self.working_side < 32:
             raise ValueError(f"--working-side must be at least 32 pixels, got {self.working_side}")
+        if self.full_size_steps < 0:
+            raise ValueError(f"--full-size-steps must be >= 0, got {self.full_size_steps}")
         if self.refine_steps < 0:
             raise ValueError(f"--refine-steps must be >= 0, got {self.refine_steps}")
         if self.refine_loss not in REFINE_LOSSES:
@@ -118,6 +127,7 @@ class ProtectionSettings:
         values = {key: value for key, value in record.items() if key in known}
         if "views" not in record:  # written before views existed: the file as it is
             values.update(views="as-is", working_side=None)
+        values.setdefault("full_size_steps", 0)  # written before full-size steps existed
         if "format" in record and "fmt" not in record:  # the older spelling
             values["fmt"] = record["format"]
         if "enhance_strength" in record and "edit_strength" not in record:

@@ -113,6 +113,23 @@ def centre_crop(x: torch.Tensor, side: int) -> torch.Tensor:
 
 AS_IS = View("as-is")
 
+#: The inputs of common scene classifiers: the shorter side resized to the sizes networks are
+#: trained and served at (224 and 256 for ResNets and the Places365 models, 288..512 for
+#: larger-input ones), and the ImageNet/Places365 protocol of 256 then a 224 centre crop.
+#: Listed so that neighbours in a cycle are far apart in size. The file as it is is not among
+#: them: above the working side its working copy is short-512 again, and adding it spreads ten
+#: steps over nine views instead of eight (measured worse: BENCHMARKS.md, "Views").
+CLASSIFIER_INPUTS: tuple[View, ...] = (
+    View("short-512", shorter_side=512),
+    View("short-256", shorter_side=256),
+    View("short-384", shorter_side=384),
+    View("short-224", shorter_side=224),
+    View("short-448", shorter_side=448),
+    View("short-256-crop-224", shorter_side=256, crop=224),
+    View("short-320", shorter_side=320),
+    View("short-288", shorter_side=288),
+)
+
 #: What ``evaluate --views`` reports: the file as it is, a classifier's own resizes, and two
 #: platform uploads (a phone-size post and a high-resolution one) seen by a 256 px classifier.
 EVALUATION_VIEWS: tuple[View, ...] = (
@@ -210,16 +227,50 @@ class ViewSampler:
             views.append(part_sampler.sample(generator))
         return views
 
+    def schedule(self, steps: int, count: int, generator: torch.Generator | None = None) -> list[list[View]]:
+        """The views of ``steps`` gradient steps, ``count`` each: :meth:`draw` per step."""
+        return [self.draw(count, generator) for _ in range(steps)]
+
     def largest_side(self) -> int:
         """The largest shorter side a drawn view resizes to: above it, protection works on a
         downscaled copy (:func:`working_size`)."""
         return self.shorter_sides[1]
 
 
+
+
+@dataclass(frozen=True)
+class ViewCycle:
+    """Fixed views taken in turn: step ``i`` of a schedule gets the next ``count`` of ``views``.
+
+    Against the stand-in classifier a perturbation won under one resize is largely lost under
+    one 10% larger (BENCHMARKS.md, "Views"), and random sizes leave the common classifier
+    inputs visited once or twice in ten steps; cycling through them visits each of them every
+    few steps at the cost of random draws. Sizes between them are covered less: measured there.
+
+    Args:
+        views: the views, in the order they are taken. Default: :data:`CLASSIFIER_INPUTS`.
+    """
+
+    views: tuple[View, ...] = CLASSIFIER_INPUTS
+
+    def __post_init__(self) -> None:
+        if not self.views:
+            raise ValueError("a view cycle needs at least one view")
+
+    def schedule(self, steps: int, count: int, generator: torch.Generator | None = None) -> list[list[View]]:
+        """``steps`` lists of ``count`` views, taken from :attr:`views` in turn (``generator`` is unused: no draws)."""
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        return [[self.views[(step * count + i) % len(self.views)] for i in range(count)] for step in range(steps)]
+
+
 #: The named view sets of ``protect --views``: ``as-is`` protects the file for a classifier
 #: that looks at it as it is (the task's protocol); ``shared`` for one that sees it resized,
-#: cropped or re-encoded by a platform as well.
-VIEW_SETS: dict[str, ViewSampler | None] = {"as-is": None, "shared": ViewSampler()}
+#: cropped or re-encoded by a platform as well, at random sizes; ``classifiers`` for one that
+#: sees it at one of the common classifier inputs, taken in turn (:class:`ViewCycle`).
+VIEW_SETS: dict[str, ViewSampler | ViewCycle | None] = {"as-is": None, "shared": ViewSampler(),
+                                                        "classifiers": ViewCycle()}
 
 
 def working_size(height: int, width: int, max_shorter_side: int) -> tuple[int, int]:

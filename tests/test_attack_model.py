@@ -133,7 +133,7 @@ def test_protect_a_folder_with_nothing_else(tmp_path):
         after = np.asarray(Image.open(out / f"{name}.jpg"))
         assert after.shape == before.shape
     assert "Protected 2 photo(s)" in result.stdout and "Removed from every file" in result.stdout
-    assert "resized to 224..512 px" in result.stdout
+    assert "resized to a common classifier input" in result.stdout
     # ... and checked with the same attack model, again with nothing to name.
     assert "--views" in evaluate_command
     report = subprocess.run(["bash", "-c", evaluate_command], cwd=tmp_path, env=env, capture_output=True, text=True,

@@ -108,3 +108,45 @@ def test_generator_kind_is_read_in_one_place() -> None:
     # Any network mapping a photo to a raw map is a pure, tanh-bounded generator.
     assert GeneratorKind.of(nn.Conv2d(3, 3, 1)) == GeneratorKind()
     assert GeneratorKind.of(default_protector().generator) == GeneratorKind()
+
+
+def test_full_size_steps_move_a_photo_above_the_working_side_up_to_the_tiling_limit(tiny_classifier) -> None:
+    # After the working copy's steps, the full-size photo gets its own small steps (the file
+    # classified as it is); above the tiling limit it gets none, and says so.
+    x = torch.rand(1, 3, 40, 48)
+    batch = {"image": x, "write": [True]}
+
+    def protected(full_size_steps: int, tile_max_pixels: int = 64 * 64) -> dict:
+        predictor = ProtectPredictor(DimmedProtector(EPS), tiny_classifier, tile_max_pixels=tile_max_pixels,
+                                     refine_steps=1, refine_quality=None, working_side=20,
+                                     full_size_steps=full_size_steps)
+        return predictor.predict_step(batch, 0)
+
+    without, with_steps, too_large = protected(0), protected(2), protected(2, tile_max_pixels=30 * 30)
+    for out in (without, with_steps, too_large):
+        assert (out["x_adv"] - out["reference"]).abs().max() <= EPS + 1e-6
+    assert not torch.equal(with_steps["x_adv"], without["x_adv"]) and not with_steps["full_size_skipped"]
+    assert torch.equal(too_large["x_adv"], without["x_adv"]) and too_large["full_size_skipped"]
+
+
+def test_a_photo_too_large_for_the_full_size_steps_is_named_in_the_manifest(tmp_path, tiny_classifier) -> None:
+    import csv
+
+    import numpy as np
+    from PIL import Image
+
+    from protector.protect.run import ProtectOptions, protect
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, size in (("small", (48, 40)), ("large", (96, 80))):
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(folder / f"{name}.png")
+    options = ProtectOptions(output=tmp_path / "out", inputs=[folder], fmt="png", num_workers=0, progress=False,
+                             working_side=32, refine_steps=1, full_size_steps=1, tile_max_pixels=60 * 60, batch_size=1)
+    summary = protect(options, protector=DimmedProtector(EPS), classifier=tiny_classifier)
+    assert summary.written == 2 and summary.less_protected == 1
+    with open(tmp_path / "out.manifest.csv", newline="") as handle:
+        notes = {row["input"].rsplit("/", 1)[-1]: row["note"] for row in csv.DictReader(handle)}
+    assert notes["small.png"] == ""
+    assert notes["large.png"].startswith("not protected for the file classified as it is")

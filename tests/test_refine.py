@@ -93,3 +93,24 @@ def test_few_steps_over_views_still_reach_the_budget(tiny_classifier, steps, lev
     reached = (x_adv - x).abs().flatten(1).max(dim=1).values
     assert torch.allclose(reached, torch.full_like(reached, eps), atol=1e-6)
     assert refine(x, x, tiny_classifier, y, eps, steps=0, views=ViewSampler()).equal(x)
+
+
+def test_steps_over_a_view_cycle_see_its_views_in_turn(tiny_classifier):
+    from protector.views import View, ViewCycle
+
+    seen = []
+
+    class Recording(nn.Module):
+        def forward(self, x):
+            seen.append(tuple(x.shape[-2:]))
+            return tiny_classifier(x)
+
+    cycle = ViewCycle((View("short-24", shorter_side=24), View("short-32-crop-16", shorter_side=32, crop=16),
+                       View("short-20", shorter_side=20)))
+    x = torch.rand(1, 3, 40, 60)
+    eps = 2 / 255
+    x_adv = refine(x, x, Recording(), torch.tensor([0]), eps, steps=2, jpeg_quality=None, views=cycle,
+                   views_per_step=2, loss=UntargetedCE())
+    assert (x_adv - x).abs().max() <= eps + 1e-6
+    # one pass per view per step in the cycle's order, and each view's clean label at its first use
+    assert seen == [(24, 36), (24, 36), (16, 16), (16, 16), (20, 30), (20, 30), (24, 36)]

@@ -23,6 +23,7 @@ def test_quality_has_one_rule(quality) -> None:
     ({"views_per_step": 0}, "--views-per-step"),
     ({"working_side": 8}, "--working-side"),
     ({"refine_steps": -1}, "--refine-steps"),
+    ({"full_size_steps": -1}, "--full-size-steps"),
     ({"refine_loss": "hinge"}, "--refine-loss"),
     ({"refine_loss": "sensitive_safe", "refine_steps": 2}, "--senscats"),
     ({"edit_strength": 0.0}, "--enhance off"),
@@ -43,7 +44,7 @@ def test_a_record_written_before_views_reads_as_the_file_as_it_is() -> None:
     old = {"format": "jpeg", "fmt": "jpeg", "quality": 80, "refine_steps": 2, "refine_loss": "topk",
            "enhance_strength": 0.0, "tiling": [4194304, 1024, 128, 64], "precision": "32-true", "attack_model": None}
     settings = ProtectionSettings.from_record(old)
-    assert settings.views == "as-is" and settings.working_side is None
+    assert settings.views == "as-is" and settings.working_side is None and settings.full_size_steps == 0
     assert settings.quality == 80 and settings.edit_strength is None  # 0.0 was "no edit" there
 
 
@@ -55,6 +56,14 @@ def test_an_older_records_format_is_read() -> None:
 
 def test_the_refine_loss_defaults_to_what_the_views_need() -> None:
     assert ProtectionSettings(views="shared", refine_steps=10).refine_loss == "ce"
+    assert ProtectionSettings(views="classifiers", refine_steps=10).refine_loss == "ce"
     assert ProtectionSettings(views="as-is", working_side=None, refine_steps=2).refine_loss == "topk"
     assert ProtectionSettings(views="shared", refine_steps=10, refine_loss="topk").refine_loss == "topk"
 
+
+
+def test_a_record_written_before_full_size_steps_reads_as_none_taken() -> None:
+    record = ProtectionSettings(views="shared", refine_steps=10).to_record()
+    del record["full_size_steps"]
+    assert ProtectionSettings.from_record(record).full_size_steps == 0
+    assert ProtectionSettings().full_size_steps == 0

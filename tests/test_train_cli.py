@@ -462,7 +462,7 @@ def test_fullsize_views_config_trains_through_views_at_the_working_scale(standin
     standin.path("fullsize/urban100_img_001.jpg")
     cli = cli_main(["--config", "configs/fullsize_views.yaml", "--trainer.logger=false"], run=False)
     assert isinstance(cli.model.robustifier.views, ViewSampler)
-    assert cli.model.robustifier.views == VIEW_SETS["shared"]  # the views protect's default protects for
+    assert cli.model.robustifier.views == VIEW_SETS["shared"]  # random sizes: a generator learns between them
     assert cli.datamodule.working_side == 512 and cli.datamodule.image_size == 512
     # The guide over a classifier's resizes, from the working copy as it is down to the smallest view.
     assert cli.model.protector.generator.guide_shorter_sides == (512, 384, 288, 224)

@@ -180,3 +180,19 @@ def test_training_photos_come_at_the_working_scale() -> None:
     assert np.abs(small.astype(float) - torch_copy[0].permute(1, 2, 0).numpy() * 255).max() <= 1.5
     # Photos already at or below the working scale are left alone.
     assert pixels_at_working_size(pixels[:400], 512).shape == (400, 900, 3)
+
+
+def test_a_view_cycle_takes_every_classifier_input_before_repeating_one() -> None:
+    from protector.views import CLASSIFIER_INPUTS, ViewCycle
+
+    schedule = ViewCycle().schedule(steps=5, count=2)
+    assert [len(step) for step in schedule] == [2] * 5
+    taken = [view for step in schedule for view in step]
+    assert taken[:len(CLASSIFIER_INPUTS)] == list(CLASSIFIER_INPUTS)
+    assert taken[len(CLASSIFIER_INPUTS):] == list(CLASSIFIER_INPUTS[:2])
+    assert {v.shorter_side for v in CLASSIFIER_INPUTS} == {224, 256, 288, 320, 384, 448, 512}
+    assert ViewCycle().schedule(3, 2) == ViewCycle().schedule(3, 2, torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match="count"):
+        ViewCycle().schedule(2, 0)
+    with pytest.raises(ValueError, match="at least one view"):
+        ViewCycle(())

@@ -27,8 +27,9 @@ Protect photos against automatic scene recognition and write them as sRGB with n
   protector protect holiday/          -> holiday-protected/ (and holiday-protected.manifest.csv)
 
 With no --protector the protection is 10 gradient steps against ResNet50-places365 (fetched
-once into a user cache) over the views a classifier meets after sharing: the file as it is,
-resized to 224..512 px, centre-cropped, re-encoded by a platform. Photos larger than
+once into a user cache) over the views a classifier meets after sharing: the file resized to
+the common classifier inputs (224..512 px on the shorter side, a 224 centre crop), two views
+a step in turn (--views classifiers). Photos larger than
 --working-side are protected on a scaled copy and the perturbation carried back to full size.
 --protector RUN/protector.pt uses a trained generator instead (one forward pass).
 Inputs: folders and files (--input), or a list file read from a folder or val_256.tar
@@ -88,15 +89,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--allow-large-eps", action="store_true",
                      help="accept a protector whose budget is above 16/255, twice the largest budget measured "
                           "(8/255); the summary names it. Without it such a protector is refused")
-    how.add_argument("--views", choices=VIEW_SET_NAMES, default="shared",
-                     help="what the protection is computed for: shared (the file as it is, resized to 224..512 px, "
-                          "cropped, re-encoded by a platform) or as-is (the file exactly as written: the MediaEval "
-                          "protocol). Default: shared")
+    how.add_argument("--views", choices=VIEW_SET_NAMES, default="classifiers",
+                     help="what the protection is computed for: classifiers (the common classifier inputs, "
+                          "224..512 px and a 224 crop, taken in turn), shared (the file as it is, resized to random "
+                          "sizes in 224..512 px, cropped, re-encoded by a platform) or as-is (the file exactly as "
+                          "written: the MediaEval protocol). Default: classifiers")
     how.add_argument("--views-per-step", type=positive_int, default=2, metavar="N",
-                     help="views drawn per gradient step under --views shared. Default: 2")
+                     help="views per gradient step under --views classifiers or shared. Default: 2")
     how.add_argument("--working-side", type=int_at_least(32), default=512, metavar="PIXELS",
-                     help="under --views shared, photos whose shorter side is larger are protected on a copy of "
-                          "this shorter side and the perturbation is carried to full size. Default: 512")
+                     help="under --views classifiers or shared, photos whose shorter side is larger are protected "
+                          "on a copy of this shorter side and the perturbation is carried to full size. Default: 512")
+    how.add_argument("--full-size-steps", type=non_negative_int, default=0, metavar="N",
+                     help="under --views classifiers or shared, after the views' steps, N gradient steps of eps/4 "
+                          "for the file classified as it is, at full size (one full-size pass each; photos up to "
+                          "--tile-max-pixels, the manifest notes the others): one step took the full-size file "
+                          "from 5%% to 85%% fooled and the resized views down by 15-20 points (BENCHMARKS.md). "
+                          "Default: 0")
     how.add_argument("--refine-steps", type=non_negative_int, metavar="N",
                      help="after the generator, N white-box gradient steps against --classifier through a "
                           "differentiable JPEG at --quality and --views, within the same budget: stronger protection, "
@@ -106,8 +114,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="what the refine steps descend: topk (the clean prediction out of the top 5 by a margin "
                           "of 2 logits), sensitive_safe (also every --senscats category: the photo reads as an "
                           "ordinary non-sensitive scene, all sensitive classes below the 5th other class), margin "
-                          "(out of the top 1), ce, relativistic. Default: ce under --views shared (a margin won under "
-                          "one view is lost under the next), topk under --views as-is")
+                          "(out of the top 1), ce, relativistic. Default: ce over views (a margin won under one "
+                          "view is lost under the next), topk under --views as-is")
     how.add_argument("--senscats", type=Path, metavar="FILE",
                      help="MEPP18senscats.txt: the sensitive categories --refine-loss sensitive_safe keeps out")
 

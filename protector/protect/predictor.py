@@ -13,7 +13,7 @@ from protector.losses import AttackLoss
 from protector.protect.tiling import TiledProtector
 from protector.protector_protocol import Protector
 from protector.refine import refine
-from protector.views import ViewSampler, carry_to_full_size, resize, working_size
+from protector.views import ViewCycle, ViewSampler, carry_to_full_size, resize, working_size
 
 
 class ProtectPredictor(pl.LightningModule):
@@ -25,13 +25,16 @@ class ProtectPredictor(pl.LightningModule):
     ``clean_logits`` (B, num_classes) of the clean photos at full size; with a NIMA model,
     ``nima_original`` (B,) the clean photos' NIMA mean scores. Both run in float32 whatever
     the Trainer precision, as the organizers evaluate. ``refine_skipped`` is True when the
-    batch's photos got no refine steps (too large for them without a working scale).
+    batch's photos got no refine steps (too large for them without a working scale);
+    ``full_size_skipped`` when they got no full-size steps (above ``tile_max_pixels``).
 
     With ``working_side``, a photo whose shorter side is larger is protected on a copy scaled
     down to that shorter side (generator and refine steps there, the cost of a few view-sized
     passes however large the photo), and the perturbation is carried back to full size
     (:func:`~protector.views.carry_to_full_size`) and projected into the budget around the
-    full-size reference. The manifest's classifier then sees photos at that scale too
+    full-size reference. Then, for photos up to ``tile_max_pixels``, ``full_size_steps`` small
+    steps (eps/4) for the file classified as it is, at full size. The manifest's classifier
+    then sees photos at the working scale too
     (:meth:`classify`): a full-size pass of a 12 MP photo costs more than its protection.
 
     Args:
@@ -48,6 +51,7 @@ class ProtectPredictor(pl.LightningModule):
             (:mod:`protector.views`); None: the file as it is.
         views_per_step: views per refine step.
         working_side: see above; None: every photo at full size.
+        full_size_steps: see above; 0: none.
         nima: optional NIMA model (:func:`protector.nima.load_nima`): the manifest then records
             each photo's NIMA before and after (the latter on the written file).
 
@@ -71,9 +75,10 @@ class ProtectPredictor(pl.LightningModule):
         refine_quality: int | None = 90,
         refine_loss: AttackLoss | None = None,
         nima: nn.Module | None = None,
-        views: ViewSampler | None = None,
+        views: ViewSampler | ViewCycle | None = None,
         views_per_step: int = 2,
         working_side: int | None = None,
+        full_size_steps: int = 0,
     ) -> None:
         super().__init__()
         # With more ranks than batches some ranks get none; they still take part in the
@@ -91,6 +96,7 @@ class ProtectPredictor(pl.LightningModule):
         self.views = views
         self.views_per_step = views_per_step
         self.working_side = working_side
+        self.full_size_steps = full_size_steps
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         """The size a ``height`` x ``width`` photo is protected (and classified for the manifest) at."""
@@ -117,7 +123,7 @@ class ProtectPredictor(pl.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         x = batch["image"]  # (B, 3, H, W)
         out: dict[str, Any] = {"x_adv": None, "clean_logits": None, "nima_original": None, "reference": x,
-                               "refine_skipped": False}
+                               "refine_skipped": False, "full_size_skipped": False}
         if x.shape[0] == 0:
             return out
         out["reference"] = self.protector.reference(x)
@@ -142,6 +148,11 @@ class ProtectPredictor(pl.LightningModule):
             if work != full_size:
                 delta = carry_to_full_size(x_adv - reference, full_size)
                 x_adv = project_to_budget(out["reference"] + delta, out["reference"], self.eps)
+            if self.refine_steps and self.full_size_steps:
+                if full_size[0] * full_size[1] <= self.tile_max_pixels:
+                    x_adv = self._full_size_steps(out["reference"], x_adv)
+                else:
+                    out["full_size_skipped"] = True
             out["x_adv"] = x_adv
         return out
 
@@ -152,6 +163,15 @@ class ProtectPredictor(pl.LightningModule):
     def _guide_is_classifier(self) -> bool:
         """Whether the protector's guide is this classifier: then its clean pass gives the scene label."""
         return self.classifier is not None and self.protector.classifier is self.classifier
+
+    def _full_size_steps(self, reference: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+        # Small signed steps at full resolution: a classifier that takes the file as it is sees
+        # them, while every shrinking view averages them away (BENCHMARKS.md, "Views").
+        with torch.autocast(device_type=reference.device.type, enabled=False), torch.no_grad():
+            y = self.classifier(reference.float()).argmax(1)
+        with torch.autocast(device_type=reference.device.type, enabled=False):
+            return refine(reference.float(), x_adv.float(), self.classifier, y, self.eps, self.full_size_steps,
+                          step_size=self.eps / 4, loss=self.refine_loss, jpeg_quality=self.refine_quality)
 
     def _refine(self, reference: torch.Tensor, x_adv: torch.Tensor, clean_logits: torch.Tensor) -> torch.Tensor:
         # The label pushed out is the clean prediction: what the attack model would say of

@@ -59,9 +59,10 @@ class ProtectOptions:
     manifest: Path | None = None
     protector: Path | None = None
     eps: float | None = None
-    views: str = "shared"
+    views: str = "classifiers"
     views_per_step: int = 2
     working_side: int | None = 512
+    full_size_steps: int = 0
     inputs: list[Path] = field(default_factory=list)
     list_path: Path | None = None
     images: Path | None = None
@@ -129,7 +130,8 @@ class ProtectOptions:
         senscats = sha256_file(self.senscats) if uses_senscats else None
         return ProtectionSettings(
             fmt=self.fmt, quality=self.quality, eps=self.eps, views=self.views, views_per_step=self.views_per_step,
-            working_side=self.working_side if self.views != "as-is" else None, refine_steps=self.steps(trained),
+            working_side=self.working_side if self.views != "as-is" else None,
+            full_size_steps=self.full_size_steps if self.views != "as-is" else 0, refine_steps=self.steps(trained),
             refine_loss=self.refine_loss or "", senscats_sha256=senscats,
             # Strength 0 is the unedited photo: recorded as "no edit", its one spelling.
             edit_strength=float(self.enhance_strength) if has_edit and self.enhance == "auto"
@@ -396,7 +398,7 @@ def _predict(
     refine_quality = settings.quality if settings.fmt == "jpeg" else None
     predictor = ProtectPredictor(protector, classifier, *settings.tiling, settings.refine_steps, refine_quality,
                                  refine_loss, nima, VIEW_SETS[settings.views], settings.views_per_step,
-                                 settings.working_side)
+                                 settings.working_side, settings.full_size_steps)
     workers = default_workers() if options.num_workers is None else options.num_workers
     datamodule = ProtectionDataModule(plan, options.batch_size, options.max_batch_pixels, workers,
                                    options.min_side, options.max_pixels, options.overwrite)

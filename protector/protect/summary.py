@@ -118,6 +118,11 @@ class RunSummary:
                          "centre-cropped, or re-encoded by a platform (and as it is, up to 512 px on the shorter "
                          "side); not every view of every photo is fooled (BENCHMARKS.md, \"Views\"), and other "
                          "classifiers are not promised.")
+        elif self.views == "classifiers":
+            lines.append("Computed for the attack model seeing the file resized to a common classifier input (224, "
+                         "256, 288, 320, 384, 448 or 512 px on the shorter side, or 256 then a 224 crop); other sizes "
+                         "and the full-size file as it is are covered less (BENCHMARKS.md, \"Views\"), and other "
+                         "classifiers are not promised.")
         elif self.views == "as-is":
             lines.append("Protected for a classifier that sees the file exactly as saved (not resized).")
         lines.append("Removed from every file: EXIF (GPS, camera, dates), XMP, IPTC, comments, ICC profile.")

@@ -95,6 +95,9 @@ class ProtectedImageWriter(BasePredictionWriter):
             if prediction.get("refine_skipped") and batch["write"][k]:
                 row.note = (f"refine steps skipped: larger than --tile-max-pixels ({pl_module.tile_max_pixels}) "
                             "under --views as-is")
+            if prediction.get("full_size_skipped") and batch["write"][k]:
+                row.note = (f"not protected for the file classified as it is: larger than --tile-max-pixels "
+                            f"({pl_module.tile_max_pixels}); its resized views are")
             if nima_original is not None:
                 row.nima_original = round(float(nima_original[k]), 4)
             clean = to_uint8(batch["image"][k])  # (H, W, 3): exactly the decoded input
