@@ -93,7 +93,7 @@ def refine(
     velocity = torch.zeros_like(x_adv)
     schedule = views.schedule(steps, views_per_step, draws) if views is not None else [None] * steps
     for step_views in schedule:
-        if views is None:
+        if step_views is None:
             grad = _gradient(x_adv, AS_IS, classifier, loss, targets, jpeg_quality)
         else:
             # Each view's gradient counts the same: a view that shrinks the photo spreads its
