@@ -129,6 +129,29 @@ def test_full_size_steps_move_a_photo_above_the_working_side_up_to_the_tiling_li
     assert torch.equal(too_large["x_adv"], without["x_adv"]) and too_large["full_size_skipped"]
 
 
+def test_the_files_jpeg_is_in_the_loss_only_where_the_file_is_encoded(tiny_classifier, monkeypatch) -> None:
+    # The file's JPEG is encoded at full size: a photo protected at its own size has it in the
+    # loss; a working copy's steps do not (its carried perturbation meets the JPEG smoothed),
+    # while the full-size steps after them do.
+    import protector.refine
+
+    qualities = []
+    real_jpeg = protector.refine.differentiable_jpeg
+    monkeypatch.setattr(protector.refine, "differentiable_jpeg",
+                        lambda x, quality: qualities.append((tuple(x.shape[-2:]), quality)) or real_jpeg(x, quality))
+
+    def jpeg_sizes(x: torch.Tensor, full_size_steps: int = 0) -> set:
+        qualities.clear()
+        predictor = ProtectPredictor(DimmedProtector(EPS), tiny_classifier, refine_steps=2, refine_quality=90,
+                                     working_side=20, full_size_steps=full_size_steps)
+        predictor.predict_step({"image": x, "write": [True]}, 0)
+        return set(qualities)
+
+    assert jpeg_sizes(torch.rand(1, 3, 16, 24)) == {((16, 24), 90)}
+    assert jpeg_sizes(torch.rand(1, 3, 40, 48)) == set()
+    assert jpeg_sizes(torch.rand(1, 3, 40, 48), full_size_steps=1) == {((40, 48), 90)}
+
+
 def test_a_photo_too_large_for_the_full_size_steps_is_named_in_the_manifest(tmp_path, tiny_classifier) -> None:
     import csv
 
