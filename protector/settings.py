@@ -20,6 +20,10 @@ VIEW_SET_NAMES = ("as-is", "shared", "classifiers")
 # where a margin stops, and the margin won under one view is lost under the next: measured in
 # BENCHMARKS.md, "Views"); for the file as it is, the top-5 margin of the shipped configs.
 DEFAULT_REFINE_LOSS = {"shared": "ce", "classifiers": "ce", "as-is": "topk"}
+# Photos whose shorter side is larger are protected on a copy this size: the largest classifier
+# input (512) and the file as it is of photos up to about 1.4 MP are then protected where a
+# classifier looks (at 512 the carry's blur cost the 512 px view and the file as it is most).
+WORKING_SIDE = 1024
 
 
 def check_quality(quality: int, what: str = "quality") -> int:
@@ -71,7 +75,7 @@ class ProtectionSettings:
     eps: float | None = None
     views: str = "classifiers"
     views_per_step: int = 2
-    working_side: int | None = 512
+    working_side: int | None = WORKING_SIDE
     full_size_steps: int = 0
     refine_steps: int = 0
     refine_loss: str = ""

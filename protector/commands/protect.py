@@ -15,7 +15,7 @@ from protector.commands.argtypes import (budget, int_at_least, lightning_devices
                                          quality, unit_interval)
 from protector.commands.flags import add_attack_model_arguments, attack_model_spec, deprecated_alias
 from protector.images import MAX_PIXELS
-from protector.settings import OUTPUT_FORMATS, REFINE_LOSSES, VIEW_SET_NAMES
+from protector.settings import OUTPUT_FORMATS, REFINE_LOSSES, VIEW_SET_NAMES, WORKING_SIDE
 
 if TYPE_CHECKING:
     from protector.protect import ProtectOptions
@@ -96,9 +96,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "written: the MediaEval protocol). Default: classifiers")
     how.add_argument("--views-per-step", type=positive_int, default=2, metavar="N",
                      help="views per gradient step under --views classifiers or shared. Default: 2")
-    how.add_argument("--working-side", type=int_at_least(32), default=512, metavar="PIXELS",
+    how.add_argument("--working-side", type=int_at_least(32), default=WORKING_SIDE, metavar="PIXELS",
                      help="under --views classifiers or shared, photos whose shorter side is larger are protected "
-                          "on a copy of this shorter side and the perturbation is carried to full size. Default: 512")
+                          "on a copy of this shorter side and the perturbation is carried to full size. Default: %(default)s")
     how.add_argument("--full-size-steps", type=non_negative_int, default=0, metavar="N",
                      help="under --views classifiers or shared, after the views' steps, N gradient steps of eps/4 "
                           "for the file classified as it is, at full size (one full-size pass each; photos up to "
