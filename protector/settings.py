@@ -52,12 +52,13 @@ class ProtectionSettings:
         views_per_step: views per gradient step under ``shared`` or ``classifiers``.
         working_side: under ``shared`` or ``classifiers``, photos whose shorter side is larger
             are protected on a copy scaled down to this shorter side and the perturbation is
-            carried back to full size; None: always at full size.
+            carried back to full size (the copy's steps leave the file as it is out); None:
+            always at full size.
         full_size_steps: under views, gradient steps of eps/4 for the file classified as it is,
             at full size, after the views' steps (and after carrying the perturbation back from
-            the working copy); photos up to ``tiling``'s max pixels. Off by default: they cost
-            the resized views 15-20 points of what they gain for the file as it is
-            (BENCHMARKS.md, "Views").
+            the working copy); photos up to ``tiling``'s max pixels. Off by default: with a 512
+            px working copy they cost the resized views 15-20 points of what they gained for
+            the file as it is (BENCHMARKS.md, "Views").
         refine_steps: white-box gradient steps after the generator.
         refine_loss: what they descend (``protector.losses.attack_loss_by_name``); default
             :data:`DEFAULT_REFINE_LOSS` of the views.

@@ -271,8 +271,9 @@ class ViewCycle:
 #: that looks at it as it is (the task's protocol); ``shared`` for one that sees it resized,
 #: cropped or re-encoded by a platform as well, at random sizes; ``classifiers`` for one that
 #: sees it at one of the common classifier inputs, taken in turn (:class:`ViewCycle`).
-#: ``classifiers`` takes the file as it is in turn too: protected at full size (photos up to the
-#: working side), it raised that view from 5% to 90-100% fooled and no other view lost.
+#: ``classifiers`` takes the file as it is in turn too, for photos protected at their own size
+#: (up to the working side): 20% -> 85% fooled as it is on held-out photos, the resized views
+#: within one photo of where they were (BENCHMARKS.md, "Views").
 VIEW_SETS: dict[str, ViewSampler | ViewCycle | None] = {"as-is": None, "shared": ViewSampler(),
                                                         "classifiers": ViewCycle(CLASSIFIER_INPUTS + (AS_IS,))}
 
