@@ -20,9 +20,9 @@ VIEW_SET_NAMES = ("as-is", "shared", "classifiers")
 # where a margin stops, and the margin won under one view is lost under the next: measured in
 # BENCHMARKS.md, "Views"); for the file as it is, the top-5 margin of the shipped configs.
 DEFAULT_REFINE_LOSS = {"shared": "ce", "classifiers": "ce", "as-is": "topk"}
-# Photos whose shorter side is larger are protected on a copy this size: the largest classifier
-# input (512) and the file as it is of photos up to about 1.4 MP are then protected where a
-# classifier looks (at 512 the carry's blur cost the 512 px view and the file as it is most).
+# Photos whose shorter side is larger are protected on a copy this size: the file as it is of
+# photos up to about 1.4 MP is then a view their steps take (20% -> 85% fooled on held-out
+# photos, BENCHMARKS.md "Views"), at the cost of a pass at that size.
 WORKING_SIDE = 1024
 
 

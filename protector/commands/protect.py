@@ -92,8 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "(8/255); the summary names it. Without it such a protector is refused")
     how.add_argument("--views", choices=VIEW_SET_NAMES, default="classifiers",
                      help="what the protection is computed for: classifiers (the common classifier inputs, "
-                          "224..512 px and a 224 crop, and the file as it is, taken in turn), shared (the file as it is, resized to random "
-                          "sizes in 224..512 px, cropped, re-encoded by a platform) or as-is (the file exactly as "
+                          "224..512 px and a 224 crop, and the file as it is, taken in turn), shared (the file as it is, "
+                          "resized to random sizes in 224..512 px, cropped, re-encoded by a platform) or as-is (the file exactly as "
                           "written: the MediaEval protocol). Default: classifiers")
     how.add_argument("--views-per-step", type=positive_int, default=2, metavar="N",
                      help="views per gradient step under --views classifiers or shared. Default: 2")
@@ -109,7 +109,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "Default: 0")
     how.add_argument("--refine-steps", type=non_negative_int, metavar="N",
                      help="after the generator, N white-box gradient steps against --classifier over --views (under "
-                          "--views as-is through a differentiable JPEG at --quality), within the same budget: stronger protection, "
+                          "--views as-is through a differentiable JPEG at --quality), within the same budget: stronger "
+                          "protection, "
                           "N extra classifier passes per view. Under --views as-is, photos above --tile-max-pixels "
                           "are not refined (the manifest says so). Default: 10 without --protector, else 0")
     how.add_argument("--refine-loss", choices=REFINE_LOSSES, default=None,
