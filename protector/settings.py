@@ -20,6 +20,10 @@ VIEW_SET_NAMES = ("as-is", "shared", "classifiers")
 # where a margin stops, and the margin won under one view is lost under the next: measured in
 # BENCHMARKS.md, "Views"); for the file as it is, the top-5 margin of the shipped configs.
 DEFAULT_REFINE_LOSS = {"shared": "ce", "classifiers": "ce", "as-is": "topk"}
+# Photos whose shorter side is larger are protected on a copy this size: the file as it is of
+# photos up to about 1.4 MP is then a view their steps take (20% -> 85% fooled on held-out
+# photos, BENCHMARKS.md "Views"), at the cost of a pass at that size.
+WORKING_SIDE = 1024
 
 
 def check_quality(quality: int, what: str = "quality") -> int:
@@ -48,12 +52,13 @@ class ProtectionSettings:
         views_per_step: views per gradient step under ``shared`` or ``classifiers``.
         working_side: under ``shared`` or ``classifiers``, photos whose shorter side is larger
             are protected on a copy scaled down to this shorter side and the perturbation is
-            carried back to full size; None: always at full size.
+            carried back to full size (the copy's steps leave the file as it is out); None:
+            always at full size.
         full_size_steps: under views, gradient steps of eps/4 for the file classified as it is,
             at full size, after the views' steps (and after carrying the perturbation back from
-            the working copy); photos up to ``tiling``'s max pixels. Off by default: they cost
-            the resized views 15-20 points of what they gain for the file as it is
-            (BENCHMARKS.md, "Views").
+            the working copy); photos up to ``tiling``'s max pixels. Off by default: with a 512
+            px working copy they cost the resized views 15-20 points of what they gained for
+            the file as it is (BENCHMARKS.md, "Views").
         refine_steps: white-box gradient steps after the generator.
         refine_loss: what they descend (``protector.losses.attack_loss_by_name``); default
             :data:`DEFAULT_REFINE_LOSS` of the views.
@@ -71,7 +76,7 @@ class ProtectionSettings:
     eps: float | None = None
     views: str = "classifiers"
     views_per_step: int = 2
-    working_side: int | None = 512
+    working_side: int | None = WORKING_SIDE
     full_size_steps: int = 0
     refine_steps: int = 0
     refine_loss: str = ""

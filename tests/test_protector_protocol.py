@@ -129,6 +129,54 @@ def test_full_size_steps_move_a_photo_above_the_working_side_up_to_the_tiling_li
     assert torch.equal(too_large["x_adv"], without["x_adv"]) and too_large["full_size_skipped"]
 
 
+def test_the_files_jpeg_is_in_the_loss_of_the_steps_for_the_file_as_it_is_only(tiny_classifier, monkeypatch) -> None:
+    # The task's protocol (no views) has the file's JPEG in its loss, and so do the full-size
+    # steps; the steps over views, on a working copy or at the photo's own size, do not.
+    import protector.refine
+    from protector.views import VIEW_SETS
+
+    qualities = []
+    real_jpeg = protector.refine.differentiable_jpeg
+    monkeypatch.setattr(protector.refine, "differentiable_jpeg",
+                        lambda x, quality: qualities.append((tuple(x.shape[-2:]), quality)) or real_jpeg(x, quality))
+
+    def jpeg_sizes(x: torch.Tensor, views: str, full_size_steps: int = 0) -> set:
+        qualities.clear()
+        predictor = ProtectPredictor(DimmedProtector(EPS), tiny_classifier, refine_steps=2, refine_quality=90,
+                                     views=VIEW_SETS[views], working_side=20, full_size_steps=full_size_steps)
+        predictor.predict_step({"image": x, "write": [True]}, 0)
+        return set(qualities)
+
+    assert jpeg_sizes(torch.rand(1, 3, 16, 24), "as-is") == {((16, 24), 90)}
+    assert jpeg_sizes(torch.rand(1, 3, 16, 24), "classifiers") == set()
+    assert jpeg_sizes(torch.rand(1, 3, 40, 48), "classifiers") == set()
+    assert jpeg_sizes(torch.rand(1, 3, 40, 48), "classifiers", full_size_steps=1) == {((40, 48), 90)}
+
+
+def test_the_file_as_it_is_is_a_view_only_of_a_photo_protected_at_its_own_size(tiny_classifier, monkeypatch) -> None:
+    # A working copy as it is is no classifier's input: its steps take the resized views only.
+    import protector.refine
+    from protector.views import VIEW_SETS
+
+    seen = []
+    real_gradient = protector.refine._gradient
+    monkeypatch.setattr(protector.refine, "_gradient",
+                        lambda x, view, *rest: seen.append((tuple(x.shape[-2:]), view.name)) or real_gradient(x, view, *rest))
+
+    def views_taken(x: torch.Tensor) -> set:
+        seen.clear()
+        predictor = ProtectPredictor(DimmedProtector(EPS), tiny_classifier, refine_steps=5,
+                                     views=VIEW_SETS["classifiers"], working_side=20)
+        predictor.predict_step({"image": x, "write": [True]}, 0)
+        return set(seen)
+
+    own_size = views_taken(torch.rand(1, 3, 16, 24))
+    assert ((16, 24), "as-is") in own_size and len(own_size) == 9
+    working_copy = views_taken(torch.rand(1, 3, 40, 48))
+    assert {size for size, _ in working_copy} == {(20, 24)} and len(working_copy) == 8
+    assert "as-is" not in {name for _, name in working_copy}
+
+
 def test_a_photo_too_large_for_the_full_size_steps_is_named_in_the_manifest(tmp_path, tiny_classifier) -> None:
     import csv
 

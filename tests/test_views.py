@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from protector.images import to_tensor, to_uint8
-from protector.views import (AS_IS, EVALUATION_VIEWS, View, ViewSampler, carry_to_full_size, render_view,
-                             view_by_name, working_size)
+from protector.views import (AS_IS, CLASSIFIER_INPUTS, EVALUATION_VIEWS, View, ViewCycle, ViewSampler,
+                             carry_to_full_size, render_view, view_by_name, working_size)
 
 
 def natural_like(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -183,8 +183,6 @@ def test_training_photos_come_at_the_working_scale() -> None:
 
 
 def test_a_view_cycle_takes_every_classifier_input_before_repeating_one() -> None:
-    from protector.views import CLASSIFIER_INPUTS, ViewCycle
-
     schedule = ViewCycle().schedule(steps=5, count=2)
     assert [len(step) for step in schedule] == [2] * 5
     taken = [view for step in schedule for view in step]
@@ -196,3 +194,11 @@ def test_a_view_cycle_takes_every_classifier_input_before_repeating_one() -> Non
         ViewCycle().schedule(2, 0)
     with pytest.raises(ValueError, match="at least one view"):
         ViewCycle(())
+
+
+def test_a_working_copy_takes_the_cycle_without_the_file_as_it_is() -> None:
+    cycle = ViewCycle(CLASSIFIER_INPUTS + (AS_IS,))
+    assert cycle.for_working_copy().views == CLASSIFIER_INPUTS
+    assert ViewCycle((AS_IS,)).for_working_copy().views == (AS_IS,)  # nothing else to take
+    sampler = ViewSampler()
+    assert sampler.for_working_copy() is sampler

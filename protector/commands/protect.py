@@ -15,7 +15,7 @@ from protector.commands.argtypes import (budget, int_at_least, lightning_devices
                                          quality, unit_interval)
 from protector.commands.flags import add_attack_model_arguments, attack_model_spec, deprecated_alias
 from protector.images import MAX_PIXELS
-from protector.settings import OUTPUT_FORMATS, REFINE_LOSSES, VIEW_SET_NAMES
+from protector.settings import OUTPUT_FORMATS, REFINE_LOSSES, VIEW_SET_NAMES, WORKING_SIDE
 
 if TYPE_CHECKING:
     from protector.protect import ProtectOptions
@@ -28,9 +28,10 @@ Protect photos against automatic scene recognition and write them as sRGB with n
 
 With no --protector the protection is 10 gradient steps against ResNet50-places365 (fetched
 once into a user cache) over the views a classifier meets after sharing: the file resized to
-the common classifier inputs (224..512 px on the shorter side, a 224 centre crop), two views
-a step in turn (--views classifiers). Photos larger than
---working-side are protected on a scaled copy and the perturbation carried back to full size.
+the common classifier inputs (224..512 px on the shorter side, a 224 centre crop) and the
+file as it is, two views a step in turn (--views classifiers). Photos larger than
+--working-side are protected on a scaled copy and the perturbation carried back to full size
+(the file as it is is then not among the views).
 --protector RUN/protector.pt uses a trained generator instead (one forward pass).
 Inputs: folders and files (--input), or a list file read from a folder or val_256.tar
 (--list with --images). Each photo keeps its size; outputs keep the input's relative name
@@ -91,23 +92,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "(8/255); the summary names it. Without it such a protector is refused")
     how.add_argument("--views", choices=VIEW_SET_NAMES, default="classifiers",
                      help="what the protection is computed for: classifiers (the common classifier inputs, "
-                          "224..512 px and a 224 crop, taken in turn), shared (the file as it is, resized to random "
-                          "sizes in 224..512 px, cropped, re-encoded by a platform) or as-is (the file exactly as "
+                          "224..512 px and a 224 crop, and the file as it is, taken in turn), shared (the file as it is, "
+                          "resized to random sizes in 224..512 px, cropped, re-encoded by a platform) or as-is (the file exactly as "
                           "written: the MediaEval protocol). Default: classifiers")
     how.add_argument("--views-per-step", type=positive_int, default=2, metavar="N",
                      help="views per gradient step under --views classifiers or shared. Default: 2")
-    how.add_argument("--working-side", type=int_at_least(32), default=512, metavar="PIXELS",
+    how.add_argument("--working-side", type=int_at_least(32), default=WORKING_SIDE, metavar="PIXELS",
                      help="under --views classifiers or shared, photos whose shorter side is larger are protected "
-                          "on a copy of this shorter side and the perturbation is carried to full size. Default: 512")
+                          "on a copy of this shorter side and the perturbation is carried to full size. Default: %(default)s")
     how.add_argument("--full-size-steps", type=non_negative_int, default=0, metavar="N",
                      help="under --views classifiers or shared, after the views' steps, N gradient steps of eps/4 "
                           "for the file classified as it is, at full size (one full-size pass each; photos up to "
-                          "--tile-max-pixels, the manifest notes the others): one step took the full-size file "
-                          "from 5%% to 85%% fooled and the resized views down by 15-20 points (BENCHMARKS.md). "
+                          "--tile-max-pixels, the manifest notes the others): with a 512 px working copy one step took "
+                          "the full-size file from 5%% to 85%% fooled and the resized views down by 15-20 points "
+                          "(BENCHMARKS.md). "
                           "Default: 0")
     how.add_argument("--refine-steps", type=non_negative_int, metavar="N",
-                     help="after the generator, N white-box gradient steps against --classifier through a "
-                          "differentiable JPEG at --quality and --views, within the same budget: stronger protection, "
+                     help="after the generator, N white-box gradient steps against --classifier over --views (under "
+                          "--views as-is through a differentiable JPEG at --quality), within the same budget: stronger "
+                          "protection, "
                           "N extra classifier passes per view. Under --views as-is, photos above --tile-max-pixels "
                           "are not refined (the manifest says so). Default: 10 without --protector, else 0")
     how.add_argument("--refine-loss", choices=REFINE_LOSSES, default=None,

@@ -44,7 +44,8 @@ class ProtectPredictor(pl.LightningModule):
         tile_max_pixels, tile, tile_overlap, tile_align: see :class:`TiledProtector`.
         refine_steps: gradient steps against `classifier` after the generator
             (:func:`protector.refine.refine`); photos above `tile_max_pixels` are not refined.
-        refine_quality: JPEG quality inside the refinement loop (None: the file is lossless).
+        refine_quality: JPEG quality inside the refinement loop (None: the file is lossless);
+            over ``views`` only in the full-size steps (measured weaker and slower in theirs).
         refine_loss: what the refinement descends (None: :func:`~protector.refine.refine`'s
             default, the top-5 margin of the clean prediction).
         views: the refine steps descend the loss over views drawn from this sampler
@@ -142,7 +143,8 @@ class ProtectPredictor(pl.LightningModule):
                                                out["clean_logits"] if self._guide_is_classifier() else None)
             x_adv = self.protector.perturb(reference, label)
             if self.refine_steps and (work != full_size or work[0] * work[1] <= self.tile_max_pixels):
-                x_adv = self._refine(reference, x_adv, out["clean_logits"])
+                views = self.views if work == full_size or self.views is None else self.views.for_working_copy()
+                x_adv = self._refine(reference, x_adv, out["clean_logits"], views)
             elif self.refine_steps:
                 out["refine_skipped"] = True
             if work != full_size:
@@ -173,11 +175,16 @@ class ProtectPredictor(pl.LightningModule):
             return refine(reference.float(), x_adv.float(), self.classifier, y, self.eps, self.full_size_steps,
                           step_size=self.eps / 4, loss=self.refine_loss, jpeg_quality=self.refine_quality)
 
-    def _refine(self, reference: torch.Tensor, x_adv: torch.Tensor, clean_logits: torch.Tensor) -> torch.Tensor:
+    def _refine(self, reference: torch.Tensor, x_adv: torch.Tensor, clean_logits: torch.Tensor,
+                views: ViewSampler | ViewCycle | None) -> torch.Tensor:
         # The label pushed out is the clean prediction: what the attack model would say of
         # the photo (on MEPP19test it is the true label by construction).
         y = clean_logits.argmax(1)
+        # Over views the loss leaves the file's JPEG out: with it, a working copy's steps fooled
+        # 5-15 points fewer under every view (that JPEG is not the full-size file's), and a
+        # full-size copy's no more for 1.8x the time (BENCHMARKS.md, "Views").
+        quality = None if views is not None else self.refine_quality
         with torch.autocast(device_type=reference.device.type, enabled=False):
             return refine(reference.float(), x_adv.float(), self.classifier, y, self.eps, self.refine_steps,
-                          loss=self.refine_loss, jpeg_quality=self.refine_quality, views=self.views,
+                          loss=self.refine_loss, jpeg_quality=quality, views=views,
                           views_per_step=self.views_per_step)

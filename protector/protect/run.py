@@ -34,7 +34,7 @@ from protector.protect.submission import write_submission_zip
 from protector.protect.summary import RunSummary
 from protector.protect.writer import ProtectedImageWriter
 from protector.protector_protocol import Protector, require_protector
-from protector.settings import ProtectionSettings
+from protector.settings import WORKING_SIDE, ProtectionSettings
 from protector.views import VIEW_SETS
 
 # Gradient steps of the default protector (no --protector): EOT-PGD over views from the photo
@@ -61,7 +61,7 @@ class ProtectOptions:
     eps: float | None = None
     views: str = "classifiers"
     views_per_step: int = 2
-    working_side: int | None = 512
+    working_side: int | None = WORKING_SIDE
     full_size_steps: int = 0
     inputs: list[Path] = field(default_factory=list)
     list_path: Path | None = None

@@ -115,13 +115,14 @@ class RunSummary:
             lines.append(f"Each pixel was moved at most {self.eps_8bit:.3g} of 255 levels before saving{measured}.")
         if self.views == "shared":
             lines.append("Computed for the attack model seeing the file resized to 224..512 px, "
-                         "centre-cropped, or re-encoded by a platform (and as it is, up to 512 px on the shorter "
+                         "centre-cropped, or re-encoded by a platform (and as it is, up to --working-side on the shorter "
                          "side); not every view of every photo is fooled (BENCHMARKS.md, \"Views\"), and other "
                          "classifiers are not promised.")
         elif self.views == "classifiers":
             lines.append("Computed for the attack model seeing the file resized to a common classifier input (224, "
-                         "256, 288, 320, 384, 448 or 512 px on the shorter side, or 256 then a 224 crop); other sizes "
-                         "and the full-size file as it is are covered less (BENCHMARKS.md, \"Views\"), and other "
+                         "256, 288, 320, 384, 448 or 512 px on the shorter side, or 256 then a 224 crop) and as it is "
+                         "(photos up to --working-side on the shorter side); other sizes and the full-size file of "
+                         "larger photos are covered less (BENCHMARKS.md, \"Views\"), and other "
                          "classifiers are not promised.")
         elif self.views == "as-is":
             lines.append("Protected for a classifier that sees the file exactly as saved (not resized).")
