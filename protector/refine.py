@@ -67,7 +67,10 @@ def refine(
             out of the top 5 until it is 2 logits below the 5th other class, a margin that
             survives JPEG. ``SensitiveSafe`` pushes every sensitive class out as well. A loss
             that needs the clean logits gets them at ``x_clean`` (under the same view).
-        jpeg_quality: quality of the differentiable JPEG of the file itself (None: no JPEG).
+        jpeg_quality: quality of the differentiable JPEG of the file itself (None: no JPEG), in
+            the loss of the file as it is: every step without views, and the file as it is
+            among views. A resizing view leaves it out: it averages the JPEG's 8x8 blocks away, and
+            with it in, the resized views were fooled less (BENCHMARKS.md, "Views").
         views: ``views_per_step`` views per step (the schedule of a :class:`ViewSampler`,
             stratified random draws, or of a :class:`ViewCycle`, fixed views in turn); their
             gradients, each scaled to the same size, are descended with momentum; None: the
@@ -98,7 +101,8 @@ def refine(
         else:
             # Each view's gradient counts the same: a view that shrinks the photo spreads its
             # gradient over more pixels, and summed raw it would lose the sign to the large views.
-            grad = sum(_unit(_gradient(x_adv, view, classifier, loss, targets, jpeg_quality))
+            grad = sum(_unit(_gradient(x_adv, view, classifier, loss, targets,
+                                       jpeg_quality if view.is_identity else None))
                        for view in step_views)
             # Momentum (MI-FGSM, Dong et al. 2018) keeps what the views agree on across steps.
             velocity = velocity + _unit(grad)

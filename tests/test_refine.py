@@ -114,3 +114,18 @@ def test_steps_over_a_view_cycle_see_its_views_in_turn(tiny_classifier):
     assert (x_adv - x).abs().max() <= eps + 1e-6
     # one pass per view per step in the cycle's order, and each view's clean label at its first use
     assert seen == [(24, 36), (24, 36), (16, 16), (16, 16), (20, 30), (20, 30), (24, 36)]
+
+
+def test_over_views_the_files_jpeg_is_in_the_loss_of_the_file_as_it_is_only(tiny_classifier, monkeypatch):
+    import protector.refine
+    from protector.views import AS_IS, View, ViewCycle
+
+    encoded = []
+    real_jpeg = protector.refine.differentiable_jpeg
+    monkeypatch.setattr(protector.refine, "differentiable_jpeg",
+                        lambda x, quality: encoded.append(quality) or real_jpeg(x, quality))
+    cycle = ViewCycle((View("short-24", shorter_side=24), AS_IS, View("short-20", shorter_side=20)))
+    x = torch.rand(1, 3, 40, 60)
+    refine(x, x, tiny_classifier, torch.tensor([0]), 2 / 255, steps=3, jpeg_quality=85, views=cycle,
+           views_per_step=1, loss=UntargetedCE())
+    assert encoded == [85]  # three steps, one view each: only the step on the file as it is
