@@ -54,6 +54,8 @@ class ProtectPredictor(pl.LightningModule):
         views_per_step: views per refine step.
         working_side: see above; None: every photo at full size.
         full_size_steps: see above; 0: none.
+        extra_steps: up to this many more refine steps for the photos a view of the refine steps
+            still recognizes (:func:`~protector.refine.refine`); 0: none.
         nima: optional NIMA model (:func:`protector.nima.load_nima`): the manifest then records
             each photo's NIMA before and after (the latter on the written file).
 
@@ -81,6 +83,7 @@ class ProtectPredictor(pl.LightningModule):
         views_per_step: int = 2,
         working_side: int | None = None,
         full_size_steps: int = 0,
+        extra_steps: int = 0,
     ) -> None:
         super().__init__()
         # With more ranks than batches some ranks get none; they still take part in the
@@ -99,6 +102,7 @@ class ProtectPredictor(pl.LightningModule):
         self.views_per_step = views_per_step
         self.working_side = working_side
         self.full_size_steps = full_size_steps
+        self.extra_steps = extra_steps
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         """The size a ``height`` x ``width`` photo is protected (and classified for the manifest) at."""
@@ -188,4 +192,4 @@ class ProtectPredictor(pl.LightningModule):
         with torch.autocast(device_type=reference.device.type, enabled=False):
             return refine(reference.float(), x_adv.float(), self.classifier, y, self.eps, self.refine_steps,
                           loss=self.refine_loss, jpeg_quality=quality, views=views,
-                          views_per_step=self.views_per_step)
+                          views_per_step=self.views_per_step, extra_steps=self.extra_steps)
