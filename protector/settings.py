@@ -21,8 +21,9 @@ VIEW_SET_NAMES = ("as-is", "shared", "classifiers")
 # BENCHMARKS.md, "Views"); for the file as it is, the top-5 margin of the shipped configs.
 DEFAULT_REFINE_LOSS = {"shared": "ce", "classifiers": "ce", "as-is": "topk"}
 # Extra steps for the photos a view still recognizes after the refine steps, unless told: over
-# the classifier inputs they took the listed views from 85-95% to 95-100% fooled on tune photos,
-# for about a third more time on average (BENCHMARKS.md, "Views"); not measured for the others.
+# the classifier inputs they took every listed view to 95-100% fooled on held-out photos (the file
+# as it is from 90%), for about a third more time on average (BENCHMARKS.md, "Views"); not
+# measured for the other view sets.
 DEFAULT_EXTRA_STEPS = {"shared": 0, "classifiers": 10, "as-is": 0}
 # Photos whose shorter side is larger are protected on a copy this size: the file as it is of
 # photos up to about 1.4 MP is then a view their steps take (20% -> 85% fooled on held-out

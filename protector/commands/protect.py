@@ -116,8 +116,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--extra-steps", type=non_negative_int, metavar="N",
                      help="after the refine steps, up to N more for the photos the attack model still recognizes "
                           "under one of their views (checked on the 8-bit photo through the file's JPEG every two "
-                          "steps): under --views classifiers they took the listed views from 85-95%% to 95-100%% "
-                          "fooled on tune photos, for about a third more time on average (BENCHMARKS.md). "
+                          "steps): under --views classifiers they took the file as it is from 90%% to 95%% fooled on held-out "
+                          "photos (224 px from 85%% to 100%% on tune photos), for about a third more time on average "
+                          "(BENCHMARKS.md). "
                           "Default: 10 under --views classifiers, else 0")
     how.add_argument("--refine-loss", choices=REFINE_LOSSES, default=None,
                      help="what the refine steps descend: topk (the clean prediction out of the top 5 by a margin "
