@@ -99,8 +99,6 @@ class ProtectionSettings:
             object.__setattr__(self, "refine_loss", DEFAULT_REFINE_LOSS[self.views])
         if self.extra_steps is None and self.views in VIEW_SET_NAMES:
             object.__setattr__(self, "extra_steps", DEFAULT_EXTRA_STEPS[self.views])
-        if not self.refine_steps:  # extra steps continue the refine steps: none without them
-            object.__setattr__(self, "extra_steps", 0)
         if self.fmt not in OUTPUT_FORMATS:
             raise ValueError(f"--format must be one of {', '.join(OUTPUT_FORMATS)}, got {self.fmt!r}")
         check_quality(self.quality, "--quality")
@@ -128,6 +126,8 @@ class ProtectionSettings:
         max_pixels, tile, overlap, align = self.tiling
         if min(max_pixels, tile, align) < 1 or not 0 <= overlap < tile:
             raise ValueError(f"tiling needs max pixels, tile and align >= 1 and 0 <= overlap < tile, got {self.tiling}")
+        if not self.refine_steps:  # extra steps continue the refine steps: none without them
+            object.__setattr__(self, "extra_steps", 0)
 
     @property
     def view_robust(self) -> bool:

@@ -24,7 +24,7 @@ def test_quality_has_one_rule(quality) -> None:
     ({"working_side": 8}, "--working-side"),
     ({"refine_steps": -1}, "--refine-steps"),
     ({"full_size_steps": -1}, "--full-size-steps"),
-    ({"extra_steps": -1, "refine_steps": 10}, "--extra-steps"),
+    ({"extra_steps": -1}, "--extra-steps"),
     ({"refine_loss": "hinge"}, "--refine-loss"),
     ({"refine_loss": "sensitive_safe", "refine_steps": 2}, "--senscats"),
     ({"edit_strength": 0.0}, "--enhance off"),
