@@ -8,7 +8,10 @@ format, placed in a temporary user cache: the same code path and cost as the rea
 Photos: ../shared/fullsize/urban100_img_051.jpg resized (PIL bicubic) to 256x256, to
 1 MP (1155x866) and to 12 MP (4000x3000), saved as JPEG q95.
 
-    python bench/views_cost.py [--repeats 3] [--flags "--refine-steps 10"]
+    python bench/views_cost.py [--repeats 3] [--flags "--refine-steps 10"] [--photo urban100_img_074.jpg]
+
+``--photo`` takes another of ../shared/fullsize: one that needs the extra steps (a view still
+recognizes it after the refine steps) shows their cost.
 """
 
 from __future__ import annotations
@@ -56,11 +59,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--flags", default="", help="extra protect flags for every run")
     parser.add_argument("--models", default="standin,resnet50")
+    parser.add_argument("--photo", default="urban100_img_051.jpg", help="the photo of ../shared/fullsize to resize")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        source = Image.open(SHARED / "fullsize/urban100_img_051.jpg").convert("RGB")
+        source = Image.open(SHARED / "fullsize" / args.photo).convert("RGB")
         photos = {}
         for label, size in SIZES.items():
             photos[label] = work / f"photo-{label.replace(' ', '')}.jpg"
@@ -70,7 +74,7 @@ def main() -> None:
         official_resnet50(cache / "resnet50_places365.pth.tar")
         env = {**os.environ, "PROTECTOR_CACHE": str(cache), "PROTECTOR_OFFLINE": "1"}
         models = {"standin": ["--classifier", "standin"], "resnet50": []}
-        print(f"protect {args.flags or '(defaults)'}; median of {args.repeats} runs\n")
+        print(f"protect {args.flags or '(defaults)'}, {args.photo}; median of {args.repeats} runs\n")
         print("| attack model | photo | wall s (median) | x the 256x256 run | peak memory MiB |\n|---|---|---|---|---|")
         for model in args.models.split(","):
             base = None

@@ -273,7 +273,7 @@ class ViewCycle:
 #: sees it at one of the common classifier inputs, taken in turn (:class:`ViewCycle`).
 #: ``classifiers`` takes the file as it is in turn too, for photos protected at their own size
 #: (up to the working side): 20% -> 85% fooled as it is on held-out photos, the resized views
-#: within one photo of where they were (BENCHMARKS.md, "Views").
+#: within one photo of where they were; 90% with the file's JPEG in its loss (BENCHMARKS.md, "Views").
 VIEW_SETS: dict[str, ViewSampler | ViewCycle | None] = {"as-is": None, "shared": ViewSampler(),
                                                         "classifiers": ViewCycle(CLASSIFIER_INPUTS + (AS_IS,))}
 

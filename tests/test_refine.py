@@ -114,3 +114,54 @@ def test_steps_over_a_view_cycle_see_its_views_in_turn(tiny_classifier):
     assert (x_adv - x).abs().max() <= eps + 1e-6
     # one pass per view per step in the cycle's order, and each view's clean label at its first use
     assert seen == [(24, 36), (24, 36), (16, 16), (16, 16), (20, 30), (20, 30), (24, 36)]
+
+
+def test_over_views_the_files_jpeg_is_in_the_loss_of_the_file_as_it_is_only(tiny_classifier, monkeypatch):
+    import protector.refine
+    from protector.views import AS_IS, View, ViewCycle
+
+    encoded = []
+    real_jpeg = protector.refine.differentiable_jpeg
+    monkeypatch.setattr(protector.refine, "differentiable_jpeg",
+                        lambda x, quality: encoded.append(quality) or real_jpeg(x, quality))
+    cycle = ViewCycle((View("short-24", shorter_side=24), AS_IS, View("short-20", shorter_side=20)))
+    x = torch.rand(1, 3, 40, 60)
+    refine(x, x, tiny_classifier, torch.tensor([0]), 2 / 255, steps=3, jpeg_quality=85, views=cycle,
+           views_per_step=1, loss=UntargetedCE())
+    assert encoded == [85]  # three steps, one view each: only the step on the file as it is
+
+
+class MeanBrightness(nn.Module):
+    """Class 1 once the photo's mean brightness passes `threshold`, class 0 below: a classifier
+    whose decision each test can place exactly."""
+
+    def __init__(self, threshold: float) -> None:
+        super().__init__()
+        self.threshold = threshold
+
+    def forward(self, x):
+        score = 200.0 * (x.mean(dim=(1, 2, 3)) - self.threshold)
+        return torch.stack([-score, score], dim=1)
+
+
+@pytest.mark.parametrize("cycle", [False, True])
+def test_extra_steps_go_on_for_the_photos_still_recognized_only(cycle):
+    from protector.views import View, ViewCycle
+
+    eps = 8 / 255
+    # Photo 0 crosses the threshold within the first step; photo 1 needs more than one.
+    x = torch.stack([torch.full((3, 16, 16), 0.5 - eps / 4), torch.full((3, 16, 16), 0.5 - 0.75 * eps)])
+    model, y = MeanBrightness(0.5), torch.zeros(2, dtype=torch.long)
+    views = ViewCycle((View("short-8", shorter_side=8),)) if cycle else None
+
+    def protect(extra_steps: int) -> torch.Tensor:
+        return refine(x, x, model, y, eps, steps=1, step_size=eps / 2, loss=UntargetedCE(), jpeg_quality=None,
+                      views=views, views_per_step=1, extra_steps=extra_steps)
+
+    without, with_extra = protect(0), protect(4)
+    assert torch.equal(with_extra[0], without[0])  # no longer recognized: left as it is
+    assert (with_extra[1] - x[1]).mean() > (without[1] - x[1]).mean()  # still recognized: more steps
+    assert (with_extra - x).abs().max() <= eps + 1e-6
+    assert model(with_extra).argmax(1).tolist() == [1, 1]
+    with pytest.raises(ValueError, match="extra_steps"):
+        protect(-1)

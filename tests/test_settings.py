@@ -24,6 +24,7 @@ def test_quality_has_one_rule(quality) -> None:
     ({"working_side": 8}, "--working-side"),
     ({"refine_steps": -1}, "--refine-steps"),
     ({"full_size_steps": -1}, "--full-size-steps"),
+    ({"extra_steps": -1}, "--extra-steps"),
     ({"refine_loss": "hinge"}, "--refine-loss"),
     ({"refine_loss": "sensitive_safe", "refine_steps": 2}, "--senscats"),
     ({"edit_strength": 0.0}, "--enhance off"),
@@ -67,3 +68,14 @@ def test_a_record_written_before_full_size_steps_reads_as_none_taken() -> None:
     del record["full_size_steps"]
     assert ProtectionSettings.from_record(record).full_size_steps == 0
     assert ProtectionSettings().full_size_steps == 0
+
+
+def test_extra_steps_default_to_what_the_views_measured_and_need_refine_steps() -> None:
+    assert ProtectionSettings(views="classifiers", refine_steps=10).extra_steps == 10
+    assert ProtectionSettings(views="shared", refine_steps=10).extra_steps == 0
+    assert ProtectionSettings(views="as-is", working_side=None, refine_steps=2).extra_steps == 0
+    assert ProtectionSettings(views="as-is", working_side=None, refine_steps=2, extra_steps=3).extra_steps == 3
+    assert ProtectionSettings(views="classifiers", refine_steps=0, extra_steps=5).extra_steps == 0
+    record = ProtectionSettings(views="classifiers", refine_steps=10).to_record()
+    del record["extra_steps"]  # written before extra steps existed: none were taken
+    assert ProtectionSettings.from_record(record).extra_steps == 0

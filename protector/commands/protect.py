@@ -113,6 +113,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "protection, "
                           "N extra classifier passes per view. Under --views as-is, photos above --tile-max-pixels "
                           "are not refined (the manifest says so). Default: 10 without --protector, else 0")
+    how.add_argument("--extra-steps", type=non_negative_int, metavar="N",
+                     help="after the refine steps, up to N more for the photos the attack model still recognizes "
+                          "under one of their views (checked on the 8-bit photo through the file's JPEG every two "
+                          "steps): under --views classifiers they took the file as it is from 90%% to 95%% fooled on held-out "
+                          "photos (224 px from 85%% to 100%% on tune photos), for about a third more time on average "
+                          "(BENCHMARKS.md). "
+                          "Default: 10 under --views classifiers, else 0")
     how.add_argument("--refine-loss", choices=REFINE_LOSSES, default=None,
                      help="what the refine steps descend: topk (the clean prediction out of the top 5 by a margin "
                           "of 2 logits), sensitive_safe (also every --senscats category: the photo reads as an "

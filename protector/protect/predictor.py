@@ -45,7 +45,8 @@ class ProtectPredictor(pl.LightningModule):
         refine_steps: gradient steps against `classifier` after the generator
             (:func:`protector.refine.refine`); photos above `tile_max_pixels` are not refined.
         refine_quality: JPEG quality inside the refinement loop (None: the file is lossless);
-            over ``views`` only in the full-size steps (measured weaker and slower in theirs).
+            over ``views``, in the loss of the file as it is only (:func:`~protector.refine.refine`),
+            and not on a working copy, whose JPEG is not the file's (the full-size steps take it).
         refine_loss: what the refinement descends (None: :func:`~protector.refine.refine`'s
             default, the top-5 margin of the clean prediction).
         views: the refine steps descend the loss over views drawn from this sampler
@@ -53,6 +54,8 @@ class ProtectPredictor(pl.LightningModule):
         views_per_step: views per refine step.
         working_side: see above; None: every photo at full size.
         full_size_steps: see above; 0: none.
+        extra_steps: up to this many more refine steps for the photos a view of the refine steps
+            still recognizes (:func:`~protector.refine.refine`); 0: none.
         nima: optional NIMA model (:func:`protector.nima.load_nima`): the manifest then records
             each photo's NIMA before and after (the latter on the written file).
 
@@ -80,6 +83,7 @@ class ProtectPredictor(pl.LightningModule):
         views_per_step: int = 2,
         working_side: int | None = None,
         full_size_steps: int = 0,
+        extra_steps: int = 0,
     ) -> None:
         super().__init__()
         # With more ranks than batches some ranks get none; they still take part in the
@@ -98,6 +102,7 @@ class ProtectPredictor(pl.LightningModule):
         self.views_per_step = views_per_step
         self.working_side = working_side
         self.full_size_steps = full_size_steps
+        self.extra_steps = extra_steps
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         """The size a ``height`` x ``width`` photo is protected (and classified for the manifest) at."""
@@ -144,7 +149,7 @@ class ProtectPredictor(pl.LightningModule):
             x_adv = self.protector.perturb(reference, label)
             if self.refine_steps and (work != full_size or work[0] * work[1] <= self.tile_max_pixels):
                 views = self.views if work == full_size or self.views is None else self.views.for_working_copy()
-                x_adv = self._refine(reference, x_adv, out["clean_logits"], views)
+                x_adv = self._refine(reference, x_adv, out["clean_logits"], views, at_own_size=work == full_size)
             elif self.refine_steps:
                 out["refine_skipped"] = True
             if work != full_size:
@@ -176,15 +181,15 @@ class ProtectPredictor(pl.LightningModule):
                           step_size=self.eps / 4, loss=self.refine_loss, jpeg_quality=self.refine_quality)
 
     def _refine(self, reference: torch.Tensor, x_adv: torch.Tensor, clean_logits: torch.Tensor,
-                views: ViewSampler | ViewCycle | None) -> torch.Tensor:
+                views: ViewSampler | ViewCycle | None, at_own_size: bool) -> torch.Tensor:
         # The label pushed out is the clean prediction: what the attack model would say of
         # the photo (on MEPP19test it is the true label by construction).
         y = clean_logits.argmax(1)
-        # Over views the loss leaves the file's JPEG out: with it, a working copy's steps fooled
-        # 5-15 points fewer under every view (that JPEG is not the full-size file's), and a
-        # full-size copy's no more for 1.8x the time (BENCHMARKS.md, "Views").
-        quality = None if views is not None else self.refine_quality
+        # Over views the file's JPEG is in the loss of the file as it is only, and only at the
+        # photo's own size: a working copy's JPEG quantizes other 8x8 blocks than the file's,
+        # and with it every view was fooled 5-15 points less (BENCHMARKS.md, "Views").
+        quality = self.refine_quality if views is None or at_own_size else None
         with torch.autocast(device_type=reference.device.type, enabled=False):
             return refine(reference.float(), x_adv.float(), self.classifier, y, self.eps, self.refine_steps,
                           loss=self.refine_loss, jpeg_quality=quality, views=views,
-                          views_per_step=self.views_per_step)
+                          views_per_step=self.views_per_step, extra_steps=self.extra_steps)

@@ -76,6 +76,7 @@ class ProtectOptions:
     attack_model: AttackModelSpec = AttackModelSpec()
     categories: Path | None = None
     refine_steps: int | None = None
+    extra_steps: int | None = None
     refine_loss: str | None = None
     senscats: Path | None = None
     enhance: str = "auto"
@@ -132,7 +133,7 @@ class ProtectOptions:
             fmt=self.fmt, quality=self.quality, eps=self.eps, views=self.views, views_per_step=self.views_per_step,
             working_side=self.working_side if self.views != "as-is" else None,
             full_size_steps=self.full_size_steps if self.views != "as-is" else 0, refine_steps=self.steps(trained),
-            refine_loss=self.refine_loss or "", senscats_sha256=senscats,
+            extra_steps=self.extra_steps, refine_loss=self.refine_loss or "", senscats_sha256=senscats,
             # Strength 0 is the unedited photo: recorded as "no edit", its one spelling.
             edit_strength=float(self.enhance_strength) if has_edit and self.enhance == "auto"
             and self.enhance_strength > 0 else None,
@@ -398,7 +399,7 @@ def _predict(
     refine_quality = settings.quality if settings.fmt == "jpeg" else None
     predictor = ProtectPredictor(protector, classifier, *settings.tiling, settings.refine_steps, refine_quality,
                                  refine_loss, nima, VIEW_SETS[settings.views], settings.views_per_step,
-                                 settings.working_side, settings.full_size_steps)
+                                 settings.working_side, settings.full_size_steps, settings.extra_steps)
     workers = default_workers() if options.num_workers is None else options.num_workers
     datamodule = ProtectionDataModule(plan, options.batch_size, options.max_batch_pixels, workers,
                                    options.min_side, options.max_pixels, options.overwrite)
